@@ -1,0 +1,172 @@
+//! The validated matrix: what every later stage works from.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A validated `matrix.toml`: runtimes, machines, their checks, and the rules over them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Matrix {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// The folder holding the file; relative paths in it are resolved from here.
+    pub root: PathBuf,
+    /// Where notebook globs are resolved, and what check names are relative to.
+    pub notebooks_dir: PathBuf,
+    /// Declared stages, in order.
+    pub stages: Vec<String>,
+    /// The stage selected when none is asked for.
+    pub default_stage: String,
+    /// Machines by name, in name order.
+    pub machines: Vec<Machine>,
+    /// Runtimes by name, in name order, each with its checks.
+    pub runtimes: Vec<Runtime>,
+    /// Combinations that are never run.
+    pub exclusions: Vec<Exclusion>,
+    /// Combinations known to fail, and how.
+    pub expected_failures: Vec<ExpectedFailure>,
+    /// Problems that do not stop the matrix from loading (unknown keys, unused overrides).
+    pub warnings: Vec<String>,
+}
+
+/// A kind of machine the platform offers: how many GPUs, of which model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Its name in the matrix and in trial names.
+    pub name: String,
+    /// Number of GPUs; 0 for a CPU-only machine.
+    pub gpus: u32,
+    /// A wildcard pattern over the GPU model name, e.g. `*H100*`.
+    pub gpu_model: Option<String>,
+    /// Free text for reports.
+    pub description: Option<String>,
+    /// Tags every trial on this machine carries.
+    pub tags: Vec<String>,
+}
+
+/// How a runtime's checks are executed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Executor {
+    /// On this host, under a Python interpreter (provisioned into a virtualenv when needed).
+    Host {
+        /// The interpreter: a name looked up on `PATH`, or a path.
+        python: String,
+        /// pip requirements the runtime needs beyond nbconvert and ipykernel.
+        packages: Vec<String>,
+    },
+}
+
+impl Executor {
+    /// The short name used as the trial kind: `host`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Executor::Host { .. } => "host",
+        }
+    }
+}
+
+/// A runtime: an environment notebooks and commands run in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Runtime {
+    /// Its name in the matrix and in trial names.
+    pub name: String,
+    /// Free text for reports.
+    pub description: Option<String>,
+    /// Where and how its checks run.
+    pub executor: Executor,
+    /// Environment variables set for every check.
+    pub env: BTreeMap<String, String>,
+    /// Names of the machines it targets, in name order.
+    pub machines: Vec<String>,
+    /// Its checks, notebooks first (by path), then commands (by name).
+    pub checks: Vec<Check>,
+}
+
+/// One thing to verify in a runtime: a notebook to execute or a command to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `nb::<path under notebooks-dir, without .ipynb>` or `cmd::<name>`.
+    pub name: String,
+    /// What runs.
+    pub kind: CheckKind,
+    /// The whole-check deadline; the process tree is killed when it passes.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The per-cell timeout given to nbconvert (notebooks only).
+    #[serde(with = "humantime_serde")]
+    pub cell_timeout: Duration,
+    /// The runtime's tags and the check's own.
+    pub tags: Vec<String>,
+    /// The stages the check runs in.
+    pub stages: Vec<String>,
+}
+
+/// What a check runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum CheckKind {
+    /// A notebook executed with `jupyter nbconvert --execute`.
+    Notebook {
+        /// Path relative to the notebooks folder, with `/` separators.
+        relative: String,
+        /// Absolute path.
+        path: PathBuf,
+    },
+    /// A shell command; its exit code decides.
+    Command {
+        /// The line given to `sh -c`.
+        run: String,
+    },
+}
+
+/// An `[[exclude]]` rule: matching trials are never run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Exclusion {
+    /// Wildcard over runtime names.
+    pub runtime: String,
+    /// Wildcard over machine names.
+    pub machine: String,
+    /// Wildcard over check names.
+    pub check: String,
+    /// Why; shown by `plan` and in reports.
+    pub reason: String,
+}
+
+/// An `[[expected-failures]]` rule: matching trials pass only while they fail the declared way.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpectedFailure {
+    /// Wildcard over runtime names.
+    pub runtime: String,
+    /// Wildcard over machine names.
+    pub machine: String,
+    /// Wildcard over check names.
+    pub check: String,
+    /// Why the combination is known to fail.
+    pub reason: String,
+    /// Text the failure must contain to count as the expected one.
+    pub matches: Option<String>,
+}
+
+/// Serialises durations as humantime strings (`"1m 30s"`) in plans and records.
+pub(crate) mod humantime_serde {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*duration))
+    }
+}
+
+impl Matrix {
+    /// The machine called `name`.
+    pub fn machine(&self, name: &str) -> Option<&Machine> {
+        self.machines.iter().find(|machine| machine.name == name)
+    }
+
+    /// The runtime called `name`.
+    pub fn runtime(&self, name: &str) -> Option<&Runtime> {
+        self.runtimes.iter().find(|runtime| runtime.name == name)
+    }
+}

@@ -1,0 +1,38 @@
+//! Loading and validating `matrix.toml`. The main type is [`Matrix`].
+//!
+//! Loading takes two passes: [`raw`] parses the TOML into plain serde types and collects the
+//! keys it did not recognise (they warn); [`validate`] compiles those types into a [`Matrix`],
+//! checking every reference, glob, notebook and duration, and reports each problem with the
+//! key path and the entry it concerns.
+
+mod matrix;
+mod raw;
+mod suggest;
+mod validate;
+
+pub use matrix::{
+    Check, CheckKind, Exclusion, Executor, ExpectedFailure, Machine, Matrix, Runtime,
+};
+pub use suggest::{nearest, wildcard_match};
+
+use crate::error::ConfigError;
+use std::path::Path;
+
+impl Matrix {
+    /// Reads, parses and validates the matrix file at `path`.
+    ///
+    /// Notebook globs are resolved against the file's `notebooks-dir`, and every notebook they
+    /// match is checked to be nbformat 4 JSON. Unknown keys do not fail the load; they end up
+    /// in [`Matrix::warnings`].
+    pub fn load(path: &Path) -> Result<Matrix, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        let (raw, unknown_keys) = raw::parse(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            error,
+        })?;
+        validate::compile(path, raw, unknown_keys)
+    }
+}

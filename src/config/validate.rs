@@ -1,0 +1,588 @@
+//! The second pass: compiling [`RawMatrix`] into a [`Matrix`], reporting every problem with
+//! its key path.
+
+use super::matrix::*;
+use super::raw::*;
+use super::suggest::did_you_mean;
+use crate::error::{ConfigError, Problem, Problems};
+use crate::notebook::check_notebook;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+use std::time::Duration;
+
+const DEFAULT_STAGES: [&str; 3] = ["pre-merge", "nightly", "release"];
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const EXECUTORS: [&str; 1] = ["host"];
+/// Top-level keys, for suggestions when an unknown key is close to one.
+const KNOWN_KEYS: [&str; 7] = [
+    "notebooks-dir",
+    "stages",
+    "machines",
+    "runtimes",
+    "overrides",
+    "exclude",
+    "expected-failures",
+];
+const RUNTIME_KEYS: [&str; 12] = [
+    "executor",
+    "python",
+    "packages",
+    "description",
+    "notebooks",
+    "commands",
+    "env",
+    "machines",
+    "timeout",
+    "cell-timeout",
+    "tags",
+    "stages",
+];
+
+struct Compiler {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Compiler {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = text else { return default };
+        match humantime::parse_duration(text) {
+            Ok(duration) if duration.is_zero() => {
+                self.problem(
+                    key,
+                    format!("timeout `{text}` is zero (use e.g. \"90s\" or \"10m\")"),
+                );
+                default
+            }
+            Ok(duration) if duration > MAX_TIMEOUT => {
+                self.problem(key, format!("timeout `{text}` is longer than 24h"));
+                default
+            }
+            Ok(duration) => duration,
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("invalid duration `{text}` (use e.g. \"90s\", \"10m\" or \"1h 30m\")"),
+                );
+                default
+            }
+        }
+    }
+
+    fn name(&mut self, key: &str, what: &str, name: &str) {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.problem(
+                key,
+                format!("{what} name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+            );
+        }
+    }
+
+    fn stages(
+        &mut self,
+        key: &str,
+        stages: Option<&Vec<String>>,
+        declared: &[String],
+    ) -> Option<Vec<String>> {
+        let stages = stages?;
+        for stage in stages {
+            if !declared.contains(stage) {
+                let hint = did_you_mean(stage, declared.iter().map(String::as_str));
+                self.problem(
+                    key,
+                    format!(
+                        "unknown stage `{stage}`{hint} (declared: {})",
+                        declared.join(", ")
+                    ),
+                );
+            }
+        }
+        if stages.is_empty() {
+            self.problem(
+                key,
+                "an empty stage list would never run (remove the key to run in every stage)",
+            );
+        }
+        Some(stages.clone())
+    }
+}
+
+pub(super) fn compile(
+    path: &Path,
+    raw: RawMatrix,
+    unknown_keys: Vec<String>,
+) -> Result<Matrix, ConfigError> {
+    let file = path.display().to_string();
+    // Absolute, because checks run with a scratch folder as their working directory.
+    let root = std::path::absolute(path)
+        .ok()
+        .and_then(|file| file.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| ".".into());
+    let mut c = Compiler {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+
+    for key in unknown_keys {
+        let last = key.rsplit('.').next().unwrap_or(&key);
+        let hint = if key.contains('.') {
+            did_you_mean(
+                last,
+                RUNTIME_KEYS
+                    .iter()
+                    .chain(&[
+                        "gpus", "gpu", "run", "reason", "matches", "check", "runtime", "machine",
+                    ])
+                    .copied(),
+            )
+        } else {
+            did_you_mean(last, KNOWN_KEYS)
+        };
+        c.warnings
+            .push(format!("{file}: unknown key `{key}` is ignored{hint}"));
+    }
+
+    // Stages.
+    let (stages, default_stage) = match &raw.stages {
+        Some(RawStages { names, default }) => {
+            let mut seen = BTreeSet::new();
+            for name in names {
+                c.name("stages.names", "stage", name);
+                if !seen.insert(name) {
+                    c.problem("stages.names", format!("stage `{name}` is declared twice"));
+                }
+            }
+            if names.is_empty() {
+                c.problem("stages.names", "declare at least one stage");
+            }
+            let default = default
+                .clone()
+                .or_else(|| names.first().cloned())
+                .unwrap_or_default();
+            if !names.is_empty() && !names.contains(&default) {
+                let hint = did_you_mean(&default, names.iter().map(String::as_str));
+                c.problem(
+                    "stages.default",
+                    format!("default stage `{default}` is not declared in stages.names{hint}"),
+                );
+            }
+            (names.clone(), default)
+        }
+        None => (
+            DEFAULT_STAGES.map(String::from).to_vec(),
+            DEFAULT_STAGES[0].to_owned(),
+        ),
+    };
+
+    // Machines.
+    let mut machines = Vec::new();
+    for (name, m) in &raw.machines {
+        let key = format!("machines.{name}");
+        c.name(&key, "machine", name);
+        if m.gpus == 0 && m.gpu.is_some() {
+            c.problem(
+                &key,
+                "`gpu` names a GPU model but `gpus` is 0 (set gpus to the number of GPUs)",
+            );
+        }
+        machines.push(Machine {
+            name: name.clone(),
+            gpus: m.gpus,
+            gpu_model: m.gpu.clone(),
+            description: m.description.clone(),
+            tags: m.tags.clone(),
+        });
+    }
+    if machines.is_empty() {
+        c.problem(
+            "machines",
+            "no machines declared (add e.g. `[machines.cpu]` with `gpus = 0`)",
+        );
+    }
+    let machine_names: Vec<&str> = raw.machines.keys().map(String::as_str).collect();
+
+    // Notebooks folder.
+    let notebooks_rel = raw
+        .notebooks_dir
+        .clone()
+        .unwrap_or_else(|| "notebooks".into());
+    let notebooks_dir = root.join(&notebooks_rel);
+    let any_notebooks = raw.runtimes.values().any(|r| !r.notebooks.is_empty());
+    if any_notebooks && !notebooks_dir.is_dir() {
+        c.problem(
+            "notebooks-dir",
+            format!(
+                "notebooks folder `{}` does not exist",
+                notebooks_dir.display()
+            ),
+        );
+    }
+
+    // Overrides are compiled to glob patterns once.
+    let mut overrides = Vec::new();
+    for (i, o) in raw.overrides.iter().enumerate() {
+        let key = format!("overrides[{i}]");
+        let pattern = glob_pattern(&mut c, &format!("{key}.notebooks"), &o.notebooks);
+        let timeout = o
+            .timeout
+            .as_deref()
+            .map(|t| c.duration(&format!("{key}.timeout"), Some(t), DEFAULT_TIMEOUT));
+        let cell_timeout = o.cell_timeout.as_deref().map(|t| {
+            c.duration(
+                &format!("{key}.cell-timeout"),
+                Some(t),
+                DEFAULT_CELL_TIMEOUT,
+            )
+        });
+        let stages = c.stages(&format!("{key}.stages"), o.stages.as_ref(), &stages);
+        overrides.push((pattern, timeout, cell_timeout, o, stages, false));
+    }
+
+    // Runtimes and their checks.
+    let mut runtimes = Vec::new();
+    let mut notebook_cache: BTreeMap<std::path::PathBuf, Result<(), String>> = BTreeMap::new();
+    for (name, r) in &raw.runtimes {
+        let key = format!("runtimes.{name}");
+        c.name(&key, "runtime", name);
+        let executor_name = r.executor.as_deref().unwrap_or("host");
+        let executor = match executor_name {
+            "host" => Executor::Host {
+                python: r.python.clone().unwrap_or_else(|| "python3".into()),
+                packages: r.packages.clone(),
+            },
+            other => {
+                let hint = did_you_mean(other, EXECUTORS);
+                c.problem(
+                    format!("{key}.executor"),
+                    format!("unknown executor `{other}`{hint} (known: host)"),
+                );
+                continue;
+            }
+        };
+        for env_name in r.env.keys() {
+            if env_name.is_empty() || env_name.contains('=') {
+                c.problem(
+                    format!("{key}.env"),
+                    format!("`{env_name}` is not a valid environment variable name"),
+                );
+            }
+        }
+        let targets = match &r.machines {
+            None => machine_names.iter().map(|m| m.to_string()).collect(),
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                for machine in list {
+                    if !machine_names.contains(&machine.as_str()) {
+                        let hint = did_you_mean(machine, machine_names.iter().copied());
+                        c.problem(
+                            format!("{key}.machines"),
+                            format!("unknown machine `{machine}`{hint}"),
+                        );
+                    } else if !seen.insert(machine) {
+                        c.problem(
+                            format!("{key}.machines"),
+                            format!("machine `{machine}` is listed twice"),
+                        );
+                    }
+                }
+                if list.is_empty() {
+                    c.problem(format!("{key}.machines"), "an empty machine list would never run (remove the key to target every machine)");
+                }
+                let mut list = list.clone();
+                list.sort();
+                list.dedup();
+                list
+            }
+        };
+        let timeout = c.duration(
+            &format!("{key}.timeout"),
+            r.timeout.as_deref(),
+            DEFAULT_TIMEOUT,
+        );
+        let cell_timeout = c.duration(
+            &format!("{key}.cell-timeout"),
+            r.cell_timeout.as_deref(),
+            DEFAULT_CELL_TIMEOUT,
+        );
+        let runtime_stages = c
+            .stages(&format!("{key}.stages"), r.stages.as_ref(), &stages)
+            .unwrap_or_else(|| stages.clone());
+
+        let mut checks = Vec::new();
+        let mut notebooks = BTreeSet::new();
+        for pattern_text in &r.notebooks {
+            let glob_key = format!("{key}.notebooks");
+            let Some(pattern) = glob_pattern(&mut c, &glob_key, pattern_text) else {
+                continue;
+            };
+            let found = notebook_files(&notebooks_dir, &pattern);
+            if found.is_empty() {
+                c.problem(
+                    &glob_key,
+                    format!(
+                        "`{pattern_text}` matches no notebook under `{}`",
+                        notebooks_dir.display()
+                    ),
+                );
+            }
+            notebooks.extend(found);
+        }
+        for relative in notebooks {
+            let path = notebooks_dir.join(&relative);
+            let verdict = notebook_cache
+                .entry(path.clone())
+                .or_insert_with(|| check_notebook(&path).map(|_| ()).map_err(|e| e.to_string()));
+            if let Err(error) = verdict {
+                let message = format!("notebook `{relative}` {error}");
+                c.problem(format!("{key}.notebooks"), message);
+                continue;
+            }
+            let mut check = Check {
+                name: format!(
+                    "nb::{}",
+                    relative.strip_suffix(".ipynb").unwrap_or(&relative)
+                ),
+                kind: CheckKind::Notebook {
+                    relative: relative.clone(),
+                    path,
+                },
+                timeout,
+                cell_timeout,
+                tags: r.tags.clone(),
+                stages: runtime_stages.clone(),
+            };
+            for (pattern, o_timeout, o_cell, o, o_stages, used) in overrides.iter_mut() {
+                if pattern.as_ref().is_some_and(|p| p.matches(&relative)) {
+                    *used = true;
+                    check.timeout = o_timeout.unwrap_or(check.timeout);
+                    check.cell_timeout = o_cell.unwrap_or(check.cell_timeout);
+                    check.tags.extend(o.tags.iter().cloned());
+                    if let Some(s) = o_stages {
+                        check.stages = s.clone();
+                    }
+                }
+            }
+            checks.push(check);
+        }
+        for (command, raw_command) in &r.commands {
+            let command_key = format!("{key}.commands.{command}");
+            c.name(&command_key, "command", command);
+            let (run, command_timeout, tags, command_stages) = match raw_command {
+                RawCommand::Line(run) => (run.clone(), timeout, Vec::new(), None),
+                RawCommand::Table(t) => (
+                    t.run.clone(),
+                    c.duration(
+                        &format!("{command_key}.timeout"),
+                        t.timeout.as_deref(),
+                        timeout,
+                    ),
+                    t.tags.clone(),
+                    c.stages(&format!("{command_key}.stages"), t.stages.as_ref(), &stages),
+                ),
+            };
+            if run.trim().is_empty() {
+                c.problem(&command_key, "the command is empty");
+            }
+            checks.push(Check {
+                name: format!("cmd::{command}"),
+                kind: CheckKind::Command { run },
+                timeout: command_timeout,
+                cell_timeout: command_timeout,
+                tags: r.tags.iter().cloned().chain(tags).collect(),
+                stages: command_stages.unwrap_or_else(|| runtime_stages.clone()),
+            });
+        }
+        if r.notebooks.is_empty() && r.commands.is_empty() {
+            c.problem(
+                &key,
+                "declares no notebooks and no commands, so it has nothing to check",
+            );
+        }
+        for check in &mut checks {
+            check.tags.sort();
+            check.tags.dedup();
+        }
+        runtimes.push(Runtime {
+            name: name.clone(),
+            description: r.description.clone(),
+            executor,
+            env: r.env.clone(),
+            machines: targets,
+            checks,
+        });
+    }
+    if raw.runtimes.is_empty() {
+        c.problem(
+            "runtimes",
+            "no runtimes declared (add e.g. `[runtimes.NAME]` with `notebooks = [\"*.ipynb\"]`)",
+        );
+    }
+    for (pattern, _, _, o, _, used) in &overrides {
+        if pattern.is_some() && !used {
+            c.warnings.push(format!(
+                "{file}: override `{}` matches no notebook of any runtime",
+                o.notebooks
+            ));
+        }
+    }
+
+    let runtime_names: Vec<&str> = raw.runtimes.keys().map(String::as_str).collect();
+    let check_names: BTreeSet<&str> = runtimes
+        .iter()
+        .flat_map(|r| r.checks.iter().map(|k| k.name.as_str()))
+        .collect();
+    let rule = |c: &mut Compiler, key: &str, raw_rule: &RawRule| {
+        let runtime = raw_rule.runtime.clone().unwrap_or_else(|| "*".into());
+        let machine = raw_rule.machine.clone().unwrap_or_else(|| "*".into());
+        let check = raw_rule.check.clone().unwrap_or_else(|| "*".into());
+        let literal = |p: &str| !p.contains(['*', '?']);
+        if literal(&runtime) && !runtime_names.contains(&runtime.as_str()) {
+            let hint = did_you_mean(&runtime, runtime_names.iter().copied());
+            c.problem(
+                format!("{key}.runtime"),
+                format!("unknown runtime `{runtime}`{hint}"),
+            );
+        }
+        if literal(&machine) && !machine_names.contains(&machine.as_str()) {
+            let hint = did_you_mean(&machine, machine_names.iter().copied());
+            c.problem(
+                format!("{key}.machine"),
+                format!("unknown machine `{machine}`{hint}"),
+            );
+        }
+        if literal(&check) && !check_names.contains(check.as_str()) {
+            let hint = did_you_mean(&check, check_names.iter().copied());
+            c.problem(format!("{key}.check"), format!("no runtime has a check `{check}`{hint} (checks are named `nb::<path>` or `cmd::<name>`)"));
+        }
+        let reason = raw_rule.reason.clone().unwrap_or_default();
+        if reason.trim().is_empty() {
+            c.problem(
+                format!("{key}.reason"),
+                "a `reason` is required, so that reports can say why",
+            );
+        }
+        (runtime, machine, check, reason)
+    };
+    let mut exclusions = Vec::new();
+    for (i, raw_rule) in raw.exclude.iter().enumerate() {
+        let key = format!("exclude[{i}]");
+        if raw_rule.matches.is_some() {
+            c.problem(
+                format!("{key}.matches"),
+                "`matches` only applies to expected-failures",
+            );
+        }
+        let (runtime, machine, check, reason) = rule(&mut c, &key, raw_rule);
+        exclusions.push(Exclusion {
+            runtime,
+            machine,
+            check,
+            reason,
+        });
+    }
+    let mut expected_failures = Vec::new();
+    for (i, raw_rule) in raw.expected_failures.iter().enumerate() {
+        let key = format!("expected-failures[{i}]");
+        let (runtime, machine, check, reason) = rule(&mut c, &key, raw_rule);
+        expected_failures.push(ExpectedFailure {
+            runtime,
+            machine,
+            check,
+            reason,
+            matches: raw_rule.matches.clone(),
+        });
+    }
+
+    if !c.problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: Problems(c.problems),
+        });
+    }
+    Ok(Matrix {
+        path: path.to_owned(),
+        root,
+        notebooks_dir,
+        stages,
+        default_stage,
+        machines,
+        runtimes,
+        exclusions,
+        expected_failures,
+        warnings: c.warnings,
+    })
+}
+
+/// Compiles a notebook glob, refusing patterns that would leave the notebooks folder.
+fn glob_pattern(c: &mut Compiler, key: &str, text: &str) -> Option<glob::Pattern> {
+    let escapes = Path::new(text).components().any(|part| {
+        matches!(
+            part,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_)
+        )
+    });
+    if escapes {
+        c.problem(key, format!("`{text}` points outside the notebooks folder (globs are relative to it, without `..`)"));
+        return None;
+    }
+    match glob::Pattern::new(text) {
+        Ok(pattern) => Some(pattern),
+        Err(error) => {
+            c.problem(key, format!("`{text}` is not a valid glob ({error})"));
+            None
+        }
+    }
+}
+
+/// The `.ipynb` files under `dir` whose relative path matches `pattern`, skipping checkpoints.
+fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "ipynb") {
+                let Ok(relative) = path.strip_prefix(dir) else {
+                    continue;
+                };
+                let Some(relative) = relative.to_str() else {
+                    continue;
+                };
+                let relative = relative.replace(std::path::MAIN_SEPARATOR, "/");
+                let options = glob::MatchOptions {
+                    require_literal_separator: true,
+                    ..Default::default()
+                };
+                if pattern.matches_with(&relative, options) {
+                    found.insert(relative);
+                }
+            }
+        }
+    }
+    found
+}

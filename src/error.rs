@@ -1,0 +1,194 @@
+//! Errors the library reports to users, in one place.
+//!
+//! Messages are lowercase fragments; the cause sits in `#[source]` and is printed by the caller
+//! as a chain, never repeated in the text.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Exit code of a run whose trials all passed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a run in which at least one trial failed (libtest's own code).
+pub const EXIT_TRIALS_FAILED: u8 = 101;
+/// Exit code when the run could not start: bad config, bad selection, unwritable output.
+pub const EXIT_SETUP: u8 = 2;
+
+/// A problem with `matrix.toml`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read matrix config at {path} (set RUNTIME_MATRIX_CONFIG to use another file)", path = path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The file is not valid TOML, or a value has the wrong type.
+    #[error("failed to parse matrix config at {path}", path = path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The cause, with line and column.
+        #[source]
+        error: toml::de::Error,
+    },
+    /// The file parsed, but what it declares does not hold together.
+    #[error("invalid matrix config at {path}:\n{problems}", path = path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Every problem found, not just the first.
+        problems: Problems,
+    },
+}
+
+/// One problem found while validating, at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `runtimes.torch.machines`.
+    pub key: String,
+    /// What is wrong with the entry there, and the fix when there is one.
+    pub message: String,
+}
+
+/// The problems of one file, printed one per line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {}: {}", problem.key, problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// A bad selection from the environment or the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectionError {
+    /// `RUNTIME_MATRIX_SHARD` (or `--shard`) is not `K/N` with 1 <= K <= N.
+    #[error("invalid shard `{0}` (expected K/N with 1 <= K <= N, e.g. 2/4)")]
+    Shard(String),
+    /// An unknown stage was asked for.
+    #[error("unknown stage `{name}`{hint} (declared: {declared})")]
+    Stage {
+        /// What was asked for.
+        name: String,
+        /// A suggestion, or nothing.
+        hint: String,
+        /// The stages the matrix declares.
+        declared: String,
+    },
+    /// An unknown machine was asked for.
+    #[error("unknown machine `{name}` in RUNTIME_MATRIX_MACHINES{hint} (declared: {declared})")]
+    Machine {
+        /// What was asked for.
+        name: String,
+        /// A suggestion, or nothing.
+        hint: String,
+        /// The machines the matrix declares.
+        declared: String,
+    },
+}
+
+/// A problem with the run's output folder or its records.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// A folder could not be created.
+    #[error("cannot create output folder {path} (set RUNTIME_MATRIX_OUT to a writable folder)", path = path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}", path = path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}", path = path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// A record is not valid JSON of the expected schema.
+    #[error("record {path} is not a valid runtime-matrix record", path = path.display())]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: serde_json::Error,
+    },
+    /// `report` was given folders that hold no records.
+    #[error(
+        "no records found under {0} (give the run folder, e.g. target/runtime-matrix/<run-id>)"
+    )]
+    NoRecords(String),
+}
+
+/// Formats `error` and its chain of causes, one per line, for a terminal.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str("\n  caused by: ");
+        text.push_str(&cause.to_string().replace('\n', "\n    "));
+        source = cause.source();
+    }
+    text
+}
+
+/// A runtime's Python could not be made ready to execute notebooks.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The interpreter does not exist or does not run.
+    #[error(
+        "python `{python}` of runtime `{runtime}` cannot be run: {detail} (install it, or set runtimes.{runtime}.python)"
+    )]
+    Python {
+        /// The runtime.
+        runtime: String,
+        /// The configured interpreter.
+        python: String,
+        /// What happened.
+        detail: String,
+    },
+    /// Creating the virtualenv or installing into it failed.
+    #[error("provisioning a virtualenv for runtime `{runtime}` failed at `{step}` (see the output below; remove {venv} to start over)\n{output}", venv = venv.display())]
+    Install {
+        /// The runtime.
+        runtime: String,
+        /// The step that failed.
+        step: String,
+        /// The virtualenv folder.
+        venv: PathBuf,
+        /// The tail of the step's output.
+        output: String,
+    },
+    /// The cache folder could not be prepared or locked.
+    #[error("cannot prepare the virtualenv cache at {path} (set RUNTIME_MATRIX_CACHE to a writable folder)", path = path.display())]
+    Cache {
+        /// The folder or lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+}

@@ -1,0 +1,195 @@
+//! The `runtime-matrix` command: what is not a test. `plan` shows what would run here,
+//! `report` merges records into reports, and `run` is the harness itself, for running a
+//! matrix without a cargo project.
+
+use clap::{Parser, Subcommand};
+use runtime_matrix::error::{EXIT_OK, EXIT_TRIALS_FAILED, chain};
+use runtime_matrix::harness::{self, Harness, Options, fail_setup};
+use runtime_matrix::plan::Plan;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "runtime-matrix",
+    version,
+    about = "Prove that every runtime works on every machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Selection flags; each defaults to its RUNTIME_MATRIX_* variable.
+#[derive(clap::Args)]
+struct Select {
+    /// The matrix file.
+    #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+    config: PathBuf,
+    /// The stage to plan for (default: the matrix's default stage).
+    #[arg(long, env = "RUNTIME_MATRIX_STAGE")]
+    stage: Option<String>,
+    /// Tags to include, and `!tag` to exclude, comma-separated.
+    #[arg(long, env = "RUNTIME_MATRIX_TAGS")]
+    tags: Option<String>,
+    /// A shard `K/N` of the trials.
+    #[arg(long, env = "RUNTIME_MATRIX_SHARD")]
+    shard: Option<String>,
+    /// Machines this host serves, comma-separated, or `all`.
+    #[arg(long, env = "RUNTIME_MATRIX_MACHINES")]
+    machines: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the trials this host would run and those it would not, with the reason. Runs
+    /// nothing.
+    Plan {
+        #[command(flatten)]
+        select: Select,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Merge the records of one or more runs (or shards, or hosts) into report.json,
+    /// report.md and junit.xml.
+    Report {
+        /// Run folders, or folders of run folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the reports (default: the first folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run the matrix as a test harness; arguments after `--` are libtest's
+    /// (`--list`, `--exact`, filters, `--test-threads`...).
+    Run {
+        #[command(flatten)]
+        select: Select,
+        /// libtest arguments.
+        #[arg(last = true)]
+        libtest: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Plan { select, format } => plan(select, format),
+        Command::Report { dirs, out } => report(&dirs, out),
+        Command::Run { select, libtest } => {
+            let args = libtest_mimic::Arguments::from_iter(
+                std::iter::once("runtime-matrix".to_owned()).chain(libtest),
+            );
+            Harness::new(args, options(select)).run()
+        }
+    }
+}
+
+fn options(select: Select) -> Options {
+    Options {
+        config: select.config,
+        stage: select.stage,
+        tags: select.tags,
+        shard: select.shard,
+        machines: select.machines,
+        ..Options::from_env()
+    }
+}
+
+fn plan(select: Select, format: Format) -> ExitCode {
+    let options = options(select);
+    let matrix = match harness::load(&options) {
+        Ok(matrix) => matrix,
+        Err(code) => return code,
+    };
+    let selection = match options.selection(&matrix) {
+        Ok(selection) => selection,
+        Err(error) => return fail_setup(&error),
+    };
+    let plan = Plan::new(&matrix, &selection);
+    match format {
+        Format::Json => {
+            let json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "plan": plan });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plans always serialise")
+            );
+        }
+        Format::Text => {
+            println!(
+                "{}: {} runtimes, {} machines, stage `{}`",
+                matrix.path.display(),
+                matrix.runtimes.len(),
+                matrix.machines.len(),
+                plan.stage
+            );
+            println!("\nwould run {} trials:", plan.trials.len());
+            for t in &plan.trials {
+                let timeouts = match t.check.kind {
+                    runtime_matrix::config::CheckKind::Notebook { .. } => format!(
+                        "deadline {}, cell timeout {}",
+                        humantime::format_duration(t.check.timeout),
+                        humantime::format_duration(t.check.cell_timeout)
+                    ),
+                    runtime_matrix::config::CheckKind::Command { .. } => {
+                        format!("timeout {}", humantime::format_duration(t.check.timeout))
+                    }
+                };
+                let expected = t
+                    .expected_failure
+                    .as_ref()
+                    .map(|e| format!("; expected to fail: {}", e.reason))
+                    .unwrap_or_default();
+                println!(
+                    "  [{}] {}  ({timeouts}; tags: {}{expected})",
+                    t.kind(),
+                    t.name,
+                    t.tags.join(",")
+                );
+            }
+            println!("\nwould not run {} trials:", plan.excluded.len());
+            for e in &plan.excluded {
+                println!("  {}  ({})", e.name, e.reason);
+            }
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+    let out = out.unwrap_or_else(|| dirs[0].clone());
+    let report = match runtime_matrix::report::read_report(dirs) {
+        Ok(report) => report,
+        Err(error) => return fail_setup(&error),
+    };
+    if let Err(error) = runtime_matrix::report::write_all(&report, &out) {
+        eprintln!("error: {}", chain(&error));
+        return fail_setup(&error);
+    }
+    let s = &report.summary;
+    println!(
+        "merged {} trial records from {} run(s): {} passed, {} failed, {} expected failures, {} unexpected passes, {} excluded",
+        s.total,
+        report.runs.len(),
+        s.passed,
+        s.failed,
+        s.expected_failures,
+        s.unexpected_passes,
+        s.excluded
+    );
+    println!(
+        "reports written to {} (report.md, report.json, junit.xml)",
+        out.display()
+    );
+    ExitCode::from(if report.has_failures() {
+        EXIT_TRIALS_FAILED
+    } else {
+        EXIT_OK
+    })
+}

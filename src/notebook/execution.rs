@@ -1,0 +1,394 @@
+//! What one nbconvert execution did: which cells ran, how long each took, and, when it
+//! failed, which cell, how, and with what exception.
+//!
+//! The harness runs nbconvert with a small hooks config (see `exec/nbconvert_hooks.py`) that
+//! appends a `start` event before each cell and a `done` event, with the executed cell, after
+//! it. That is how a notebook stopped at its deadline or by a dead kernel still names the cell
+//! that was running, and how a failed notebook keeps the outputs of the cells that did run.
+
+use super::{source_text, strip_ansi};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How a notebook failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// A cell raised an exception.
+    CellError,
+    /// One cell ran longer than the per-cell timeout.
+    CellTimeout,
+    /// The whole check ran past its deadline and was killed.
+    Deadline,
+    /// The kernel process died while a cell ran.
+    KernelDied,
+    /// The notebook's kernel is not installed in the runtime.
+    NoSuchKernel,
+    /// A command (or nbconvert itself) exited non-zero.
+    ExitCode,
+    /// The check could not be started: no Python, provisioning failed, I/O.
+    Setup,
+}
+
+impl FailureKind {
+    /// Words for messages and reports.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::CellError => "a cell raised an exception",
+            FailureKind::CellTimeout => "a cell ran past the cell timeout",
+            FailureKind::Deadline => "the check ran past its deadline and was killed",
+            FailureKind::KernelDied => "the kernel died",
+            FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
+            FailureKind::ExitCode => "exited with a non-zero code",
+            FailureKind::Setup => "could not be started",
+        }
+    }
+}
+
+/// The cell a notebook failed in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellFailure {
+    /// 0-based index among all cells, as Jupyter's cell list shows it.
+    pub index: usize,
+    /// The first lines of its source.
+    pub source_excerpt: String,
+    /// Exception class, e.g. `ZeroDivisionError`.
+    pub ename: Option<String>,
+    /// Exception value, e.g. `division by zero`.
+    pub evalue: Option<String>,
+    /// The traceback, without ANSI colours.
+    pub traceback: Option<String>,
+}
+
+/// How long one cell took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellTiming {
+    /// 0-based cell index.
+    pub index: usize,
+    /// Seconds from execute request to reply.
+    pub seconds: f64,
+}
+
+/// The `start` and `done` events of one execution.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    started: Vec<(usize, f64)>,
+    done: BTreeMap<usize, (f64, Value)>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    event: String,
+    index: usize,
+    time: f64,
+    #[serde(default)]
+    cell: Value,
+}
+
+impl Progress {
+    /// Parses the JSON-lines progress file. A torn last line (the process was killed while
+    /// writing it) is skipped.
+    pub fn parse(text: &str) -> Progress {
+        let mut progress = Progress::default();
+        for event in text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Event>(line).ok())
+        {
+            match event.event.as_str() {
+                "start" => progress.started.push((event.index, event.time)),
+                "done" => {
+                    progress.done.insert(event.index, (event.time, event.cell));
+                }
+                _ => {}
+            }
+        }
+        progress
+    }
+
+    /// The cell that started last and never finished, if any.
+    pub fn running(&self) -> Option<usize> {
+        self.started
+            .last()
+            .map(|(index, _)| *index)
+            .filter(|index| !self.done.contains_key(index))
+    }
+
+    /// `notebook` with every executed cell replaced by its executed version.
+    pub fn apply_to(&self, notebook: &Value) -> Value {
+        let mut executed = notebook.clone();
+        if let Some(cells) = executed.get_mut("cells").and_then(Value::as_array_mut) {
+            for (index, (_, cell)) in &self.done {
+                if let (Some(slot), true) = (cells.get_mut(*index), cell.is_object()) {
+                    *slot = cell.clone();
+                }
+            }
+        }
+        executed
+    }
+
+    /// Per-cell durations, from the cells' `metadata.execution` timestamps when present and
+    /// from the events otherwise.
+    pub fn timings(&self) -> Vec<CellTiming> {
+        let started: BTreeMap<usize, f64> = self.started.iter().copied().collect();
+        self.done
+            .iter()
+            .map(|(index, (done_at, cell))| {
+                let seconds = execution_seconds(cell)
+                    .or_else(|| started.get(index).map(|start| done_at - start))
+                    .unwrap_or(0.0);
+                CellTiming {
+                    index: *index,
+                    seconds: seconds.max(0.0),
+                }
+            })
+            .collect()
+    }
+}
+
+fn execution_seconds(cell: &Value) -> Option<f64> {
+    let execution = cell.get("metadata")?.get("execution")?;
+    let time = |key: &str| {
+        let text = execution.get(key)?.as_str()?;
+        humantime::parse_rfc3339_weak(text.trim_end_matches('Z')).ok()
+    };
+    let start = time("iopub.execute_input").or_else(|| time("iopub.status.busy"))?;
+    let end = time("shell.execute_reply")?;
+    Some(end.duration_since(start).ok()?.as_secs_f64())
+}
+
+/// How the nbconvert process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    /// Exit code 0.
+    Success,
+    /// Exited non-zero or by a signal (the code, or 128 + signal).
+    Failed(i32),
+    /// Killed by the harness at the deadline.
+    Deadline,
+}
+
+/// The verdict on one notebook execution.
+#[derive(Debug, Clone)]
+pub struct ExecutionReport {
+    /// `None` when the notebook ran to the end.
+    pub failure: Option<(FailureKind, Option<CellFailure>, String)>,
+    /// Per-cell durations of the cells that finished.
+    pub cells: Vec<CellTiming>,
+}
+
+impl ExecutionReport {
+    /// Reads one execution: the original `notebook`, its `progress` events, nbconvert's
+    /// combined `output`, and how the process ended.
+    pub fn read(
+        notebook: &Value,
+        progress: &Progress,
+        output: &str,
+        end: ProcessEnd,
+    ) -> ExecutionReport {
+        let cells = progress.timings();
+        let output = strip_ansi(output);
+        let running = progress
+            .running()
+            .map(|index| cell_failure(notebook, index, None));
+        let failure = match end {
+            ProcessEnd::Success => None,
+            ProcessEnd::Deadline => Some((FailureKind::Deadline, running, String::new())),
+            ProcessEnd::Failed(code) => Some(if output.contains("CellTimeoutError") {
+                (
+                    FailureKind::CellTimeout,
+                    running,
+                    last_line_with(&output, "CellTimeoutError"),
+                )
+            } else if output.contains("DeadKernelError") {
+                (
+                    FailureKind::KernelDied,
+                    running,
+                    last_line_with(&output, "DeadKernelError"),
+                )
+            } else if output.contains("NoSuchKernel") {
+                (
+                    FailureKind::NoSuchKernel,
+                    None,
+                    last_line_with(&output, "No such kernel"),
+                )
+            } else if let Some(failure) = first_error(progress, notebook) {
+                let summary = format!(
+                    "{}: {}",
+                    failure.ename.as_deref().unwrap_or("error"),
+                    failure.evalue.as_deref().unwrap_or("")
+                );
+                (FailureKind::CellError, Some(failure), summary)
+            } else {
+                (
+                    FailureKind::ExitCode,
+                    running,
+                    format!("nbconvert exited with code {code}"),
+                )
+            }),
+        };
+        ExecutionReport { failure, cells }
+    }
+}
+
+fn last_line_with(output: &str, needle: &str) -> String {
+    output
+        .lines()
+        .rev()
+        .find(|line| line.contains(needle))
+        .map(|line| line.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn first_error(progress: &Progress, notebook: &Value) -> Option<CellFailure> {
+    progress.done.iter().find_map(|(index, (_, cell))| {
+        let error =
+            cell.get("outputs")?.as_array()?.iter().find(|output| {
+                output.get("output_type").and_then(Value::as_str) == Some("error")
+            })?;
+        Some(cell_failure(notebook, *index, Some(error)))
+    })
+}
+
+fn cell_failure(notebook: &Value, index: usize, error: Option<&Value>) -> CellFailure {
+    let source = notebook
+        .get("cells")
+        .and_then(|cells| cells.get(index))
+        .and_then(|cell| cell.get("source"))
+        .map(source_text)
+        .unwrap_or_default();
+    let text = |key: &str| {
+        error
+            .and_then(|e| e.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let traceback = error
+        .and_then(|e| e.get("traceback"))
+        .and_then(Value::as_array)
+        .map(|lines| {
+            let lines: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
+            strip_ansi(&lines.join("\n"))
+        });
+    CellFailure {
+        index,
+        source_excerpt: excerpt(&source, 6),
+        ename: text("ename"),
+        evalue: text("evalue"),
+        traceback,
+    }
+}
+
+/// The first `lines` lines of `source`, with `...` when there is more.
+pub(crate) fn excerpt(source: &str, lines: usize) -> String {
+    let mut all = source.lines();
+    let mut kept: Vec<&str> = all.by_ref().take(lines).collect();
+    if all.next().is_some() {
+        kept.push("...");
+    }
+    kept.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn notebook() -> Value {
+        json!({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+            {"cell_type": "code", "id": "a", "source": ["x = 1\n", "y = 2"], "outputs": [], "metadata": {}},
+            {"cell_type": "code", "id": "b", "source": "x / 0", "outputs": [], "metadata": {}},
+            {"cell_type": "code", "id": "c", "source": "print(x)", "outputs": [], "metadata": {}},
+        ]})
+    }
+
+    fn done(index: usize, outputs: Value) -> String {
+        let cell = json!({"cell_type": "code", "id": "x", "source": "", "metadata": {"execution": {
+            "iopub.execute_input": "2026-11-22T10:00:00.000000Z",
+            "shell.execute_reply": "2026-11-22T10:00:01.500000Z"}}, "outputs": outputs});
+        format!(
+            "{{\"event\": \"start\", \"index\": {index}, \"time\": 100.0}}\n{}\n",
+            json!({"event": "done", "index": index, "time": 101.0, "cell": cell})
+        )
+    }
+
+    #[test]
+    fn reads_the_failing_cell_of_an_error() {
+        let error = json!([{"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",
+            "traceback": ["\u{1b}[31m---------\u{1b}[0m", "\u{1b}[31mZeroDivisionError\u{1b}[0m: division by zero"]}]);
+        let progress = Progress::parse(&(done(0, json!([])) + &done(1, error)));
+        let report = ExecutionReport::read(
+            &notebook(),
+            &progress,
+            "CellExecutionError ...",
+            ProcessEnd::Failed(1),
+        );
+        let (kind, cell, summary) = report.failure.unwrap();
+        assert_eq!(kind, FailureKind::CellError);
+        assert_eq!(summary, "ZeroDivisionError: division by zero");
+        let cell = cell.unwrap();
+        assert_eq!(cell.index, 1);
+        assert_eq!(cell.source_excerpt, "x / 0");
+        assert_eq!(
+            cell.traceback.unwrap(),
+            "---------\nZeroDivisionError: division by zero"
+        );
+        assert_eq!(
+            report.cells,
+            vec![
+                CellTiming {
+                    index: 0,
+                    seconds: 1.5
+                },
+                CellTiming {
+                    index: 1,
+                    seconds: 1.5
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn names_the_running_cell_at_the_deadline_and_skips_a_torn_line() {
+        let text = done(0, json!([]))
+            + "{\"event\": \"start\", \"index\": 1, \"time\": 101.0}\n{\"event\": \"do";
+        let progress = Progress::parse(&text);
+        assert_eq!(progress.running(), Some(1));
+        let report = ExecutionReport::read(&notebook(), &progress, "", ProcessEnd::Deadline);
+        let (kind, cell, _) = report.failure.unwrap();
+        assert_eq!(kind, FailureKind::Deadline);
+        assert_eq!(cell.unwrap().index, 1);
+    }
+
+    #[test]
+    fn tells_cell_timeouts_and_dead_kernels_apart() {
+        let progress = Progress::parse("{\"event\": \"start\", \"index\": 2, \"time\": 1.0}\n");
+        let timeout = "nbclient.exceptions.CellTimeoutError: A cell timed out while it was being executed, after 2 seconds.";
+        let report = ExecutionReport::read(&notebook(), &progress, timeout, ProcessEnd::Failed(1));
+        let (kind, cell, summary) = report.failure.unwrap();
+        assert_eq!((kind, cell.unwrap().index), (FailureKind::CellTimeout, 2));
+        assert!(summary.contains("after 2 seconds"));
+        let died = "raise DeadKernelError(\"Kernel died\") from None\nnbclient.exceptions.DeadKernelError: Kernel died";
+        let report = ExecutionReport::read(&notebook(), &progress, died, ProcessEnd::Failed(1));
+        let (kind, _, summary) = report.failure.unwrap();
+        assert_eq!(kind, FailureKind::KernelDied);
+        assert_eq!(summary, "nbclient.exceptions.DeadKernelError: Kernel died");
+    }
+
+    #[test]
+    fn executed_cells_replace_the_originals() {
+        let progress = Progress::parse(&done(
+            0,
+            json!([{"output_type": "stream", "name": "stdout", "text": "hi"}]),
+        ));
+        let executed = progress.apply_to(&notebook());
+        assert_eq!(executed["cells"][0]["outputs"][0]["text"], "hi");
+        assert_eq!(executed["cells"][1]["source"], "x / 0");
+    }
+
+    #[test]
+    fn excerpts_mark_what_was_cut() {
+        assert_eq!(excerpt("a\nb\nc", 2), "a\nb\n...");
+        assert_eq!(excerpt("a\nb", 2), "a\nb");
+    }
+}

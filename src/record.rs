@@ -1,0 +1,258 @@
+//! One record per trial. The main type is [`TrialRecord`], written as one JSON file per trial
+//! under the run's folder ([`RunDir`]) so that runs split over processes (cargo-nextest),
+//! shards and hosts merge later without any process having seen every result.
+
+use crate::error::OutputError;
+use crate::notebook::{CellFailure, CellTiming, FailureKind};
+use crate::plan::Excluded;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The record schema version; bumped on incompatible changes.
+pub const RECORD_SCHEMA: u32 = 1;
+
+/// How a trial ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The check passed.
+    Passed,
+    /// The check failed (or failed other than the declared way).
+    Failed,
+    /// Declared as an expected failure, and it failed the declared way.
+    ExpectedFailure,
+    /// Declared as an expected failure, but it passed: the declaration is stale.
+    UnexpectedPass,
+}
+
+impl Status {
+    /// Whether this status fails the run.
+    pub fn is_failure(self) -> bool {
+        matches!(self, Status::Failed | Status::UnexpectedPass)
+    }
+}
+
+/// Where to look first when a trial fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// The harness or the host: provisioning, I/O, the engine.
+    Infrastructure,
+    /// The runtime: its Python, packages, kernel.
+    Runtime,
+    /// The notebook's own code.
+    Notebook,
+}
+
+/// Why a trial failed, with what a user needs to act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// How it failed.
+    pub kind: FailureKind,
+    /// Where to look.
+    pub category: Category,
+    /// One line: the exception, the exit code, the timeout.
+    pub summary: String,
+    /// The failing (or running) cell of a notebook.
+    pub cell: Option<CellFailure>,
+    /// The exit code of a command.
+    pub exit_code: Option<i32>,
+    /// The last lines of the process's output.
+    pub output_tail: Option<String>,
+}
+
+/// The expected-failure declaration a trial was judged against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Expectation {
+    /// Why the failure is expected.
+    pub reason: String,
+    /// Text the failure had to contain.
+    pub matches: Option<String>,
+}
+
+/// Everything one trial left behind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// [`RECORD_SCHEMA`].
+    pub schema: u32,
+    /// The run this trial belongs to.
+    pub run_id: String,
+    /// `runtime::machine::check`.
+    pub trial: String,
+    /// Runtime name.
+    pub runtime: String,
+    /// Machine name.
+    pub machine: String,
+    /// Check name.
+    pub check: String,
+    /// `host`.
+    pub executor: String,
+    /// The trial's tags.
+    pub tags: Vec<String>,
+    /// How it ended.
+    pub status: Status,
+    /// Why it failed: set for failed and expected-failure trials.
+    pub failure: Option<Failure>,
+    /// The expected-failure declaration, if one covered the trial.
+    pub expected: Option<Expectation>,
+    /// Start time, RFC 3339.
+    pub started_at: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Per-cell durations of a notebook.
+    pub cells: Vec<CellTiming>,
+    /// The executed notebook, relative to the run folder.
+    pub artifact: Option<String>,
+    /// The host that ran it.
+    pub host: String,
+}
+
+/// The folder of one run: `records/`, `artifacts/`, `excluded.json` and the reports.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    /// The run's id.
+    pub run_id: String,
+    /// The folder.
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates (or reopens) the folder of `run_id` under `root`.
+    pub fn create(root: &Path, run_id: &str) -> Result<RunDir, OutputError> {
+        let path = root.join(run_id);
+        for dir in [path.join("records"), path.join("artifacts")] {
+            std::fs::create_dir_all(&dir)
+                .map_err(|error| OutputError::CreateDir { path: dir, error })?;
+        }
+        // A pointer to the newest run, for people and scripts; losing the race is harmless.
+        let _ = write_atomic(&root.join("latest"), format!("{run_id}\n").as_bytes());
+        Ok(RunDir {
+            run_id: run_id.to_owned(),
+            path,
+        })
+    }
+
+    /// Where the executed notebook of `trial` is kept.
+    pub fn artifact_path(&self, runtime: &str, machine: &str, relative: &str) -> PathBuf {
+        self.path
+            .join("artifacts")
+            .join(runtime)
+            .join(machine)
+            .join(relative)
+    }
+
+    /// Writes `record` atomically under `records/`.
+    pub fn write_record(&self, record: &TrialRecord) -> Result<PathBuf, OutputError> {
+        let path = self
+            .path
+            .join("records")
+            .join(record_file_name(&record.trial));
+        let json = serde_json::to_vec_pretty(record).expect("records always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write {
+            path: path.clone(),
+            error,
+        })?;
+        Ok(path)
+    }
+
+    /// Writes the trials this run planned but did not run, once per run.
+    pub fn write_excluded(&self, excluded: &[Excluded]) -> Result<(), OutputError> {
+        let path = self.path.join("excluded.json");
+        if path.exists() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(excluded).expect("exclusions always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
+    }
+}
+
+/// A file name for a trial's record: readable, and unique even where two names map to the
+/// same characters.
+pub fn record_file_name(trial: &str) -> String {
+    let readable: String = trial
+        .replace("::", ".")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!(
+        "{readable}.{:08x}.json",
+        crate::plan::shard_of(trial, u64::from(u32::MAX))
+    )
+}
+
+/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`, so
+/// that a reader sees the old file or the whole new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
+/// Reads every record and exclusion under `dir`: a run folder, or a folder of run folders.
+pub fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputError> {
+    let mut records = Vec::new();
+    let mut excluded = Vec::new();
+    let runs: Vec<PathBuf> = if dir.join("records").is_dir() {
+        vec![dir.to_owned()]
+    } else {
+        let entries = std::fs::read_dir(dir).map_err(|error| OutputError::Read {
+            path: dir.to_owned(),
+            error,
+        })?;
+        let mut runs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.join("records").is_dir())
+            .collect();
+        runs.sort();
+        runs
+    };
+    for run in runs {
+        let records_dir = run.join("records");
+        let entries = std::fs::read_dir(&records_dir).map_err(|error| OutputError::Read {
+            path: records_dir.clone(),
+            error,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "json"))
+            .filter(|path| {
+                !path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        for path in paths {
+            let bytes = std::fs::read(&path).map_err(|error| OutputError::Read {
+                path: path.clone(),
+                error,
+            })?;
+            let record = serde_json::from_slice(&bytes)
+                .map_err(|error| OutputError::BadRecord { path, error })?;
+            records.push(record);
+        }
+        let excluded_path = run.join("excluded.json");
+        if let Ok(bytes) = std::fs::read(&excluded_path) {
+            let list: Vec<Excluded> =
+                serde_json::from_slice(&bytes).map_err(|error| OutputError::BadRecord {
+                    path: excluded_path,
+                    error,
+                })?;
+            excluded.extend(list);
+        }
+    }
+    Ok((records, excluded))
+}

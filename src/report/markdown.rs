@@ -1,0 +1,256 @@
+//! `report.md`: a runtime x machine grid, the failures with their cells, expected failures,
+//! exclusions and the slowest trials. Fit for a CI job summary.
+
+use super::Report;
+use crate::record::{Status, TrialRecord};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+const SLOWEST: usize = 10;
+
+/// Writes `report` as Markdown.
+pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let s = &report.summary;
+    writeln!(out, "# runtime-matrix report\n")?;
+    let verdict = if report.has_failures() {
+        "❌ failing"
+    } else {
+        "✅ passing"
+    };
+    writeln!(
+        out,
+        "**{verdict}**: {} trials ran: {} passed, {} failed, {} expected failures, {} unexpected passes; {} excluded.\n",
+        s.total, s.passed, s.failed, s.expected_failures, s.unexpected_passes, s.excluded
+    )?;
+    if !report.runs.is_empty() {
+        writeln!(
+            out,
+            "Runs: {}. Hosts: {}.\n",
+            code_list(&report.runs),
+            code_list(&report.hosts)
+        )?;
+    }
+    grid(report, out)?;
+    failures(report, out)?;
+    expected(report, out)?;
+    excluded(report, out)?;
+    slowest(report, out)
+}
+
+fn code_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("`{i}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    expected: usize,
+    excluded: usize,
+}
+
+fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let mut cells: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+    let mut machines = BTreeSet::new();
+    for t in &report.trials {
+        machines.insert(t.machine.as_str());
+        let tally = cells.entry((&t.runtime, &t.machine)).or_default();
+        match t.status {
+            Status::Passed => tally.passed += 1,
+            Status::Failed | Status::UnexpectedPass => tally.failed += 1,
+            Status::ExpectedFailure => tally.expected += 1,
+        }
+    }
+    for e in &report.excluded {
+        machines.insert(e.machine.as_str());
+        cells.entry((&e.runtime, &e.machine)).or_default().excluded += 1;
+    }
+    let runtimes: BTreeSet<&str> = cells.keys().map(|(runtime, _)| *runtime).collect();
+    writeln!(out, "## Runtime × machine\n")?;
+    write!(out, "| runtime |")?;
+    for machine in &machines {
+        write!(out, " {machine} |")?;
+    }
+    write!(out, "\n|---|")?;
+    for _ in &machines {
+        write!(out, "---|")?;
+    }
+    writeln!(out)?;
+    for runtime in runtimes {
+        write!(out, "| **{runtime}** |")?;
+        for machine in &machines {
+            let text = match cells.get(&(runtime, machine)) {
+                None => "".to_owned(),
+                Some(t) => {
+                    let mut parts = Vec::new();
+                    if t.failed > 0 {
+                        parts.push(format!("❌ {} failed", t.failed));
+                    }
+                    if t.passed > 0 {
+                        parts.push(format!("✅ {} passed", t.passed));
+                    }
+                    if t.expected > 0 {
+                        parts.push(format!("⚠️ {} expected", t.expected));
+                    }
+                    if t.excluded > 0 {
+                        parts.push(format!("⏭️ {} excluded", t.excluded));
+                    }
+                    parts.join("<br>")
+                }
+            };
+            write!(out, " {text} |")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out)
+}
+
+fn failures(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let failed: Vec<&TrialRecord> = report
+        .trials
+        .iter()
+        .filter(|t| t.status.is_failure())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Failures\n")?;
+    for t in failed {
+        writeln!(out, "### `{}`\n", t.trial)?;
+        if t.status == Status::UnexpectedPass {
+            let reason = t.expected.as_ref().map(|e| e.reason.as_str()).unwrap_or("");
+            writeln!(
+                out,
+                "Passed, but declared as an expected failure ({reason}). Remove or narrow the \
+                 `[[expected-failures]]` entry.\n"
+            )?;
+            continue;
+        }
+        failure_body(t, out)?;
+    }
+    Ok(())
+}
+
+fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
+    let Some(f) = &t.failure else { return Ok(()) };
+    let category = serde_json::to_value(f.category).ok();
+    let category = category.as_ref().and_then(|c| c.as_str()).unwrap_or("");
+    writeln!(
+        out,
+        "- **{}** ({category}; {:.1}s)",
+        f.kind.describe(),
+        t.seconds
+    )?;
+    writeln!(out, "- {}", inline(&f.summary))?;
+    if let Some(cell) = &f.cell {
+        writeln!(out, "- cell {} (0-based):\n", cell.index)?;
+        writeln!(out, "```python\n{}\n```\n", cell.source_excerpt)?;
+        if let Some(traceback) = &cell.traceback {
+            writeln!(
+                out,
+                "<details><summary>traceback</summary>\n\n```\n{}\n```\n</details>\n",
+                traceback.trim_end()
+            )?;
+        }
+    } else if let Some(tail) = f.output_tail.as_deref().filter(|t| !t.trim().is_empty()) {
+        writeln!(
+            out,
+            "\n<details><summary>output (last lines)</summary>\n\n```\n{}\n```\n</details>\n",
+            tail.trim_end()
+        )?;
+    }
+    if let Some(artifact) = &t.artifact {
+        writeln!(out, "Executed notebook: `{artifact}`\n")?;
+    } else {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn expected(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let expected: Vec<&TrialRecord> = report
+        .trials
+        .iter()
+        .filter(|t| t.status == Status::ExpectedFailure)
+        .collect();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Expected failures\n")?;
+    writeln!(
+        out,
+        "| trial | declared reason | failed with |\n|---|---|---|"
+    )?;
+    for t in expected {
+        let reason = t.expected.as_ref().map(|e| e.reason.as_str()).unwrap_or("");
+        let summary = t.failure.as_ref().map(|f| f.summary.as_str()).unwrap_or("");
+        writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            t.trial,
+            cell(reason),
+            cell(summary)
+        )?;
+    }
+    writeln!(out)
+}
+
+fn excluded(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    if report.excluded.is_empty() {
+        return Ok(());
+    }
+    // Grouped by reason: a GPU machine on a CPU host excludes many trials for one reason.
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for e in &report.excluded {
+        by_reason.entry(&e.reason).or_default().push(&e.name);
+    }
+    writeln!(out, "## Excluded\n")?;
+    writeln!(out, "| reason | trials |\n|---|---|")?;
+    for (reason, names) in by_reason {
+        let shown: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+        let more = if names.len() > 5 {
+            format!(" and {} more", names.len() - 5)
+        } else {
+            String::new()
+        };
+        writeln!(out, "| {} | {}{more} |", cell(reason), shown.join(", "))?;
+    }
+    writeln!(out)
+}
+
+fn slowest(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    if report.trials.is_empty() {
+        return Ok(());
+    }
+    let mut trials: Vec<&TrialRecord> = report.trials.iter().collect();
+    trials.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    writeln!(out, "## Slowest trials\n")?;
+    writeln!(out, "| trial | seconds | slowest cell |\n|---|---:|---|")?;
+    for t in trials.into_iter().take(SLOWEST) {
+        let slowest_cell = t
+            .cells
+            .iter()
+            .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            .map(|c| format!("cell {} ({:.2}s)", c.index, c.seconds))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "| `{}` | {:.2} | {} |",
+            t.trial, t.seconds, slowest_cell
+        )?;
+    }
+    Ok(())
+}
+
+/// Text safe inside a table cell.
+fn cell(text: &str) -> String {
+    inline(text).replace('|', "\\|")
+}
+
+fn inline(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

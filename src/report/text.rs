@@ -1,0 +1,109 @@
+//! Plain-text descriptions of trials and failures, shared by the harness's failure messages
+//! and the reports.
+
+use crate::notebook::FailureKind;
+use crate::record::{Failure, TrialRecord};
+use std::fmt::Write;
+use std::path::Path;
+
+/// `notebook `x.ipynb`` or `command `name``, from a check name.
+pub fn describe_check(check: &str) -> String {
+    match (check.strip_prefix("nb::"), check.strip_prefix("cmd::")) {
+        (Some(notebook), _) => format!("notebook `{notebook}.ipynb`"),
+        (_, Some(command)) => format!("command `{command}`"),
+        _ => format!("check `{check}`"),
+    }
+}
+
+/// Everything a failure says, for matching expected-failure text.
+pub fn failure_text(failure: &Failure) -> String {
+    let mut text = failure.summary.clone();
+    if let Some(cell) = &failure.cell {
+        for part in [&cell.ename, &cell.evalue, &cell.traceback]
+            .into_iter()
+            .flatten()
+        {
+            text.push('\n');
+            text.push_str(part);
+        }
+    }
+    if let Some(tail) = &failure.output_tail {
+        text.push('\n');
+        text.push_str(tail);
+    }
+    text
+}
+
+/// The lines after a failure's headline: the cell, its source, the exception, where the
+/// executed notebook is. `run` resolves the artifact's relative path.
+pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
+    let mut out = String::new();
+    let Some(failure) = &record.failure else {
+        return out;
+    };
+    let category = serde_json::to_value(failure.category).ok();
+    let category = category
+        .as_ref()
+        .and_then(|c| c.as_str())
+        .unwrap_or("unknown");
+    let _ = write!(out, "\n  category: {category}");
+    match &failure.cell {
+        Some(cell) => {
+            let _ = write!(out, "\n  cell {} (0-based):", cell.index);
+            for line in cell.source_excerpt.lines() {
+                let _ = write!(out, "\n    | {line}");
+            }
+            match (&cell.ename, &cell.evalue) {
+                (Some(name), value) => {
+                    let _ = write!(out, "\n  {name}: {}", value.as_deref().unwrap_or(""));
+                }
+                _ => {
+                    let _ = write!(out, "\n  {}", failure.summary);
+                }
+            }
+            if let Some(traceback) = &cell.traceback {
+                let _ = write!(out, "\n  traceback:");
+                for line in traceback.lines() {
+                    let _ = write!(out, "\n    {line}");
+                }
+            }
+        }
+        None => {
+            let _ = write!(out, "\n  {}", failure.summary);
+        }
+    }
+    let show_output = failure
+        .cell
+        .as_ref()
+        .is_none_or(|cell| cell.traceback.is_none())
+        && failure.kind != FailureKind::Setup;
+    if let (true, Some(tail)) = (show_output, &failure.output_tail)
+        && !tail.trim().is_empty()
+    {
+        let _ = write!(out, "\n  output (last lines):");
+        for line in tail.lines() {
+            let _ = write!(out, "\n    {line}");
+        }
+    }
+    if let Some(artifact) = &record.artifact {
+        let path = run
+            .map(|run| run.join(artifact).display().to_string())
+            .unwrap_or_else(|| artifact.clone());
+        let _ = write!(out, "\n  executed notebook: {path}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("nb::numpy/arrays", "notebook `numpy/arrays.ipynb`")]
+    #[case("cmd::version", "command `version`")]
+    #[case("gpu::visible", "check `gpu::visible`")]
+    fn describes_checks(#[case] check: &str, #[case] expected: &str) {
+        assert_eq!(describe_check(check), expected);
+    }
+}
