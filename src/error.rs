@@ -149,7 +149,7 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         text.push_str("\n  caused by: ");
-        text.push_str(&cause.to_string().replace('\n', "\n    "));
+        text.push_str(&cause.to_string().trim_end().replace('\n', "\n    "));
         source = cause.source();
     }
     text

@@ -1,1 +1,114 @@
-//! placeholder
+//! The `runtime-matrix` command: `plan` in text and JSON, and `report` merging the records
+//! of several shards into one set of reports.
+
+mod support;
+
+use support::{fixtures, harness, output, runtime_matrix};
+
+#[test]
+fn plan_json_has_every_trial_and_every_exclusion_with_its_reason() {
+    let config = fixtures().join("matrices/commands.toml");
+    let (code, stdout, _) = output(
+        runtime_matrix()
+            .args(["plan", "--format", "json", "--config"])
+            .arg(&config),
+    );
+    assert_eq!(code, Some(0));
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let trials = plan["plan"]["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 8);
+    assert_eq!(trials[0]["name"], "alpha::cpu::cmd::fails");
+    assert_eq!(
+        trials[0]["check"]["kind"]["run"],
+        "echo 'partial output'; echo 'something broke' >&2; exit 3"
+    );
+    assert_eq!(trials[0]["runtime"]["env"]["GREETING"], "hello from alpha");
+    let reasons: Vec<(&str, &str)> = plan["plan"]["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert!(reasons.contains(&(
+        "alpha::a100::cmd::ok",
+        "machine `a100` needs 1 GPU(s) matching `*A100*`; no GPU is known on this host (set RUNTIME_MATRIX_MACHINES=a100 to run it here anyway)"
+    )), "{reasons:?}");
+    assert!(reasons.contains(&(
+        "alpha::cpu-large::cmd::slow",
+        "excluded by matrix.toml: too slow for the large machine's queue"
+    )));
+    assert!(reasons.contains(&(
+        "alpha::cpu::cmd::nightly-only",
+        "not in stage `pre-merge` (runs in: nightly)"
+    )));
+}
+
+#[test]
+fn report_merges_shards_into_one_report() {
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/commands.toml");
+    for (shard, run) in [("1/2", "shard-1"), ("2/2", "shard-2")] {
+        let mut command = harness(&config, out.path(), run, &[]);
+        let (code, _, stderr) = output(command.env("RUNTIME_MATRIX_SHARD", shard));
+        assert!(matches!(code, Some(0 | 101)), "{stderr}");
+    }
+    let merged = out.path().join("merged");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .arg("report")
+            .arg(out.path().join("shard-1"))
+            .arg(out.path().join("shard-2"))
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert_eq!(
+        code,
+        Some(101),
+        "failures in the records fail the report: {stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("merged 8 trial records from 2 run(s)"),
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(merged.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["schema"], 1);
+    assert_eq!(report["summary"]["total"], 8);
+    assert_eq!(report["summary"]["unexpected_passes"], 1);
+    // Shard exclusions vanish once the other shard's record is merged; real ones stay.
+    let excluded: Vec<&str> = report["excluded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        excluded
+            .iter()
+            .all(|reason| !reason.starts_with("in shard")),
+        "{excluded:?}"
+    );
+    assert!(excluded.contains(&"excluded by matrix.toml: too slow for the large machine's queue"));
+
+    let markdown = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("| runtime | a100 | cpu | cpu-large |"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("### `alpha::cpu::cmd::fails`"),
+        "{markdown}"
+    );
+    let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 8 + excluded.len());
+    assert!(junit.contains("<failure message=\"`echo &apos;partial output&apos;; echo &apos;something broke&apos; &gt;&amp;2; exit 3` exited with code 3\" type=\"exit-code\">"), "{junit}");
+}
+
+#[test]
+fn report_of_a_folder_without_records_is_a_setup_error() {
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(runtime_matrix().arg("report").arg(empty.path()));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("no records found under"), "{stderr}");
+}

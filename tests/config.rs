@@ -1,1 +1,112 @@
-//! placeholder
+//! Loading matrix.toml: every invalid-config fixture fails with its exact message and the
+//! setup exit code; valid configs warn about unknown keys and apply overrides.
+
+mod support;
+
+use std::path::Path;
+use support::{fixtures, output, runtime_matrix};
+
+#[test]
+fn every_invalid_config_fails_with_its_exact_message() {
+    let dir = fixtures().join("matrices");
+    let mut cases: Vec<_> = std::fs::read_dir(dir.join("invalid"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "the corpus lost cases: {}", cases.len());
+    for case in cases {
+        let relative = Path::new("invalid").join(case.file_name().unwrap());
+        let expected = std::fs::read_to_string(case.with_extension("stderr"))
+            .unwrap_or_else(|_| panic!("{} has no .stderr beside it", case.display()));
+        let (code, stdout, stderr) = output(
+            runtime_matrix()
+                .current_dir(&dir)
+                .arg("plan")
+                .arg("--config")
+                .arg(&relative),
+        );
+        assert_eq!(code, Some(2), "{}: exit code", relative.display());
+        assert_eq!(stdout, "", "{}: nothing is planned", relative.display());
+        assert_eq!(stderr, expected, "{}: message", relative.display());
+    }
+}
+
+#[test]
+fn a_missing_config_names_the_file_and_the_variable() {
+    let (code, _, stderr) = output(
+        runtime_matrix()
+            .arg("plan")
+            .arg("--config")
+            .arg("/nonexistent/matrix.toml"),
+    );
+    assert_eq!(code, Some(2));
+    assert_eq!(
+        stderr,
+        "error: failed to read matrix config at /nonexistent/matrix.toml (set RUNTIME_MATRIX_CONFIG to use another file)\n  caused by: No such file or directory (os error 2)\n"
+    );
+}
+
+#[test]
+fn unknown_keys_warn_and_overrides_apply() {
+    let config = fixtures().join("matrices/valid_with_warnings.toml");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .arg("plan")
+            .arg("--config")
+            .arg(&config)
+            .args(["--stage", "nightly"]),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for warning in [
+        "unknown key `machines.cpu.gpu_count` is ignored",
+        "unknown key `notebook-dir` is ignored (did you mean `notebooks-dir`?)",
+        "unknown key `runtimes.py.timout` is ignored (did you mean `timeout`?)",
+        "override `not-there/*.ipynb` matches no notebook of any runtime",
+    ] {
+        assert!(
+            stderr.contains(warning),
+            "missing warning `{warning}` in:\n{stderr}"
+        );
+    }
+    assert!(
+        stdout.contains("[host] py::cpu::nb::failing_cell  (deadline 30s, cell timeout 10s; tags: broken,cpu,host,notebook)"),
+        "{stdout}"
+    );
+    // The override moved failing_cell to the nightly stage only.
+    let (_, stdout, _) = output(runtime_matrix().arg("plan").arg("--config").arg(&config));
+    assert!(
+        stdout.contains("py::cpu::nb::failing_cell  (not in stage `pre-merge` (runs in: nightly))"),
+        "{stdout}"
+    );
+}
+
+#[rstest::rstest]
+#[case(&["--stage", "nigthly"], "error: unknown stage `nigthly` (did you mean `nightly`?) (declared: pre-merge, nightly)\n")]
+#[case(&["--shard", "5/4"], "error: invalid shard `5/4` (expected K/N with 1 <= K <= N, e.g. 2/4)\n")]
+#[case(&["--machines", "cpu,a10"], "error: unknown machine `a10` in RUNTIME_MATRIX_MACHINES (did you mean `a100`?) (declared: a100, cpu, cpu-large)\n")]
+fn bad_selections_are_setup_errors(#[case] args: &[&str], #[case] expected: &str) {
+    let config = fixtures().join("matrices/commands.toml");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .arg("plan")
+            .arg("--config")
+            .arg(&config)
+            .args(args),
+    );
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (Some(2), "", expected)
+    );
+}
+
+#[test]
+fn the_example_matrix_is_valid() {
+    let matrix =
+        runtime_matrix::Matrix::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("matrix.toml"))
+            .unwrap();
+    assert_eq!(matrix.warnings, Vec::<String>::new());
+    let names: Vec<&str> = matrix.runtimes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["python-minimal", "python-numpy"]);
+}

@@ -1,1 +1,346 @@
-//! placeholder
+//! The harness binary, driven as cargo test and cargo-nextest drive it: listing, name filters,
+//! `--exact`, selection by stage and shard, expected failures, and real notebooks that fail,
+//! hang and die under real nbconvert, leaving records, artifacts and no process behind.
+
+mod support;
+
+use std::collections::BTreeSet;
+use support::{fixtures, harness, leftover_processes, output, records};
+
+fn listed(stdout: &str) -> BTreeSet<String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn commands() -> std::path::PathBuf {
+    fixtures().join("matrices/commands.toml")
+}
+
+#[test]
+fn list_prints_every_trial_with_its_kind() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = output(&mut harness(&commands(), out.path(), "list", &["--list"]));
+    assert_eq!(code, Some(0));
+    let expected: BTreeSet<String> = [
+        "alpha::cpu::cmd::fails",
+        "alpha::cpu::cmd::ok",
+        "alpha::cpu::cmd::slow",
+        "alpha::cpu-large::cmd::fails",
+        "alpha::cpu-large::cmd::ok",
+        "beta::cpu::cmd::declared-broken",
+        "beta::cpu::cmd::ok",
+        "beta::cpu::cmd::wrong-way",
+    ]
+    .iter()
+    .map(|name| format!("[host] {name}"))
+    .collect();
+    assert_eq!(listed(&stdout), expected);
+    // Listing creates no run folder.
+    assert!(!out.path().join("list").exists());
+}
+
+#[rstest::rstest]
+#[case("beta::", &["beta::cpu::cmd::declared-broken", "beta::cpu::cmd::ok", "beta::cpu::cmd::wrong-way"])]
+#[case("::cpu-large::", &["alpha::cpu-large::cmd::fails", "alpha::cpu-large::cmd::ok"])]
+#[case("cmd::ok", &["alpha::cpu::cmd::ok", "alpha::cpu-large::cmd::ok", "beta::cpu::cmd::ok"])]
+fn name_filters_select_by_runtime_machine_or_check(
+    #[case] filter: &str,
+    #[case] expected: &[&str],
+) {
+    let out = tempfile::tempdir().unwrap();
+    let (_, stdout, _) = output(&mut harness(
+        &commands(),
+        out.path(),
+        "filter",
+        &["--list", filter],
+    ));
+    let expected: BTreeSet<String> = expected
+        .iter()
+        .map(|name| format!("[host] {name}"))
+        .collect();
+    assert_eq!(listed(&stdout), expected);
+}
+
+#[test]
+fn stage_and_shard_come_from_the_environment() {
+    let out = tempfile::tempdir().unwrap();
+    let (_, stdout, _) = output(
+        harness(&commands(), out.path(), "stage", &["--list"])
+            .env("RUNTIME_MATRIX_STAGE", "nightly"),
+    );
+    assert!(
+        listed(&stdout).contains("[host] alpha::cpu::cmd::nightly-only"),
+        "{stdout}"
+    );
+
+    let mut union = BTreeSet::new();
+    for shard in ["1/3", "2/3", "3/3"] {
+        let (_, stdout, _) = output(
+            harness(&commands(), out.path(), "shard", &["--list"])
+                .env("RUNTIME_MATRIX_SHARD", shard),
+        );
+        let names = listed(&stdout);
+        assert!(union.is_disjoint(&names), "shard {shard} repeats a trial");
+        union.extend(names);
+    }
+    let (_, stdout, _) = output(&mut harness(&commands(), out.path(), "all", &["--list"]));
+    assert_eq!(union, listed(&stdout));
+}
+
+#[test]
+fn nextest_protocol_lists_tersely_and_runs_one_exact_trial() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = output(&mut harness(
+        &commands(),
+        out.path(),
+        "terse",
+        &["--list", "--format", "terse"],
+    ));
+    assert_eq!(code, Some(0));
+    assert_eq!(listed(&stdout).len(), 8);
+    assert!(
+        stdout
+            .lines()
+            .all(|line| line.starts_with("[host] ") && line.ends_with(": test")),
+        "{stdout}"
+    );
+    let (_, stdout, _) = output(&mut harness(
+        &commands(),
+        out.path(),
+        "terse",
+        &["--list", "--format", "terse", "--ignored"],
+    ));
+    assert_eq!(stdout.trim(), "");
+
+    let name = "[host] alpha::cpu::cmd::ok";
+    let (code, stdout, _) = output(&mut harness(
+        &commands(),
+        out.path(),
+        "exact",
+        &[name, "--nocapture", "--exact"],
+    ));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("running 1 test"), "{stdout}");
+    let records = records(out.path(), "exact");
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["alpha::cpu::cmd::ok"]);
+    assert_eq!(records["alpha::cpu::cmd::ok"]["status"], "passed");
+}
+
+#[test]
+fn commands_record_exit_codes_deadlines_and_expected_failures() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(&mut harness(
+        &commands(),
+        out.path(),
+        "commands",
+        &["--test-threads", "4"],
+    ));
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let records = records(out.path(), "commands");
+    assert_eq!(records.len(), 8);
+    let status = |name: &str| records[name]["status"].as_str().unwrap().to_owned();
+    assert_eq!(status("alpha::cpu::cmd::ok"), "passed");
+    assert_eq!(status("alpha::cpu::cmd::fails"), "failed");
+    assert_eq!(records["alpha::cpu::cmd::fails"]["failure"]["exit_code"], 3);
+    assert_eq!(status("alpha::cpu::cmd::slow"), "failed");
+    assert_eq!(
+        records["alpha::cpu::cmd::slow"]["failure"]["kind"],
+        "deadline"
+    );
+    assert!(
+        records["alpha::cpu::cmd::slow"]["seconds"]
+            .as_f64()
+            .unwrap()
+            < 10.0
+    );
+    assert_eq!(status("beta::cpu::cmd::declared-broken"), "unexpected-pass");
+    assert_eq!(status("beta::cpu::cmd::wrong-way"), "failed");
+
+    assert!(stdout.contains(
+        "runtime `alpha` on machine `cpu`: command `fails` failed: exited with a non-zero code\n  category: runtime\n  \
+         `echo 'partial output'; echo 'something broke' >&2; exit 3` exited with code 3\n  output (last lines):\n    \
+         partial output\n    something broke\n"
+    ), "{stdout}");
+    assert!(stdout.contains("command `declared-broken` passed, but it is declared as an expected failure (was broken, has since been fixed)"));
+    assert!(stdout.contains("command `wrong-way` failed, but not the expected way: the declared failure (fails with a permission error) must contain `Permission denied`"));
+    assert!(
+        stderr.contains("runtime-matrix: reports written to"),
+        "{stderr}"
+    );
+    for report in ["report.json", "report.md", "junit.xml"] {
+        assert!(
+            out.path().join("commands").join(report).is_file(),
+            "{report} missing"
+        );
+    }
+    assert_eq!(leftover_processes("commands"), Vec::<String>::new());
+}
+
+#[test]
+fn listing_5000_trials_starts_no_process_but_running_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("python-was-started");
+    let python = dir.path().join("fake-python");
+    std::fs::write(
+        &python,
+        format!(
+            "#!/bin/sh\ntouch '{}'\nexec python3 \"$@\"\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&python).unwrap().permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut toml = String::new();
+    for m in 0..10 {
+        toml += &format!("[machines.m{m}]\ngpus = 0\n");
+    }
+    for r in 0..10 {
+        toml += &format!(
+            "[runtimes.r{r}]\npython = \"{}\"\n[runtimes.r{r}.commands]\n",
+            python.display()
+        );
+        for c in 0..50 {
+            toml += &format!("c{c} = \"true\"\n");
+        }
+    }
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(&config, toml).unwrap();
+    let out = dir.path().join("out");
+
+    let (code, stdout, _) = output(&mut harness(&config, &out, "big", &["--list"]));
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout.lines().filter(|l| l.ends_with(": test")).count(),
+        5000
+    );
+    assert!(!marker.exists(), "listing started the runtime's python");
+    assert!(!out.exists(), "listing wrote output");
+
+    let (code, stdout, _) = output(&mut harness(
+        &config,
+        &out,
+        "big",
+        &["--exact", "r3::m7::cmd::c42"],
+    ));
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        marker.exists(),
+        "running a trial must start the runtime's python"
+    );
+}
+
+#[test]
+fn notebooks_that_fail_hang_and_die_are_reported_and_cleaned_up() {
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/faults.toml");
+    let (code, stdout, stderr) = output(&mut harness(
+        &config,
+        out.path(),
+        "faults",
+        &["--test-threads", "2"],
+    ));
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let records = records(out.path(), "faults");
+    let field =
+        |trial: &str, pointer: &str| records[trial].pointer(pointer).cloned().unwrap_or_default();
+
+    // A failing cell: its index, source excerpt and exception, in the output and the record.
+    assert!(stdout.contains(
+        "runtime `py` on machine `cpu`: notebook `failing_cell.ipynb` failed: a cell raised an exception\n  \
+         category: notebook\n  cell 2 (0-based):\n    | def ratio(a, b):\n    |     return a / b\n    | \n    \
+         | ratio(numerator, denominator)\n  ZeroDivisionError: division by zero\n  traceback:\n"
+    ), "{stdout}");
+    let failing = "py::cpu::nb::failing_cell";
+    assert_eq!(field(failing, "/failure/kind"), "cell-error");
+    assert_eq!(field(failing, "/failure/cell/ename"), "ZeroDivisionError");
+    assert!(
+        !field(failing, "/failure/cell/traceback")
+            .as_str()
+            .unwrap()
+            .contains('\u{1b}')
+    );
+    // The executed notebook is kept, with the outputs of the cells that ran.
+    let artifact = out
+        .path()
+        .join("faults")
+        .join(field(failing, "/artifact").as_str().unwrap());
+    let executed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(artifact).unwrap()).unwrap();
+    assert_eq!(
+        executed["cells"][2]["outputs"][0]["ename"],
+        "ZeroDivisionError"
+    );
+    assert_eq!(executed["cells"][3]["outputs"], serde_json::json!([]));
+
+    // A hanging cell is stopped by the cell timeout (2s), long before the 60s deadline.
+    let hanging = "py::cpu::nb::hanging_cell";
+    assert_eq!(field(hanging, "/failure/kind"), "cell-timeout");
+    assert_eq!(field(hanging, "/failure/cell/index"), 1);
+    assert!(field(hanging, "/seconds").as_f64().unwrap() < 30.0);
+
+    // One long cell under a generous cell timeout is stopped by the 5s deadline.
+    let long = "py::cpu::nb::long_cell";
+    assert_eq!(field(long, "/failure/kind"), "deadline");
+    assert_eq!(field(long, "/failure/cell/index"), 1);
+    assert!(
+        stdout.contains("the notebook ran past its deadline of 5s and was killed"),
+        "{stdout}"
+    );
+    assert!(field(long, "/seconds").as_f64().unwrap() < 30.0);
+
+    assert_eq!(
+        field("py::cpu::nb::kernel_dies", "/failure/kind"),
+        "kernel-died"
+    );
+    assert_eq!(field("py::cpu::nb::kernel_dies", "/failure/cell/index"), 1);
+    assert_eq!(
+        field("py::cpu::nb::missing_module", "/status"),
+        "expected-failure"
+    );
+    assert_eq!(
+        field("py::cpu::nb::missing_module", "/failure/category"),
+        "runtime"
+    );
+    assert_eq!(field("py::cpu::nb::passing", "/status"), "passed");
+    assert_eq!(field("py::cpu::nb::spawns_daemon", "/status"), "passed");
+    assert!(
+        !field("py::cpu::nb::passing", "/cells")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Kernels, nbconvert, and the daemon one notebook started are all gone.
+    assert_eq!(leftover_processes("faults"), Vec::<String>::new());
+    let report = std::fs::read_to_string(out.path().join("faults/report.md")).unwrap();
+    assert!(
+        report.contains("### `py::cpu::nb::failing_cell`"),
+        "{report}"
+    );
+}
+
+#[test]
+fn under_nextest_the_run_id_is_shared_and_reports_are_left_to_the_report_command() {
+    let out = tempfile::tempdir().unwrap();
+    let mut command = harness(
+        &commands(),
+        out.path(),
+        "unused",
+        &["--exact", "[host] alpha::cpu::cmd::ok", "--nocapture"],
+    );
+    command
+        .env_remove("RUNTIME_MATRIX_RUN_ID")
+        .env("NEXTEST_RUN_ID", "nextest-run");
+    let (code, _, stderr) = output(&mut command);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(records(out.path(), "nextest-run").len(), 1);
+    assert!(!out.path().join("nextest-run/report.md").exists());
+    assert!(out.path().join("nextest-run/excluded.json").exists());
+}

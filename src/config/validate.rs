@@ -224,10 +224,7 @@ pub(super) fn compile(
     if any_notebooks && !notebooks_dir.is_dir() {
         c.problem(
             "notebooks-dir",
-            format!(
-                "notebooks folder `{}` does not exist",
-                notebooks_dir.display()
-            ),
+            format!("notebooks folder `{}` does not exist", notebooks_rel),
         );
     }
 
@@ -334,7 +331,7 @@ pub(super) fn compile(
                     &glob_key,
                     format!(
                         "`{pattern_text}` matches no notebook under `{}`",
-                        notebooks_dir.display()
+                        notebooks_rel
                     ),
                 );
             }
@@ -465,7 +462,7 @@ pub(super) fn compile(
         }
         if literal(&check) && !check_names.contains(check.as_str()) {
             let hint = did_you_mean(&check, check_names.iter().copied());
-            c.problem(format!("{key}.check"), format!("no runtime has a check `{check}`{hint} (checks are named `nb::<path>` or `cmd::<name>`)"));
+            c.problem(format!("{key}.check"), format!("no runtime has a check `{check}`{hint}; checks are named `nb::<path>` or `cmd::<name>`"));
         }
         let reason = raw_rule.reason.clone().unwrap_or_default();
         if reason.trim().is_empty() {

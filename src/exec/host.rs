@@ -21,7 +21,12 @@ pub(super) fn run(
     spec: &TrialSpec,
     run: &RunDir,
 ) -> Outcome {
-    let python = match provisioner.python(&spec.runtime.name, python, packages) {
+    let jupyter = spec
+        .runtime
+        .checks
+        .iter()
+        .any(|check| matches!(check.kind, CheckKind::Notebook { .. }));
+    let python = match provisioner.python(&spec.runtime.name, python, packages, jupyter) {
         Ok(python) => python,
         Err(error) => {
             let category = match error {

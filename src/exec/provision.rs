@@ -21,11 +21,14 @@ print(all(u.find_spec(m) for m in ('nbconvert', 'nbclient', 'ipykernel')))";
 const REQUIRED: [&str; 2] = ["nbconvert", "ipykernel"];
 const READY_MARKER: &str = ".runtime-matrix-ready";
 
+/// An interpreter, the packages it must have, and whether it must run notebooks.
+type PythonKey = (String, Vec<String>, bool);
+
 /// Resolves each runtime's Python once per process.
 #[derive(Debug)]
 pub struct Provisioner {
     cache: PathBuf,
-    resolved: Mutex<HashMap<(String, Vec<String>), PathBuf>>,
+    resolved: Mutex<HashMap<PythonKey, PathBuf>>,
 }
 
 impl Provisioner {
@@ -37,14 +40,16 @@ impl Provisioner {
         }
     }
 
-    /// The interpreter to run `runtime`'s notebooks with, provisioning it if needed.
+    /// The interpreter to run `runtime`'s checks with, provisioning it if needed: when
+    /// `jupyter` is set (the runtime has notebooks) it must have nbconvert and ipykernel.
     pub fn python(
         &self,
         runtime: &str,
         python: &str,
         packages: &[String],
+        jupyter: bool,
     ) -> Result<PathBuf, ProvisionError> {
-        let key = (python.to_owned(), packages.to_vec());
+        let key = (python.to_owned(), packages.to_vec(), jupyter);
         // Held while provisioning, so that trials of one runtime wait for a single install.
         let mut resolved = self
             .resolved
@@ -53,7 +58,7 @@ impl Provisioner {
         if let Some(path) = resolved.get(&key) {
             return Ok(path.clone());
         }
-        let path = self.provision(runtime, python, packages)?;
+        let path = self.provision(runtime, python, packages, jupyter)?;
         resolved.insert(key, path.clone());
         Ok(path)
     }
@@ -63,6 +68,7 @@ impl Provisioner {
         runtime: &str,
         python: &str,
         packages: &[String],
+        jupyter: bool,
     ) -> Result<PathBuf, ProvisionError> {
         let python_error = |detail: String| ProvisionError::Python {
             runtime: runtime.to_owned(),
@@ -84,7 +90,7 @@ impl Provisioner {
         if finished.ended != Ended::Exited(0) {
             return Err(python_error(tail(&finished.output, 5)));
         }
-        if *ready == "True" && packages.is_empty() {
+        if packages.is_empty() && (*ready == "True" || !jupyter) {
             return Ok(PathBuf::from(executable));
         }
 

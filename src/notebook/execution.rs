@@ -38,7 +38,9 @@ impl FailureKind {
             FailureKind::CellError => "a cell raised an exception",
             FailureKind::CellTimeout => "a cell ran past the cell timeout",
             FailureKind::Deadline => "the check ran past its deadline and was killed",
-            FailureKind::KernelDied => "the kernel died",
+            FailureKind::KernelDied => {
+                "the kernel died (a crash in native code, the OOM killer, or os._exit)"
+            }
             FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
             FailureKind::ExitCode => "exited with a non-zero code",
             FailureKind::Setup => "could not be started",

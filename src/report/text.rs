@@ -72,11 +72,13 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
             let _ = write!(out, "\n  {}", failure.summary);
         }
     }
-    let show_output = failure
-        .cell
-        .as_ref()
-        .is_none_or(|cell| cell.traceback.is_none())
-        && failure.kind != FailureKind::Setup;
+    // The cell and its exception say more than nbconvert's own traceback; the record keeps
+    // the output either way.
+    let show_output = match failure.kind {
+        FailureKind::ExitCode => true,
+        FailureKind::Setup => false,
+        _ => failure.cell.is_none(),
+    };
     if let (true, Some(tail)) = (show_output, &failure.output_tail)
         && !tail.trim().is_empty()
     {

@@ -1,0 +1,107 @@
+//! Helpers shared by the integration tests: the real binary, fixtures, records, and a check
+//! that no process of a run is left behind.
+#![allow(dead_code, reason = "each test target uses a different part")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository's `fixtures/` folder.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// Where provisioned virtualenvs are shared between test runs and the example matrix.
+pub fn cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/runtime-matrix/cache")
+}
+
+/// The `runtime-matrix` binary with none of the caller's `RUNTIME_MATRIX_*` or nextest
+/// settings, and the shared virtualenv cache.
+pub fn runtime_matrix() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_runtime-matrix"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("RUNTIME_MATRIX_")
+            || key.starts_with("NEXTEST")
+            || key == "CARGO_TARGET_DIR"
+        {
+            command.env_remove(key);
+        }
+    }
+    command.env("RUNTIME_MATRIX_CACHE", cache());
+    command
+}
+
+/// `runtime-matrix run --config CONFIG -- ARGS` with its output going to `out`, as run `run_id`.
+pub fn harness(config: &Path, out: &Path, run_id: &str, args: &[&str]) -> Command {
+    let mut command = runtime_matrix();
+    command
+        .env("RUNTIME_MATRIX_OUT", out)
+        .env("RUNTIME_MATRIX_RUN_ID", run_id)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--")
+        .args(args);
+    command
+}
+
+/// Runs `command`, returning its output with stdout and stderr as text.
+pub fn output(command: &mut Command) -> (Option<i32>, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().expect("the binary runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+    (status.code(), stdout, stderr)
+}
+
+/// Every record of run `run_id` under `out`, by trial name.
+pub fn records(out: &Path, run_id: &str) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let dir = out.join(run_id).join("records");
+    let mut records = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        records.insert(record["trial"].as_str().unwrap().to_owned(), record);
+    }
+    records
+}
+
+/// Live processes started by any trial of run `run_id`.
+pub fn leftover_processes(run_id: &str) -> Vec<String> {
+    let needle = format!("RUNTIME_MATRIX_TRIAL_TOKEN={run_id}-");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if !zombie
+            && environ
+                .split(|b| *b == 0)
+                .any(|e| e.starts_with(needle.as_bytes()))
+        {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
