@@ -21,16 +21,27 @@ fn main() {
         run(Command::new(binary).arg("--version"));
     });
     let mut rows = vec![("baseline: runtime-matrix --version".to_owned(), baseline, 0)];
-    for (label, config) in [("commands", &commands), ("50 notebooks x 10 runtimes", &notebooks)] {
+    for (label, config) in [
+        ("commands", &commands),
+        ("50 notebooks x 10 runtimes", &notebooks),
+    ] {
         let mut listed = 0;
         let time = median(|| {
-            let output = run(Command::new(binary).arg("run").arg("--config").arg(config).args(["--", "--list"]));
-            listed = output.lines().filter(|line| line.ends_with(": test")).count();
+            let output = run(Command::new(binary)
+                .arg("run")
+                .arg("--config")
+                .arg(config)
+                .args(["--", "--list"]));
+            listed = output
+                .lines()
+                .filter(|line| line.ends_with(": test"))
+                .count();
         });
         rows.push((format!("--list, {listed} trials ({label})"), time, listed));
     }
     let load = median(|| {
-        let matrix = runtime_matrix::Matrix::load(&notebooks).expect("the generated matrix is valid");
+        let matrix =
+            runtime_matrix::Matrix::load(&notebooks).expect("the generated matrix is valid");
         let plan = runtime_matrix::Plan::new(&matrix, &runtime_matrix::Selection::default());
         assert_eq!(plan.trials.len(), 5000);
     });
@@ -39,7 +50,10 @@ fn main() {
     println!("listing benchmark: median of {RUNS} runs");
     for (label, time, _) in &rows {
         let ratio = time.as_secs_f64() / baseline.as_secs_f64();
-        println!("  {label:<48} {:>8.2} ms  {ratio:>6.1}x baseline", time.as_secs_f64() * 1e3);
+        println!(
+            "  {label:<48} {:>8.2} ms  {ratio:>6.1}x baseline",
+            time.as_secs_f64() * 1e3
+        );
     }
 }
 
@@ -80,7 +94,11 @@ fn write_matrix(dir: &Path, name: &str, notebooks: bool) -> std::path::PathBuf {
 
 fn run(command: &mut Command) -> String {
     let output = command.output().expect("the binary runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 

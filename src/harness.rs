@@ -11,7 +11,7 @@ use crate::exec::{Executor, default_cache};
 use crate::plan::{Plan, Selection, TrialSpec};
 use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
 use libtest_mimic::{Arguments, Failed, Trial};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -299,9 +299,4 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".into())
-}
-
-/// The matrix file a CLI or harness run uses when none is given.
-pub fn default_config() -> &'static Path {
-    Path::new("matrix.toml")
 }

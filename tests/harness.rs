@@ -344,3 +344,22 @@ fn under_nextest_the_run_id_is_shared_and_reports_are_left_to_the_report_command
     assert!(!out.path().join("nextest-run/report.md").exists());
     assert!(out.path().join("nextest-run/excluded.json").exists());
 }
+
+#[test]
+fn a_missing_interpreter_fails_its_trials_with_the_runtime_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(&config, "[machines.cpu]\ngpus = 0\n[runtimes.old]\npython = \"python2.4\"\ncommands.ok = \"true\"\n").unwrap();
+    let (code, stdout, _) = output(&mut harness(
+        &config,
+        &dir.path().join("out"),
+        "missing",
+        &[],
+    ));
+    assert_eq!(code, Some(101));
+    assert!(stdout.contains(
+        "runtime `old` on machine `cpu`: command `ok` failed: could not be started\n  category: runtime\n  \
+         python `python2.4` of runtime `old` cannot be run: No such file or directory (os error 2) \
+         (install it, or set runtimes.old.python)"
+    ), "{stdout}");
+}
