@@ -12,6 +12,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_TRIALS_FAILED: u8 = 101;
 /// Exit code when the run could not start: bad config, bad selection, unwritable output.
 pub const EXIT_SETUP: u8 = 2;
+/// An interrupted run exits with this plus the signal's number: 130 for SIGINT, 143 for SIGTERM.
+pub const EXIT_INTERRUPTED_BASE: i32 = 128;
 
 /// A problem with `matrix.toml`.
 #[derive(Debug, thiserror::Error)]
@@ -190,5 +192,90 @@ pub enum ProvisionError {
         /// The cause.
         #[source]
         error: std::io::Error,
+    },
+}
+
+/// A Docker engine operation failed. Each variant names what was being done and to what; the
+/// engine's own error is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine does not answer at all.
+    #[error(
+        "cannot reach the Docker engine at {endpoint} (is it running? start it with `sudo systemctl start docker`, \
+         or set DOCKER_HOST, or machines.NAME.docker, to an engine that is)"
+    )]
+    Unreachable {
+        /// Where it was looked for.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
+    },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on the Docker socket at {endpoint} (add your user to the `docker` group and log in again, \
+         or run as root)"
+    )]
+    PermissionDenied {
+        /// The socket.
+        endpoint: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
+    },
+    /// The image is not in the engine, and the policy or the registry says it will not be.
+    #[error("image `{image}` is not in the Docker engine{hint}")]
+    ImageMissing {
+        /// The image.
+        image: String,
+        /// What to do.
+        hint: String,
+    },
+    /// Pulling failed.
+    #[error("failed to pull image `{image}`{hint}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// What to do, from the registry's answer.
+        hint: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
+    },
+    /// Building failed.
+    #[error("failed to build image `{image}` from {from}\n{output}")]
+    Build {
+        /// The image.
+        image: String,
+        /// The context or script.
+        from: String,
+        /// The tail of the build's output.
+        output: String,
+    },
+    /// The engine cannot give containers GPUs.
+    #[error(
+        "the Docker engine at {endpoint} has no NVIDIA runtime, so machine `{machine}` cannot get its GPUs (install the \
+         NVIDIA Container Toolkit on the engine's host and restart the engine, or run this machine's trials on an engine \
+         that has it)"
+    )]
+    NoNvidiaRuntime {
+        /// The engine.
+        endpoint: String,
+        /// The machine asking for GPUs.
+        machine: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
+    },
+    /// Another engine operation failed.
+    #[error("failed to {operation} {target}")]
+    Operation {
+        /// What was being done: `create a container from`, `start container`...
+        operation: &'static str,
+        /// The image or container.
+        target: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
     },
 }

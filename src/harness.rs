@@ -6,8 +6,8 @@
 //! pass only libtest's flags, all take them.
 
 use crate::config::Matrix;
-use crate::error::{EXIT_SETUP, chain};
-use crate::exec::{Executor, default_cache};
+use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, chain};
+use crate::exec::{Executor, Keep, default_cache, install_interrupt_handler};
 use crate::plan::{Plan, Selection, TrialSpec};
 use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -36,6 +36,8 @@ pub struct Options {
     pub machines: Option<String>,
     /// `RUNTIME_MATRIX_CACHE`: where provisioned virtualenvs live.
     pub cache: Option<PathBuf>,
+    /// `RUNTIME_MATRIX_KEEP`: `failed` or `always` keeps containers for inspection.
+    pub keep: Option<String>,
 }
 
 impl Options {
@@ -53,6 +55,7 @@ impl Options {
             shard: var("RUNTIME_MATRIX_SHARD"),
             machines: var("RUNTIME_MATRIX_MACHINES"),
             cache: var("RUNTIME_MATRIX_CACHE").map(PathBuf::from),
+            keep: var("RUNTIME_MATRIX_KEEP"),
         }
     }
 
@@ -149,9 +152,27 @@ impl Harness {
             Some(cache) => std::path::absolute(cache).unwrap_or_else(|_| cache.clone()),
             None => default_cache(&out_root),
         };
+        let keep = match Keep::parse(self.options.keep.as_deref().unwrap_or("")) {
+            Ok(keep) => keep,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_SETUP);
+            }
+        };
+        let executor = Executor::new(&matrix, cache, keep, &run_id);
+        let under_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
+        install_interrupt_handler(executor.handle(), {
+            let run = run.clone();
+            move |signal| {
+                if !under_nextest {
+                    write_reports(&run);
+                }
+                EXIT_INTERRUPTED_BASE + signal
+            }
+        });
         let context = Arc::new(Context {
             run: run.clone(),
-            executor: Executor::new(cache),
+            executor,
             host: hostname(),
         });
         let trials = plan
@@ -160,21 +181,13 @@ impl Harness {
             .map(|spec| trial(spec, Some(context.clone())))
             .collect();
         let conclusion = libtest_mimic::run(&self.args, trials);
+        context.executor.shutdown();
 
         // Under cargo-nextest every trial is its own process: reports are made afterwards by
         // `runtime-matrix report`, from all of the run's records.
         let ran = conclusion.num_passed + conclusion.num_failed > 0;
-        if ran && std::env::var_os("NEXTEST_RUN_ID").is_none() {
-            match crate::report::write_from_dirs(std::slice::from_ref(&run.path), &run.path) {
-                Ok(written) => eprintln!(
-                    "runtime-matrix: reports written to {} (report.md, report.json, junit.xml)",
-                    written.display()
-                ),
-                Err(error) => {
-                    eprintln!("error: {}", chain(&error));
-                    return ExitCode::from(EXIT_SETUP);
-                }
-            }
+        if ran && !under_nextest && !write_reports(&run) {
+            return ExitCode::from(EXIT_SETUP);
         }
         conclusion.exit_code()
     }
@@ -187,14 +200,35 @@ struct Context {
     host: String,
 }
 
+/// Writes the run's reports and says where; false when they could not be written.
+fn write_reports(run: &RunDir) -> bool {
+    match crate::report::write_from_dirs(std::slice::from_ref(&run.path), &run.path) {
+        Ok(written) => {
+            eprintln!(
+                "runtime-matrix: reports written to {} (report.md, report.json, junit.xml)",
+                written.display()
+            );
+            true
+        }
+        Err(crate::error::OutputError::NoRecords(_)) => true,
+        Err(error) => {
+            eprintln!("error: {}", chain(&error));
+            false
+        }
+    }
+}
+
 fn trial(spec: TrialSpec, context: Option<Arc<Context>>) -> Trial {
     let name = spec.name.clone();
     let kind = spec.kind();
+    // Container trials are opt-in (`--include-ignored`), so that a plain `cargo test` stays fast.
+    let ignored = matches!(spec.runtime.executor, crate::config::Executor::Docker(_));
     Trial::test(name, move || match context {
         Some(context) => context.run_trial(&spec),
         None => Err("trials do not run while listing".into()),
     })
     .with_kind(kind)
+    .with_ignored_flag(ignored)
 }
 
 impl Context {
@@ -227,6 +261,7 @@ impl Context {
                 .and_then(|path| path.strip_prefix(&self.run.path).ok())
                 .map(|path| path.to_string_lossy().into_owned()),
             host: self.host.clone(),
+            image: outcome.image,
         };
         let written = self.run.write_record(&record);
         if !status.is_failure() {
@@ -293,7 +328,7 @@ fn new_run_id() -> String {
     )
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .ok()

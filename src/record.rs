@@ -104,6 +104,9 @@ pub struct TrialRecord {
     pub cells: Vec<CellTiming>,
     /// The executed notebook, relative to the run folder.
     pub artifact: Option<String>,
+    /// The image a container trial ran in: reference, id and registry digest.
+    #[serde(default)]
+    pub image: Option<crate::engine::ImageInfo>,
     /// The host that ran it.
     pub host: String,
 }

@@ -39,6 +39,9 @@ pub struct Machine {
     pub gpus: u32,
     /// A wildcard pattern over the GPU model name, e.g. `*H100*`.
     pub gpu_model: Option<String>,
+    /// The Docker engine that serves this machine (`unix://...`, `tcp://...`); `DOCKER_HOST`
+    /// or the local socket when unset.
+    pub docker: Option<String>,
     /// Free text for reports.
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
@@ -56,6 +59,62 @@ pub enum Executor {
         /// pip requirements the runtime needs beyond nbconvert and ipykernel.
         packages: Vec<String>,
     },
+    /// In a container of the runtime's image, on the machine's Docker engine.
+    Docker(Box<DockerRuntime>),
+}
+
+/// How a Docker runtime's containers are made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerRuntime {
+    /// The image reference, e.g. `registry.example.com/torch:2.4-cuda12.4`.
+    pub image: String,
+    /// When to pull it.
+    pub pull: PullPolicy,
+    /// How to build it instead of pulling, if declared.
+    pub build: Option<Build>,
+    /// The interpreter inside the image.
+    pub python: String,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Process limit.
+    pub pids: Option<i64>,
+    /// Docker network mode: `none` (the default), `bridge`, `host`, or a network's name.
+    pub network: String,
+    /// One container for all of the runtime's trials on a machine, within a process.
+    pub reuse_container: bool,
+    /// Names of host environment variables passed in and redacted from every output.
+    pub secrets: Vec<String>,
+}
+
+/// When a Docker runtime's image is pulled (or built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Only when the engine does not have it.
+    IfMissing,
+    /// Once per run.
+    Always,
+    /// Never: a missing image fails the trial.
+    Never,
+}
+
+/// How to build an image instead of pulling it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Build {
+    /// `docker build` of a context folder.
+    Context {
+        /// The folder, absolute.
+        context: PathBuf,
+        /// The Dockerfile, relative to the context.
+        dockerfile: String,
+    },
+    /// A script that must leave the image in the engine; it gets the reference in
+    /// `RUNTIME_MATRIX_IMAGE`.
+    Script {
+        /// The script, absolute.
+        script: PathBuf,
+    },
 }
 
 impl Executor {
@@ -63,6 +122,7 @@ impl Executor {
     pub fn name(&self) -> &'static str {
         match self {
             Executor::Host { .. } => "host",
+            Executor::Docker(_) => "docker",
         }
     }
 }

@@ -11,7 +11,8 @@ mod suggest;
 mod validate;
 
 pub use matrix::{
-    Check, CheckKind, Exclusion, Executor, ExpectedFailure, Machine, Matrix, Runtime,
+    Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Machine, Matrix,
+    PullPolicy, Runtime,
 };
 pub use suggest::{nearest, wildcard_match};
 

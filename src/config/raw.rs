@@ -32,6 +32,7 @@ pub(super) struct RawStages {
 pub(super) struct RawMachine {
     pub gpus: u32,
     pub gpu: Option<String>,
+    pub docker: Option<String>,
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
@@ -44,6 +45,16 @@ pub(super) struct RawRuntime {
     pub python: Option<String>,
     #[serde(default)]
     pub packages: Vec<String>,
+    pub image: Option<String>,
+    pub pull: Option<String>,
+    pub build: Option<RawBuild>,
+    pub memory: Option<String>,
+    pub pids: Option<i64>,
+    pub network: Option<String>,
+    #[serde(default)]
+    pub reuse_container: bool,
+    #[serde(default)]
+    pub secrets: Vec<String>,
     pub description: Option<String>,
     #[serde(default)]
     pub notebooks: Vec<String>,
@@ -57,6 +68,22 @@ pub(super) struct RawRuntime {
     #[serde(default)]
     pub tags: Vec<String>,
     pub stages: Option<Vec<String>>,
+}
+
+/// How a runtime's image is built: a Dockerfile context folder, or a script.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBuild {
+    Context(String),
+    Table(RawBuildTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) struct RawBuildTable {
+    pub context: Option<String>,
+    pub dockerfile: Option<String>,
+    pub script: Option<String>,
 }
 
 /// A command is either its shell line, or a table with the line and per-command settings.

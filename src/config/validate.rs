@@ -14,7 +14,8 @@ const DEFAULT_STAGES: [&str; 3] = ["pre-merge", "nightly", "release"];
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-const EXECUTORS: [&str; 1] = ["host"];
+const EXECUTORS: [&str; 2] = ["host", "docker"];
+const PULL_POLICIES: [&str; 3] = ["if-missing", "always", "never"];
 /// Top-level keys, for suggestions when an unknown key is close to one.
 const KNOWN_KEYS: [&str; 7] = [
     "notebooks-dir",
@@ -25,8 +26,16 @@ const KNOWN_KEYS: [&str; 7] = [
     "exclude",
     "expected-failures",
 ];
-const RUNTIME_KEYS: [&str; 12] = [
+const RUNTIME_KEYS: [&str; 20] = [
     "executor",
+    "image",
+    "pull",
+    "build",
+    "memory",
+    "pids",
+    "network",
+    "reuse-container",
+    "secrets",
     "python",
     "packages",
     "description",
@@ -202,6 +211,7 @@ pub(super) fn compile(
             name: name.clone(),
             gpus: m.gpus,
             gpu_model: m.gpu.clone(),
+            docker: m.docker.clone(),
             description: m.description.clone(),
             tags: m.tags.clone(),
         });
@@ -254,17 +264,38 @@ pub(super) fn compile(
     for (name, r) in &raw.runtimes {
         let key = format!("runtimes.{name}");
         c.name(&key, "runtime", name);
-        let executor_name = r.executor.as_deref().unwrap_or("host");
+        let default_executor = if r.image.is_some() { "docker" } else { "host" };
+        let executor_name = r.executor.as_deref().unwrap_or(default_executor);
         let executor = match executor_name {
-            "host" => Executor::Host {
-                python: r.python.clone().unwrap_or_else(|| "python3".into()),
-                packages: r.packages.clone(),
-            },
+            "host" => {
+                for (set, name) in [
+                    (r.image.is_some(), "image"),
+                    (r.pull.is_some(), "pull"),
+                    (r.build.is_some(), "build"),
+                    (r.memory.is_some(), "memory"),
+                    (r.pids.is_some(), "pids"),
+                    (r.network.is_some(), "network"),
+                    (r.reuse_container, "reuse-container"),
+                    (!r.secrets.is_empty(), "secrets"),
+                ] {
+                    if set {
+                        c.problem(
+                            format!("{key}.{name}"),
+                            "only applies to docker runtimes (set `image`, or executor = \"docker\")",
+                        );
+                    }
+                }
+                Executor::Host {
+                    python: r.python.clone().unwrap_or_else(|| "python3".into()),
+                    packages: r.packages.clone(),
+                }
+            }
+            "docker" => Executor::Docker(Box::new(docker_runtime(&mut c, &key, &root, r))),
             other => {
                 let hint = did_you_mean(other, EXECUTORS);
                 c.problem(
                     format!("{key}.executor"),
-                    format!("unknown executor `{other}`{hint} (known: host)"),
+                    format!("unknown executor `{other}`{hint} (known: host, docker)"),
                 );
                 continue;
             }
@@ -521,6 +552,138 @@ pub(super) fn compile(
         expected_failures,
         warnings: c.warnings,
     })
+}
+
+fn docker_runtime(c: &mut Compiler, key: &str, root: &Path, r: &RawRuntime) -> DockerRuntime {
+    if !r.packages.is_empty() {
+        c.problem(
+            format!("{key}.packages"),
+            "only applies to host runtimes (install packages in the image)",
+        );
+    }
+    let image = r.image.clone().unwrap_or_default();
+    if image.trim().is_empty() {
+        c.problem(
+            format!("{key}.image"),
+            "a docker runtime needs `image`, e.g. \"jupyter/base-notebook:latest\"",
+        );
+    }
+    let pull = match r.pull.as_deref().unwrap_or("if-missing") {
+        "if-missing" => PullPolicy::IfMissing,
+        "always" => PullPolicy::Always,
+        "never" => PullPolicy::Never,
+        other => {
+            let hint = did_you_mean(other, PULL_POLICIES);
+            c.problem(
+                format!("{key}.pull"),
+                format!("unknown pull policy `{other}`{hint} (known: if-missing, always, never)"),
+            );
+            PullPolicy::IfMissing
+        }
+    };
+    let build = r.build.as_ref().and_then(|build| {
+        let (context, dockerfile, script) = match build {
+            RawBuild::Context(context) => (Some(context.clone()), None, None),
+            RawBuild::Table(t) => (t.context.clone(), t.dockerfile.clone(), t.script.clone()),
+        };
+        match (context, script) {
+            (Some(context), None) => {
+                let dockerfile = dockerfile.unwrap_or_else(|| "Dockerfile".into());
+                let folder = root.join(&context);
+                if !folder.join(&dockerfile).is_file() {
+                    c.problem(
+                        format!("{key}.build"),
+                        format!("no `{dockerfile}` in build context `{context}`"),
+                    );
+                }
+                Some(Build::Context { context: folder, dockerfile })
+            }
+            (None, Some(script)) => {
+                let path = root.join(&script);
+                if !path.is_file() {
+                    c.problem(format!("{key}.build.script"), format!("build script `{script}` does not exist"));
+                }
+                Some(Build::Script { script: path })
+            }
+            _ => {
+                c.problem(
+                    format!("{key}.build"),
+                    "give either a context folder (`build = \"images/x\"` or `{ context, dockerfile }`) or `{ script }`",
+                );
+                None
+            }
+        }
+    });
+    let memory = r
+        .memory
+        .as_deref()
+        .and_then(|text| match parse_bytes(text) {
+            Some(bytes) if bytes >= 6 * 1024 * 1024 => Some(bytes),
+            Some(_) => {
+                c.problem(
+                    format!("{key}.memory"),
+                    format!("memory limit `{text}` is below Docker's minimum of 6m"),
+                );
+                None
+            }
+            None => {
+                c.problem(
+                    format!("{key}.memory"),
+                    format!("invalid memory size `{text}` (use e.g. \"512m\" or \"4g\")"),
+                );
+                None
+            }
+        });
+    if r.pids.is_some_and(|pids| pids < 16) {
+        c.problem(
+            format!("{key}.pids"),
+            "a process limit below 16 cannot start a kernel",
+        );
+    }
+    for secret in &r.secrets {
+        if secret.is_empty() || secret.contains('=') {
+            c.problem(
+                format!("{key}.secrets"),
+                format!("`{secret}` is not a valid environment variable name"),
+            );
+        }
+        if r.env.contains_key(secret) {
+            c.problem(
+                format!("{key}.secrets"),
+                format!("`{secret}` is also set in env; secrets take their value from the host's environment"),
+            );
+        }
+    }
+    DockerRuntime {
+        image,
+        pull,
+        build,
+        python: r.python.clone().unwrap_or_else(|| "python3".into()),
+        memory,
+        pids: r.pids,
+        network: r.network.clone().unwrap_or_else(|| "none".into()),
+        reuse_container: r.reuse_container,
+        secrets: r.secrets.clone(),
+    }
+}
+
+/// `512m`, `4g`, `1.5GiB`, `1048576`: Docker's binary multiples.
+fn parse_bytes(text: &str) -> Option<i64> {
+    let text = text.trim().to_ascii_lowercase();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let multiplier: f64 = match unit.trim().trim_end_matches("ib").trim_end_matches('b') {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((number * multiplier) as i64)
 }
 
 /// Compiles a notebook glob, refusing patterns that would leave the notebooks folder.

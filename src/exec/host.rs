@@ -3,12 +3,13 @@
 
 use super::Outcome;
 use super::process::{self, Ended, Finished};
-use super::provision::{Provisioner, tail};
+use super::provision::Provisioner;
+use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::CheckKind;
 use crate::error::chain;
-use crate::notebook::{ExecutionReport, FailureKind, ProcessEnd, Progress};
+use crate::notebook::ProcessEnd;
 use crate::plan::TrialSpec;
-use crate::record::{Category, Failure, RunDir};
+use crate::record::{Category, RunDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -59,20 +60,6 @@ pub(super) fn run(
         }
     };
     result.unwrap_or_else(|message| setup_failure(Category::Infrastructure, message))
-}
-
-fn setup_failure(category: Category, summary: String) -> Outcome {
-    Outcome {
-        failure: Some(Failure {
-            kind: FailureKind::Setup,
-            category,
-            summary,
-            cell: None,
-            exit_code: None,
-            output_tail: None,
-        }),
-        ..Outcome::default()
-    }
 }
 
 /// A command line for a runtime: its environment, and its Python first on `PATH`.
@@ -146,64 +133,25 @@ fn notebook(
     let finished = process::run(command, spec.check.timeout, token)
         .map_err(|error| format!("cannot start {}: {error}", python.display()))?;
 
-    let progress = Progress::parse(&std::fs::read_to_string(&progress_path).unwrap_or_default());
-    let end = match finished.ended {
+    let end = process_end(&finished);
+    let progress = std::fs::read_to_string(&progress_path).unwrap_or_default();
+    let executed = std::fs::read(out.join(file_name)).ok();
+    let result = NotebookRun {
+        original: &original,
+        progress: &progress,
+        output: &finished.output,
+        end,
+        executed,
+    };
+    Ok(verdict::notebook(spec, run, relative, result))
+}
+
+fn process_end(finished: &Finished) -> ProcessEnd {
+    match finished.ended {
         Ended::Exited(0) => ProcessEnd::Success,
         Ended::Exited(code) => ProcessEnd::Failed(code),
         Ended::Deadline => ProcessEnd::Deadline,
-    };
-    let report = ExecutionReport::read(&original, &progress, &finished.output, end);
-
-    // nbconvert writes the executed notebook only when every cell ran; otherwise it is rebuilt
-    // from the cells that did.
-    let executed = std::fs::read(out.join(file_name))
-        .ok()
-        .filter(|_| end == ProcessEnd::Success);
-    let executed = match executed {
-        Some(bytes) => bytes,
-        None => serde_json::to_vec_pretty(&progress.apply_to(&original)).unwrap_or_default(),
-    };
-    let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
-    let artifact = crate::record::write_atomic(&artifact, &executed)
-        .ok()
-        .map(|()| artifact);
-
-    let failure = report.failure.map(|(kind, cell, summary)| {
-        let category = match kind {
-            FailureKind::CellError => match cell.as_ref().and_then(|c| c.ename.as_deref()) {
-                Some("ModuleNotFoundError" | "ImportError") => Category::Runtime,
-                _ => Category::Notebook,
-            },
-            FailureKind::CellTimeout | FailureKind::Deadline => Category::Notebook,
-            _ => Category::Runtime,
-        };
-        let summary = match kind {
-            FailureKind::Deadline => format!(
-                "the notebook ran past its deadline of {} and was killed",
-                humantime::format_duration(spec.check.timeout)
-            ),
-            FailureKind::ExitCode | FailureKind::NoSuchKernel if summary.is_empty() => {
-                kind.describe().to_owned()
-            }
-            _ => summary,
-        };
-        Failure {
-            kind,
-            category,
-            summary,
-            cell,
-            exit_code: match finished.ended {
-                Ended::Exited(code) => Some(code),
-                Ended::Deadline => None,
-            },
-            output_tail: Some(output_tail(&finished)),
-        }
-    });
-    Ok(Outcome {
-        failure,
-        cells: report.cells,
-        artifact,
-    })
+    }
 }
 
 fn command(python: &Path, spec: &TrialSpec, scratch: &Path, line: &str, token: &str) -> Outcome {
@@ -218,36 +166,7 @@ fn command(python: &Path, spec: &TrialSpec, scratch: &Path, line: &str, token: &
             );
         }
     };
-    let failure = match finished.ended {
-        Ended::Exited(0) => None,
-        Ended::Exited(code) => Some(Failure {
-            kind: FailureKind::ExitCode,
-            category: Category::Runtime,
-            summary: format!("`{line}` exited with code {code}"),
-            cell: None,
-            exit_code: Some(code),
-            output_tail: Some(output_tail(&finished)),
-        }),
-        Ended::Deadline => Some(Failure {
-            kind: FailureKind::Deadline,
-            category: Category::Runtime,
-            summary: format!(
-                "`{line}` ran past its timeout of {} and was killed",
-                humantime::format_duration(spec.check.timeout)
-            ),
-            cell: None,
-            exit_code: None,
-            output_tail: Some(output_tail(&finished)),
-        }),
-    };
-    Outcome {
-        failure,
-        ..Outcome::default()
-    }
-}
-
-fn output_tail(finished: &Finished) -> String {
-    tail(&crate::notebook::strip_ansi(&finished.output), 30)
+    verdict::command(spec, line, process_end(&finished), &finished.output)
 }
 
 /// Copies `from` into `to`, skipping hidden entries (`.ipynb_checkpoints`, `.git`).

@@ -1,14 +1,22 @@
 //! Running one trial's check. The main type is [`Executor`], which dispatches each trial to
-//! the runtime's executor and returns an [`Outcome`]; it never panics on bad input and never
-//! leaves a process behind.
+//! its runtime's executor (host or Docker) and returns an [`Outcome`]. It never panics on bad
+//! input and never leaves a process or a container behind.
+//!
+//! The public API is synchronous: the executor owns one tokio runtime for the Docker engine and
+//! blocks on it, so nothing outside knows about tokio or bollard.
 
+mod docker;
 mod host;
+mod live;
 pub mod process;
 mod provision;
+mod verdict;
 
+pub use docker::{Keep, clean};
+pub use live::install_interrupt_handler;
 pub use provision::{Provisioner, default_cache};
 
-use crate::config::Executor as ExecutorKind;
+use crate::config::{Executor as ExecutorKind, Matrix};
 use crate::notebook::CellTiming;
 use crate::plan::TrialSpec;
 use crate::record::{Failure, RunDir};
@@ -23,18 +31,33 @@ pub struct Outcome {
     pub cells: Vec<CellTiming>,
     /// The executed notebook, kept under the run folder.
     pub artifact: Option<PathBuf>,
+    /// The image a container trial ran in.
+    pub image: Option<crate::engine::ImageInfo>,
 }
 
 /// Runs checks; shared by every trial of a process.
-#[derive(Debug)]
 pub struct Executor {
     provisioner: Provisioner,
+    docker: docker::DockerExecutor,
 }
 
 impl Executor {
-    /// An executor keeping provisioned virtualenvs under `cache`.
-    pub fn new(cache: PathBuf) -> Executor {
+    /// An executor for `matrix`'s trials in run `run_id`, keeping provisioned virtualenvs and
+    /// image locks under `cache`.
+    pub fn new(matrix: &Matrix, cache: PathBuf, keep: Keep, run_id: &str) -> Executor {
+        let builds = matrix
+            .runtimes
+            .iter()
+            .filter_map(|runtime| match &runtime.executor {
+                ExecutorKind::Docker(docker) => docker
+                    .build
+                    .clone()
+                    .map(|build| (docker.image.clone(), build)),
+                ExecutorKind::Host { .. } => None,
+            })
+            .collect();
         Executor {
+            docker: docker::DockerExecutor::new(builds, keep, run_id, &cache),
             provisioner: Provisioner::new(cache),
         }
     }
@@ -45,6 +68,23 @@ impl Executor {
             ExecutorKind::Host { python, packages } => {
                 host::run(&self.provisioner, python, packages, spec, run)
             }
+            ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run),
         }
+    }
+
+    /// The tokio runtime the executor blocks on; signal handling runs there.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.docker.handle()
+    }
+
+    /// Removes what outlives single trials: containers shared by a runtime's trials.
+    pub fn shutdown(&self) {
+        self.docker.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
     }
 }

@@ -56,6 +56,7 @@ pub fn run(mut command: Command, deadline: Duration, token: &str) -> std::io::Re
         });
     }
     let start = Instant::now();
+    super::live::track_token(token);
     let mut child = command.spawn()?;
     // The command holds the pipe's write end; drop it so that the reader sees the end.
     drop(command);
@@ -66,6 +67,7 @@ pub fn run(mut command: Command, deadline: Duration, token: &str) -> std::io::Re
 
     let ended = wait(&mut child, start + deadline, token);
     sweep(token);
+    super::live::forget_token(token);
     // A process that escaped the token (it cleared its environment) may still hold the pipe:
     // give up on the output after a moment rather than hang.
     let output = output

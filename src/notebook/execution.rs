@@ -27,7 +27,9 @@ pub enum FailureKind {
     NoSuchKernel,
     /// A command (or nbconvert itself) exited non-zero.
     ExitCode,
-    /// The check could not be started: no Python, provisioning failed, I/O.
+    /// The runtime lacks a tool every check needs: Python, nbconvert, `timeout`.
+    MissingTool,
+    /// The check could not be started: no Python, provisioning failed, the engine, I/O.
     Setup,
 }
 
@@ -43,6 +45,7 @@ impl FailureKind {
             }
             FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
             FailureKind::ExitCode => "exited with a non-zero code",
+            FailureKind::MissingTool => "the runtime lacks a tool the check needs",
             FailureKind::Setup => "could not be started",
         }
     }

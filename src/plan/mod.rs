@@ -30,6 +30,9 @@ pub struct TrialSpec {
     pub tags: Vec<String>,
     /// The expected-failure rule covering this trial, if any.
     pub expected_failure: Option<ExpectedFailure>,
+    /// The project: the folder of the matrix file, labelled on containers.
+    #[serde(skip)]
+    pub project: Arc<str>,
 }
 
 fn runtime_view<S: serde::Serializer>(
@@ -98,6 +101,7 @@ impl Plan {
             .clone()
             .unwrap_or_else(|| matrix.default_stage.clone());
         let machines: Vec<Arc<Machine>> = matrix.machines.iter().cloned().map(Arc::new).collect();
+        let project: Arc<str> = matrix.root.display().to_string().into();
         let mut trials = Vec::new();
         let mut excluded = Vec::new();
         for runtime in &matrix.runtimes {
@@ -125,6 +129,7 @@ impl Plan {
                             })
                             .cloned(),
                         name,
+                        project: project.clone(),
                         runtime: runtime.clone(),
                         machine: machine.clone(),
                         check: check.clone(),

@@ -1,0 +1,287 @@
+//! Containers: create, start, exec with a deadline, move files through the archive API, and
+//! remove; and find the ones this project made.
+
+use super::{Engine, status};
+use crate::error::EngineError;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerSummary, ExecConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// Label: the trial a container was made for.
+pub const LABEL_TRIAL: &str = "runtime-matrix.trial";
+/// Label: the run a container belongs to.
+pub const LABEL_RUN: &str = "runtime-matrix.run-id";
+/// Label: the harness process that owns a container; reaping looks for it.
+pub const LABEL_PID: &str = "runtime-matrix.pid";
+/// Label: that process's start time, so that a reused pid is not taken for the owner.
+pub const LABEL_PID_START: &str = "runtime-matrix.pid-start";
+/// Label: the host the owning process runs on.
+pub const LABEL_HOST: &str = "runtime-matrix.host";
+/// Label: set when the user asked to keep containers (`RUNTIME_MATRIX_KEEP`); reaping leaves
+/// such containers to `runtime-matrix clean`.
+pub const LABEL_KEEP: &str = "runtime-matrix.keep";
+/// How much of an exec's output is kept.
+const OUTPUT_LIMIT: usize = 256 * 1024;
+
+/// How an exec ended.
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    /// The exit code; `None` when the harness stopped waiting at `wait`.
+    pub exit_code: Option<i64>,
+    /// stdout and stderr, interleaved, at most the last 256 KiB.
+    pub output: String,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+}
+
+impl Engine {
+    /// Creates a container named `name` from `body`.
+    pub async fn create_container(
+        &self,
+        name: &str,
+        body: bollard::models::ContainerCreateBody,
+        machine: &str,
+    ) -> Result<String, EngineError> {
+        let image = body.image.clone().unwrap_or_default();
+        let wants_gpus = body
+            .host_config
+            .as_ref()
+            .is_some_and(|h| h.device_requests.is_some());
+        let options = CreateContainerOptionsBuilder::new().name(name).build();
+        match self.docker.create_container(Some(options), body).await {
+            Ok(created) => Ok(created.id),
+            Err(error) if status(&error) == Some(404) => Err(EngineError::ImageMissing {
+                image,
+                hint: " (it was there a moment ago: was it removed during the run?)".into(),
+            }),
+            Err(error) if wants_gpus && is_missing_gpu_runtime(&error) => {
+                Err(EngineError::NoNvidiaRuntime {
+                    endpoint: self.endpoint.clone(),
+                    machine: machine.to_owned(),
+                    error,
+                })
+            }
+            Err(error) => {
+                Err(self.error("create a container from", format!("image `{image}`"), error))
+            }
+        }
+    }
+
+    /// Starts a created container.
+    pub async fn start_container(&self, id: &str, machine: &str) -> Result<(), EngineError> {
+        self.docker
+            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+            .await
+            .map_err(|error| {
+                if is_missing_gpu_runtime(&error) {
+                    EngineError::NoNvidiaRuntime {
+                        endpoint: self.endpoint.clone(),
+                        machine: machine.to_owned(),
+                        error,
+                    }
+                } else {
+                    self.error("start container", short(id), error)
+                }
+            })
+    }
+
+    /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
+    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]).
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        workdir: &str,
+        env: Vec<String>,
+        wait: Duration,
+    ) -> Result<ExecOutcome, EngineError> {
+        let start = Instant::now();
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            env: Some(env),
+            working_dir: Some(workdir.to_owned()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, config)
+            .await
+            .map_err(|error| self.error("start a command in container", short(id), error))?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|error| self.error("start a command in container", short(id), error))?;
+        let mut output = Vec::new();
+        let finished = match started {
+            StartExecResults::Attached {
+                output: mut stream, ..
+            } => {
+                let read = async {
+                    while let Some(chunk) = stream.next().await {
+                        match chunk {
+                            Ok(chunk) => {
+                                output.extend_from_slice(&chunk.into_bytes());
+                                if output.len() > 2 * OUTPUT_LIMIT {
+                                    output.drain(..output.len() - OUTPUT_LIMIT);
+                                }
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    Ok(())
+                };
+                match tokio::time::timeout(wait, read).await {
+                    Ok(result) => {
+                        result.map_err(|error| {
+                            self.error(
+                                "read the output of a command in container",
+                                short(id),
+                                error,
+                            )
+                        })?;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            StartExecResults::Detached => true,
+        };
+        if output.len() > OUTPUT_LIMIT {
+            output.drain(..output.len() - OUTPUT_LIMIT);
+        }
+        let exit_code = if finished {
+            let inspect =
+                self.docker.inspect_exec(&exec.id).await.map_err(|error| {
+                    self.error("inspect a command in container", short(id), error)
+                })?;
+            inspect.exit_code
+        } else {
+            None
+        };
+        Ok(ExecOutcome {
+            exit_code,
+            output: String::from_utf8_lossy(&output).into_owned(),
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Unpacks the tar archive `tar` at `path` (a folder that exists) in container `id`.
+    pub async fn upload(&self, id: &str, path: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::new().path(path).build();
+        self.docker
+            .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
+            .await
+            .map_err(|error| self.error("copy files into container", short(id), error))
+    }
+
+    /// The file at `path` in container `id`, or `None` when it does not exist.
+    pub async fn download_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self.docker.download_from_container(id, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => archive.extend_from_slice(&bytes),
+                Err(error) if status(&error) == Some(404) => return Ok(None),
+                Err(error) => {
+                    return Err(self.error("copy files out of container", short(id), error));
+                }
+            }
+        }
+        let mut entries = tar::Archive::new(archive.as_slice());
+        let read = |error: std::io::Error| EngineError::Operation {
+            operation: "read the archive from container",
+            target: short(id),
+            error: bollard::errors::Error::IOError { err: error },
+        };
+        for entry in entries.entries().map_err(read)? {
+            let mut entry = entry.map_err(read)?;
+            if entry.header().entry_type().is_file() {
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes).map_err(read)?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes container `id` and its anonymous volumes, running or not. A container that is
+    /// already gone counts as removed.
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::new()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(error) if status(&error) == Some(404) => Ok(()),
+            // Already being removed by another process (a reaper, a signal handler).
+            Err(error) if status(&error) == Some(409) => Ok(()),
+            Err(error) => Err(self.error("remove container", short(id), error)),
+        }
+    }
+
+    /// Every container, running or not, that carries this project's owner label.
+    pub async fn our_containers(&self) -> Result<Vec<ContainerSummary>, EngineError> {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([("label", vec![LABEL_PID])]);
+        let options = ListContainersOptionsBuilder::new()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|error| self.error("list containers of", "this project", error))
+    }
+
+    /// Whether container `id` was killed by its memory limit.
+    pub async fn oom_killed(&self, id: &str) -> bool {
+        let inspect = self
+            .docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await;
+        inspect
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false)
+    }
+}
+
+/// The engine's answer when it has no runtime for `--gpus`.
+fn is_missing_gpu_runtime(error: &bollard::errors::Error) -> bool {
+    let text = error.to_string();
+    text.contains("could not select device driver")
+        || text.contains("unknown or invalid runtime name: nvidia")
+}
+
+/// The first 12 characters of a container id, as `docker ps` shows it.
+pub(crate) fn short(id: &str) -> String {
+    id.chars().take(12).collect()
+}

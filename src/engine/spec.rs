@@ -1,0 +1,255 @@
+//! What a trial's container is, decided without an engine: `plan` shows it, the executor
+//! creates it.
+
+use crate::config::{CheckKind, Executor};
+use crate::plan::TrialSpec;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Where a trial's files live inside the container: `/runtime-matrix/<trial key>/`.
+pub const CONTAINER_ROOT: &str = "/runtime-matrix";
+/// What `plan` and records show instead of a secret's value.
+pub const SECRET_PLACEHOLDER: &str = "<secret>";
+
+/// The GPUs a container asks the engine for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuRequest {
+    /// None: a CPU-only machine.
+    None,
+    /// Any `n` GPUs.
+    Count(u32),
+    /// These GPUs, by UUID.
+    Devices(Vec<String>),
+}
+
+/// A trial's container: image, environment, labels, limits, GPUs, and the command that runs
+/// the check inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerSpec {
+    /// The image.
+    pub image: String,
+    /// Environment; secrets appear as [`SECRET_PLACEHOLDER`].
+    pub env: BTreeMap<String, String>,
+    /// Names of the environment variables that are secrets.
+    pub secrets: Vec<String>,
+    /// Labels; the run's own (run id, owner process) are added when it is created.
+    pub labels: BTreeMap<String, String>,
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Process limit.
+    pub pids: Option<i64>,
+    /// Network mode.
+    pub network: String,
+    /// GPUs.
+    pub gpus: GpuRequest,
+    /// Always false: containers are never privileged.
+    pub privileged: bool,
+    /// Always empty: no capability is added to Docker's default set.
+    pub capabilities_added: Vec<String>,
+    /// Security options: `no-new-privileges`.
+    pub security_options: Vec<String>,
+    /// The check's command, run with an in-container time limit.
+    pub command: Vec<String>,
+    /// The command's working folder.
+    pub workdir: String,
+}
+
+impl ContainerSpec {
+    /// A container of `image` with the project's defaults: no network, not privileged, no
+    /// added capabilities, no new privileges.
+    pub fn new(image: impl Into<String>) -> ContainerSpec {
+        ContainerSpec {
+            image: image.into(),
+            env: BTreeMap::new(),
+            secrets: Vec::new(),
+            labels: BTreeMap::new(),
+            memory: None,
+            pids: None,
+            network: "none".into(),
+            gpus: GpuRequest::None,
+            privileged: false,
+            capabilities_added: Vec::new(),
+            security_options: vec!["no-new-privileges".into()],
+            command: Vec::new(),
+            workdir: CONTAINER_ROOT.into(),
+        }
+    }
+
+    /// Adds an environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a secret: its value is shown as a placeholder until the container is created.
+    pub fn with_secret(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        self.env.insert(key.clone(), SECRET_PLACEHOLDER.into());
+        self.secrets.push(key);
+        self
+    }
+
+    /// Adds a label.
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the GPUs.
+    pub fn with_gpus(mut self, gpus: GpuRequest) -> Self {
+        self.gpus = gpus;
+        self
+    }
+
+    /// Sets the memory and process limits and the network mode.
+    pub fn with_limits(
+        mut self,
+        memory: Option<i64>,
+        pids: Option<i64>,
+        network: impl Into<String>,
+    ) -> Self {
+        self.memory = memory;
+        self.pids = pids;
+        self.network = network.into();
+        self
+    }
+
+    /// Sets the check's command and working folder.
+    pub fn with_command(mut self, command: Vec<String>, workdir: impl Into<String>) -> Self {
+        self.command = command;
+        self.workdir = workdir.into();
+        self
+    }
+
+    /// The container of a Docker trial; `None` for other executors.
+    pub fn for_trial(spec: &TrialSpec) -> Option<ContainerSpec> {
+        let Executor::Docker(docker) = &spec.runtime.executor else {
+            return None;
+        };
+        let gpus = match spec.machine.gpus {
+            0 => GpuRequest::None,
+            n => GpuRequest::Count(n),
+        };
+        let mut container = ContainerSpec::new(&docker.image)
+            .with_limits(docker.memory, docker.pids, &docker.network)
+            .with_gpus(gpus)
+            .with_label("runtime-matrix.project", spec.project.to_string())
+            .with_label(super::LABEL_TRIAL, &spec.name)
+            .with_env("RUNTIME_MATRIX_TRIAL", &spec.name)
+            .with_env("RUNTIME_MATRIX_RUNTIME", &spec.runtime.name)
+            .with_env("RUNTIME_MATRIX_MACHINE", &spec.machine.name)
+            .with_env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+            .with_env("JUPYTER_PLATFORM_DIRS", "1")
+            .with_env("PYTHONUNBUFFERED", "1");
+        for (key, value) in &spec.runtime.env {
+            container = container.with_env(key, value);
+        }
+        for secret in &docker.secrets {
+            container = container.with_secret(secret);
+        }
+        let base = trial_folder(&spec.name);
+        let deadline = spec.check.timeout.as_secs().max(1).to_string();
+        let mut command: Vec<String> = ["timeout", "-s", "KILL", &deadline]
+            .map(String::from)
+            .to_vec();
+        let workdir = format!("{base}/work");
+        match &spec.check.kind {
+            CheckKind::Notebook { path, .. } => {
+                let file = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                command.extend([
+                    docker.python.clone(),
+                    "-m".into(),
+                    "nbconvert".into(),
+                    "--to".into(),
+                    "notebook".into(),
+                    "--execute".into(),
+                    "--config".into(),
+                    format!("{base}/hooks.py"),
+                    "--output-dir".into(),
+                    format!("{base}/out"),
+                    format!(
+                        "--ExecutePreprocessor.timeout={}",
+                        spec.check.cell_timeout.as_secs().max(1)
+                    ),
+                    file,
+                ]);
+                container =
+                    container.with_env("RUNTIME_MATRIX_PROGRESS", format!("{base}/progress.jsonl"));
+            }
+            CheckKind::Command { run } => command.extend(["sh".into(), "-c".into(), run.clone()]),
+        }
+        Some(container.with_command(command, workdir))
+    }
+
+    /// The engine's create body. `secrets` holds the real values of the secret variables.
+    pub fn create_body(&self, secrets: &BTreeMap<String, String>) -> ContainerCreateBody {
+        let env = self
+            .env
+            .iter()
+            .map(|(key, value)| match secrets.get(key) {
+                Some(secret) if self.secrets.contains(key) => format!("{key}={secret}"),
+                _ => format!("{key}={value}"),
+            })
+            .collect();
+        let device_requests = match &self.gpus {
+            GpuRequest::None => None,
+            GpuRequest::Count(n) => Some(vec![gpu_request(Some(i64::from(*n)), None)]),
+            GpuRequest::Devices(ids) => Some(vec![gpu_request(None, Some(ids.clone()))]),
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            // A container that idles until it is removed; checks run in it with exec.
+            entrypoint: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
+            ]),
+            cmd: Some(Vec::new()),
+            env: Some(env),
+            labels: Some(
+                self.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            working_dir: Some(CONTAINER_ROOT.into()),
+            host_config: Some(HostConfig {
+                memory: self.memory,
+                memory_swap: self.memory,
+                pids_limit: self.pids,
+                network_mode: Some(self.network.clone()),
+                privileged: Some(self.privileged),
+                cap_add: None,
+                security_opt: Some(self.security_options.clone()),
+                device_requests,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+fn gpu_request(count: Option<i64>, device_ids: Option<Vec<String>>) -> DeviceRequest {
+    DeviceRequest {
+        driver: Some("nvidia".into()),
+        count,
+        device_ids,
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        options: None,
+    }
+}
+
+/// The folder of one trial inside its container: distinct per trial, so that a container
+/// reused by several trials keeps them apart.
+pub fn trial_folder(trial: &str) -> String {
+    format!(
+        "{CONTAINER_ROOT}/{:016x}",
+        crate::plan::shard_of(trial, u64::MAX)
+    )
+}

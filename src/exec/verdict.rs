@@ -1,0 +1,130 @@
+//! From how a check's process ended to an [`Outcome`]: shared by every executor, so that a
+//! notebook failing in a container reads exactly like one failing on the host.
+
+use super::Outcome;
+use super::provision::tail;
+use crate::notebook::{ExecutionReport, FailureKind, ProcessEnd, Progress, strip_ansi};
+use crate::plan::TrialSpec;
+use crate::record::{Category, Failure, RunDir};
+use serde_json::Value;
+
+/// An outcome for a check that could not be started.
+pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
+    Outcome {
+        failure: Some(Failure {
+            kind: FailureKind::Setup,
+            category,
+            summary,
+            cell: None,
+            exit_code: None,
+            output_tail: None,
+        }),
+        ..Outcome::default()
+    }
+}
+
+/// What one nbconvert run left behind.
+pub(super) struct NotebookRun<'a> {
+    /// The notebook as it was before execution.
+    pub original: &'a Value,
+    /// The progress events file's text.
+    pub progress: &'a str,
+    /// nbconvert's output, stdout and stderr together.
+    pub output: &'a str,
+    /// How the process ended.
+    pub end: ProcessEnd,
+    /// The executed notebook nbconvert wrote, if it wrote one.
+    pub executed: Option<Vec<u8>>,
+}
+
+/// The outcome of a notebook run; keeps the executed (or partly executed) notebook under `run`.
+pub(super) fn notebook(
+    spec: &TrialSpec,
+    run: &RunDir,
+    relative: &str,
+    result: NotebookRun,
+) -> Outcome {
+    let progress = Progress::parse(result.progress);
+    let report = ExecutionReport::read(result.original, &progress, result.output, result.end);
+
+    // nbconvert writes the executed notebook only when every cell ran; otherwise it is rebuilt
+    // from the cells that did.
+    let executed = match result
+        .executed
+        .filter(|_| result.end == ProcessEnd::Success)
+    {
+        Some(bytes) => bytes,
+        None => serde_json::to_vec_pretty(&progress.apply_to(result.original)).unwrap_or_default(),
+    };
+    let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
+    let artifact = crate::record::write_atomic(&artifact, &executed)
+        .ok()
+        .map(|()| artifact);
+
+    let failure = report.failure.map(|(kind, cell, summary)| {
+        let category = match kind {
+            FailureKind::CellError => match cell.as_ref().and_then(|c| c.ename.as_deref()) {
+                Some("ModuleNotFoundError" | "ImportError") => Category::Runtime,
+                _ => Category::Notebook,
+            },
+            FailureKind::CellTimeout | FailureKind::Deadline => Category::Notebook,
+            _ => Category::Runtime,
+        };
+        let summary = match kind {
+            FailureKind::Deadline => format!(
+                "the notebook ran past its deadline of {} and was killed",
+                humantime::format_duration(spec.check.timeout)
+            ),
+            _ if summary.is_empty() => kind.describe().to_owned(),
+            _ => summary,
+        };
+        Failure {
+            kind,
+            category,
+            summary,
+            cell,
+            exit_code: match result.end {
+                ProcessEnd::Failed(code) => Some(code),
+                _ => None,
+            },
+            output_tail: Some(tail(&strip_ansi(result.output), 30)),
+        }
+    });
+    Outcome {
+        failure,
+        cells: report.cells,
+        artifact,
+        image: None,
+    }
+}
+
+/// The outcome of a command check.
+pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &str) -> Outcome {
+    let output_tail = Some(tail(&strip_ansi(output), 30));
+    let failure = match end {
+        ProcessEnd::Success => None,
+        ProcessEnd::Failed(code) => Some(Failure {
+            kind: FailureKind::ExitCode,
+            category: Category::Runtime,
+            summary: format!("`{line}` exited with code {code}"),
+            cell: None,
+            exit_code: Some(code),
+            output_tail,
+        }),
+        ProcessEnd::Deadline => Some(Failure {
+            kind: FailureKind::Deadline,
+            category: Category::Runtime,
+            summary: format!(
+                "`{line}` ran past its timeout of {} and was killed",
+                humantime::format_duration(spec.check.timeout)
+            ),
+            cell: None,
+            exit_code: None,
+            output_tail,
+        }),
+    };
+    Outcome {
+        failure,
+        ..Outcome::default()
+    }
+}
