@@ -267,6 +267,15 @@ pub enum EngineError {
         #[source]
         error: bollard::errors::Error,
     },
+    /// An earlier trial of this process already failed the same way (image resolution and
+    /// shared containers are done once per process); the message is that failure's.
+    #[error("{message}")]
+    Earlier {
+        /// The first failure, with its causes.
+        message: String,
+        /// Whether it was the runtime's image (rather than the engine or the host).
+        image: bool,
+    },
     /// Another engine operation failed.
     #[error("failed to {operation} {target}")]
     Operation {

@@ -7,7 +7,7 @@
 
 use crate::config::Matrix;
 use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, chain};
-use crate::exec::{Executor, Keep, default_cache, install_interrupt_handler};
+use crate::exec::{Executor, Keep, default_cache, install_interrupt_handler, interrupted};
 use crate::plan::{Plan, Selection, TrialSpec};
 use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -181,6 +181,12 @@ impl Harness {
             .map(|spec| trial(spec, Some(context.clone())))
             .collect();
         let conclusion = libtest_mimic::run(&self.args, trials);
+        if interrupted().is_some() {
+            // The interrupt handler is cleaning up, writing the reports and exiting.
+            loop {
+                std::thread::park();
+            }
+        }
         context.executor.shutdown();
 
         // Under cargo-nextest every trial is its own process: reports are made afterwards by
@@ -236,6 +242,9 @@ impl Context {
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let start = Instant::now();
         let outcome = self.executor.run(spec, &self.run);
+        if let Some(signal) = interrupted() {
+            return Err(format!("interrupted by signal {signal} before it finished").into());
+        }
         let (status, verdict) = judge(spec, outcome.failure.as_ref());
         let record = TrialRecord {
             schema: crate::record::RECORD_SCHEMA,

@@ -3,6 +3,7 @@
 //! matrix without a cargo project.
 
 use clap::{Parser, Subcommand};
+use runtime_matrix::engine::{ContainerSpec, Engine, GpuRequest};
 use runtime_matrix::error::{EXIT_OK, EXIT_TRIALS_FAILED, chain};
 use runtime_matrix::harness::{self, Harness, Options, fail_setup};
 use runtime_matrix::plan::Plan;
@@ -61,6 +62,14 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Remove the containers of runs on this host whose process is gone, including those kept
+    /// with RUNTIME_MATRIX_KEEP. Containers of live runs and containers that are not
+    /// runtime-matrix's are never touched.
+    Clean {
+        /// The matrix file, for the machines' Docker engines.
+        #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+        config: PathBuf,
+    },
     /// Run the matrix as a test harness; arguments after `--` are libtest's
     /// (`--list`, `--exact`, filters, `--test-threads`...).
     Run {
@@ -79,9 +88,19 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `runtime-matrix plan | head` ends quietly, as other Unix tools do. The harness keeps
+        // Rust's default, so that a closed pipe never skips its clean-up.
+        // SAFETY: called before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match cli.command {
         Command::Plan { select, format } => plan(select, format),
         Command::Report { dirs, out } => report(&dirs, out),
+        Command::Clean { config } => clean(&config),
         Command::Run { select, libtest } => {
             let args = libtest_mimic::Arguments::from_iter(
                 std::iter::once("runtime-matrix".to_owned()).chain(libtest),
@@ -115,7 +134,16 @@ fn plan(select: Select, format: Format) -> ExitCode {
     let plan = Plan::new(&matrix, &selection);
     match format {
         Format::Json => {
-            let json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "plan": plan });
+            let mut json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "plan": plan });
+            for (trial, spec) in json["plan"]["trials"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .zip(&plan.trials)
+            {
+                trial["container"] =
+                    serde_json::to_value(ContainerSpec::for_trial(spec)).unwrap_or_default();
+            }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json).expect("plans always serialise")
@@ -152,11 +180,74 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     t.name,
                     t.tags.join(",")
                 );
+                if let Some(container) = ContainerSpec::for_trial(t) {
+                    print_container(&container);
+                }
             }
             println!("\nwould not run {} trials:", plan.excluded.len());
             for e in &plan.excluded {
                 println!("  {}  ({})", e.name, e.reason);
             }
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn print_container(c: &ContainerSpec) {
+    let gpus = match &c.gpus {
+        GpuRequest::None => "none".to_owned(),
+        GpuRequest::Count(n) => format!("{n} (any)"),
+        GpuRequest::Devices(ids) => ids.join(","),
+    };
+    let size = |bytes: Option<i64>| {
+        bytes
+            .map(|b| format!("{}m", b / (1024 * 1024)))
+            .unwrap_or_else(|| "unlimited".into())
+    };
+    println!(
+        "      image {}; gpus {gpus}; memory {}; pids {}; network {}; unprivileged, no added capabilities, {}",
+        c.image,
+        size(c.memory),
+        c.pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unlimited".into()),
+        c.network,
+        c.security_options.join(",")
+    );
+    let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("      env {}", env.join(" "));
+    println!("      in {}: {}", c.workdir, c.command.join(" "));
+}
+
+fn clean(config: &std::path::Path) -> ExitCode {
+    // The machines may name engines of their own; without a readable matrix, the default one.
+    let mut endpoints: Vec<Option<String>> = vec![None];
+    if let Ok(matrix) = runtime_matrix::Matrix::load(config) {
+        endpoints.extend(
+            matrix
+                .machines
+                .iter()
+                .filter_map(|m| m.docker.clone())
+                .map(Some),
+        );
+    }
+    endpoints.dedup();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail_setup(&error),
+    };
+    for endpoint in endpoints {
+        let result = runtime.block_on(async {
+            let engine = Engine::connect(endpoint.as_deref()).await?;
+            let removed = runtime_matrix::exec::clean(&engine).await?;
+            Ok::<_, runtime_matrix::error::EngineError>((engine.endpoint().to_owned(), removed))
+        });
+        match result {
+            Ok((endpoint, removed)) => println!("removed {removed} container(s) from {endpoint}"),
+            Err(error) => return fail_setup(&error),
         }
     }
     ExitCode::from(EXIT_OK)

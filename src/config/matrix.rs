@@ -87,7 +87,7 @@ pub struct DockerRuntime {
 }
 
 /// When a Docker runtime's image is pulled (or built).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Only when the engine does not have it.

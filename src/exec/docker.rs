@@ -65,7 +65,7 @@ pub(super) struct DockerExecutor {
     /// builds it first.
     builds: BTreeMap<String, Build>,
     engines: Mutex<HashMap<String, Cell<Engine>>>,
-    images: Mutex<HashMap<(String, String), Cell<ImageInfo>>>,
+    images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
     reused: Mutex<HashMap<(String, String), Cell<String>>>,
 }
 
@@ -321,7 +321,7 @@ impl DockerExecutor {
         pull: PullPolicy,
         build: Option<&Build>,
     ) -> Result<ImageInfo, EngineError> {
-        let key = (engine.endpoint().to_owned(), reference.to_owned());
+        let key = (engine.endpoint().to_owned(), reference.to_owned(), pull);
         let cell = lock(&self.images).entry(key).or_default().clone();
         let resolved = cell
             .get_or_init(|| async {
@@ -332,9 +332,9 @@ impl DockerExecutor {
             .await;
         match resolved {
             Ok(info) => Ok(info.clone()),
-            Err(message) => Err(EngineError::ImageMissing {
-                image: reference.to_owned(),
-                hint: format!(" ({message})"),
+            Err(message) => Err(EngineError::Earlier {
+                message: message.clone(),
+                image: true,
             }),
         }
     }
@@ -533,9 +533,9 @@ impl DockerExecutor {
                 reused: true,
                 armed: false,
             }),
-            Err(message) => Err(EngineError::ImageMissing {
-                image: container.image.clone(),
-                hint: format!(" ({message})"),
+            Err(message) => Err(EngineError::Earlier {
+                message: message.clone(),
+                image: false,
             }),
         }
     }
@@ -754,9 +754,10 @@ fn missing_tool(output: &str, exit_code: Option<i64>, python: &str, image: &str)
 
 fn category_of(error: &EngineError) -> Category {
     match error {
-        EngineError::ImageMissing { .. } | EngineError::Pull { .. } | EngineError::Build { .. } => {
-            Category::Runtime
-        }
+        EngineError::ImageMissing { .. }
+        | EngineError::Pull { .. }
+        | EngineError::Build { .. }
+        | EngineError::Earlier { image: true, .. } => Category::Runtime,
         _ => Category::Infrastructure,
     }
 }

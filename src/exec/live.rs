@@ -4,11 +4,23 @@
 
 use crate::engine::{Engine, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 static CONTAINERS: LazyLock<Mutex<HashMap<String, Engine>>> = LazyLock::new(Default::default);
 static TOKENS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+/// The signal that interrupted this run, or 0.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that interrupted this run, if one did. Trials cut short by it leave no record:
+/// their failure would be the interruption's, not the runtime's.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
@@ -73,6 +85,7 @@ pub fn install_interrupt_handler(
             _ = interrupt.recv() => (libc::SIGINT, "SIGINT"),
             _ = terminate.recv() => (libc::SIGTERM, "SIGTERM"),
         };
+        INTERRUPTED.store(number, Ordering::SeqCst);
         let containers = lock(&CONTAINERS).len();
         eprintln!("\nruntime-matrix: {name} received; stopping trials and removing {containers} container(s)");
         clean_up_everything().await;

@@ -13,7 +13,7 @@ mod provision;
 mod verdict;
 
 pub use docker::{Keep, clean};
-pub use live::install_interrupt_handler;
+pub use live::{install_interrupt_handler, interrupted};
 pub use provision::{Provisioner, default_cache};
 
 use crate::config::{Executor as ExecutorKind, Matrix};

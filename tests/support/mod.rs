@@ -105,3 +105,81 @@ pub fn leftover_processes(run_id: &str) -> Vec<String> {
     }
     found
 }
+
+/// Ids of the containers, running or not, that run `run_id` left on the local engine.
+pub fn containers_of_run(run_id: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let engine = runtime_matrix::engine::Engine::connect(None)
+            .await
+            .expect("the local Docker engine answers");
+        let containers = engine
+            .our_containers()
+            .await
+            .expect("containers can be listed");
+        containers
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get(runtime_matrix::engine::LABEL_RUN))
+                    .map(String::as_str)
+                    == Some(run_id)
+            })
+            .filter_map(|c| c.id)
+            .collect()
+    })
+}
+
+/// Whether container `id` exists on the local engine.
+pub fn container_exists(id: &str) -> bool {
+    let status = Command::new("docker")
+        .args(["inspect", "--format", "{{.Id}}", id])
+        .output()
+        .unwrap()
+        .status;
+    status.success()
+}
+
+/// Waits up to `limit` for `condition`.
+pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    false
+}
+
+/// A TCP proxy on 127.0.0.1 to the local engine's socket, for testing `tcp://` endpoints.
+/// Returns the port; the proxy lives as long as the test process.
+pub fn tcp_proxy_to_docker() -> u16 {
+    use std::net::TcpListener;
+    use std::os::unix::net::UnixStream;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            let (mut client_read, mut engine_write) =
+                (client.try_clone().unwrap(), engine.try_clone().unwrap());
+            let (mut engine_read, mut client_write) = (engine, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_read, &mut engine_write);
+                let _ = engine_write.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut engine_read, &mut client_write);
+                let _ = client_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
