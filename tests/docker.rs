@@ -296,7 +296,7 @@ fn kept_containers_print_how_to_enter_them_and_clean_removes_them() {
         "{stderr}"
     );
     assert!(
-        stderr.contains(&format!("docker exec -it -w /runtime-matrix/")),
+        stderr.contains("docker exec -it -w /runtime-matrix/"),
         "{stderr}"
     );
     assert!(!stderr.contains(SECRET));
