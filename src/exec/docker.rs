@@ -967,4 +967,43 @@ mod tests {
         let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
         assert_eq!(shell_words(&words), expected);
     }
+
+    #[test]
+    fn a_panicking_trial_still_removes_its_container() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let matrix = crate::Matrix::load(&root.join("fixtures/matrices/docker.toml")).unwrap();
+        let plan = crate::Plan::new(&matrix, &crate::Selection::default());
+        let spec = plan
+            .trials
+            .iter()
+            .find(|t| t.name == "base::cpu::cmd::ok")
+            .unwrap();
+        let crate::config::Executor::Docker(docker) = &spec.runtime.executor else {
+            panic!("the fixture's base runtime is a docker runtime");
+        };
+        let cache = root.join("target/runtime-matrix/cache");
+        let executor =
+            super::super::Executor::new(&matrix, cache, Keep::Never, "panic-test").docker;
+        let engine = executor.runtime.block_on(executor.engine(None)).unwrap();
+        executor
+            .runtime
+            .block_on(executor.image(&engine, &docker.image, docker.pull, docker.build.as_ref()))
+            .unwrap();
+        let container = ContainerSpec::for_trial(spec).unwrap();
+        let mut id = String::new();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let lease = executor
+                .container(&engine, spec, docker, &container, &BTreeMap::new())
+                .unwrap();
+            id = lease.id.clone();
+            panic!("a check panicked while its container ran");
+        }));
+        assert!(panicked.is_err());
+        let ours = executor.runtime.block_on(engine.our_containers()).unwrap();
+        assert!(!id.is_empty());
+        assert!(
+            ours.iter().all(|c| c.id.as_deref() != Some(id.as_str())),
+            "the container outlived the panic"
+        );
+    }
 }
