@@ -108,5 +108,14 @@ fn the_example_matrix_is_valid() {
             .unwrap();
     assert_eq!(matrix.warnings, Vec::<String>::new());
     let names: Vec<&str> = matrix.runtimes.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, ["python-minimal", "python-numpy"]);
+    assert_eq!(
+        names,
+        [
+            "jupyter-base",
+            "jupyter-no-kernel",
+            "jupyter-numpy",
+            "python-minimal",
+            "python-numpy"
+        ]
+    );
 }
