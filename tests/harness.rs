@@ -285,12 +285,12 @@ fn notebooks_that_fail_hang_and_die_are_reported_and_cleaned_up() {
     assert_eq!(field(hanging, "/failure/cell/index"), 1);
     assert!(field(hanging, "/seconds").as_f64().unwrap() < 30.0);
 
-    // One long cell under a generous cell timeout is stopped by the 5s deadline.
+    // One long cell under a generous cell timeout is stopped by the 10s deadline.
     let long = "py::cpu::nb::long_cell";
     assert_eq!(field(long, "/failure/kind"), "deadline");
     assert_eq!(field(long, "/failure/cell/index"), 1);
     assert!(
-        stdout.contains("the notebook ran past its deadline of 5s and was killed"),
+        stdout.contains("the notebook ran past its deadline of 10s and was killed"),
         "{stdout}"
     );
     assert!(field(long, "/seconds").as_f64().unwrap() < 30.0);
