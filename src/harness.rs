@@ -78,6 +78,7 @@ impl Options {
             self.tags.as_deref(),
             self.shard.as_deref(),
             self.machines.as_deref(),
+            || crate::gpu::detect().clone(),
         )
     }
 }
@@ -139,6 +140,13 @@ impl Harness {
             return libtest_mimic::run(&self.args, trials).exit_code();
         }
 
+        if let crate::plan::MachineSelection::NoDriver(reason) = &selection.machines {
+            // Said once per run; a host without GPUs is no error.
+            eprintln!(
+                "runtime-matrix: no NVIDIA driver on this host ({reason}); trials on GPU machines are excluded \
+                 (RUNTIME_MATRIX_MACHINES runs them anyway)"
+            );
+        }
         let out_root = self.options.out_root(&matrix);
         let run_id = self.options.run_id.clone().unwrap_or_else(new_run_id);
         let run = match RunDir::create(&out_root, &run_id) {
@@ -271,6 +279,8 @@ impl Context {
                 .map(|path| path.to_string_lossy().into_owned()),
             host: self.host.clone(),
             image: outcome.image,
+            gpus: outcome.gpus,
+            note: outcome.note,
         };
         let written = self.run.write_record(&record);
         if !status.is_failure() {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod gpu;
 pub mod harness;
 pub mod notebook;
 pub mod plan;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use runtime_matrix::engine::{ContainerSpec, Engine, GpuRequest};
 use runtime_matrix::error::{EXIT_OK, EXIT_TRIALS_FAILED, chain};
 use runtime_matrix::harness::{self, Harness, Options, fail_setup};
-use runtime_matrix::plan::Plan;
+use runtime_matrix::plan::{MachineSelection, Plan};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -134,7 +134,13 @@ fn plan(select: Select, format: Format) -> ExitCode {
     let plan = Plan::new(&matrix, &selection);
     match format {
         Format::Json => {
-            let mut json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "plan": plan });
+            let host = match &selection.machines {
+                MachineSelection::Detected(host) => serde_json::json!({ "nvidia": host }),
+                MachineSelection::NoDriver(reason) => serde_json::json!({ "no_driver": reason }),
+                MachineSelection::Named(names) => serde_json::json!({ "named_machines": names }),
+                MachineSelection::CpuOnly => serde_json::json!({ "cpu_only_matrix": true }),
+            };
+            let mut json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "host": host, "plan": plan });
             for (trial, spec) in json["plan"]["trials"]
                 .as_array_mut()
                 .into_iter()
@@ -157,6 +163,30 @@ fn plan(select: Select, format: Format) -> ExitCode {
                 matrix.machines.len(),
                 plan.stage
             );
+            match &selection.machines {
+                MachineSelection::Detected(host) => {
+                    let cuda = host
+                        .cuda_version()
+                        .map(|v| format!(" (CUDA {v})"))
+                        .unwrap_or_default();
+                    println!(
+                        "host: NVIDIA driver {}{cuda}, {} GPU(s)",
+                        host.driver,
+                        host.gpus.len()
+                    );
+                    for gpu in &host.gpus {
+                        println!(
+                            "  [{}] {} {} ({} MiB, compute capability {})",
+                            gpu.index, gpu.uuid, gpu.name, gpu.memory_mib, gpu.compute_capability
+                        );
+                    }
+                }
+                MachineSelection::NoDriver(reason) => {
+                    println!("host: no NVIDIA driver ({reason}); only CPU-only machines run here")
+                }
+                MachineSelection::Named(names) => println!("machines named: {}", names.join(", ")),
+                MachineSelection::CpuOnly => {}
+            }
             println!("\nwould run {} trials:", plan.trials.len());
             for t in &plan.trials {
                 let timeouts = match t.check.kind {
@@ -165,9 +195,7 @@ fn plan(select: Select, format: Format) -> ExitCode {
                         humantime::format_duration(t.check.timeout),
                         humantime::format_duration(t.check.cell_timeout)
                     ),
-                    runtime_matrix::config::CheckKind::Command { .. } => {
-                        format!("timeout {}", humantime::format_duration(t.check.timeout))
-                    }
+                    _ => format!("timeout {}", humantime::format_duration(t.check.timeout)),
                 };
                 let expected = t
                     .expected_failure

@@ -60,6 +60,17 @@ pub struct Failure {
     pub exit_code: Option<i32>,
     /// The last lines of the process's output.
     pub output_tail: Option<String>,
+    /// A known GPU cause behind the failure, when its text names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<crate::gpu::GpuCause>,
+}
+
+impl Failure {
+    /// Sets [`Failure::cause`] from the failure's own texts.
+    pub fn with_cause(mut self) -> Failure {
+        self.cause = crate::gpu::GpuCause::of(&crate::report::text::failure_text(&self));
+        self
+    }
 }
 
 /// The expected-failure declaration a trial was judged against.
@@ -104,6 +115,12 @@ pub struct TrialRecord {
     pub cells: Vec<CellTiming>,
     /// The executed notebook, relative to the run folder.
     pub artifact: Option<String>,
+    /// The GPUs the trial held, by UUID.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// What a passing check found worth keeping (a GPU check's summary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// The image a container trial ran in: reference, id and registry digest.
     #[serde(default)]
     pub image: Option<crate::engine::ImageInfo>,

@@ -31,7 +31,7 @@ fn plan_json_has_every_trial_and_every_exclusion_with_its_reason() {
         .collect();
     assert!(reasons.contains(&(
         "alpha::a100::cmd::ok",
-        "machine `a100` needs 1 GPU(s) matching `*A100*`; no GPU is known on this host (set RUNTIME_MATRIX_MACHINES=a100 to run it here anyway)"
+        "machine `a100` needs 1 GPU(s) matching `*A100*`; this host has no NVIDIA driver (NVML: a libloading error occurred: /nonexistent/libnvidia-ml.so.1: cannot open shared object file: No such file or directory) (set RUNTIME_MATRIX_MACHINES=a100 to run it here anyway)"
     )), "{reasons:?}");
     assert!(reasons.contains(&(
         "alpha::cpu-large::cmd::slow",

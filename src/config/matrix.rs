@@ -179,6 +179,14 @@ pub enum CheckKind {
         /// The line given to `sh -c`.
         run: String,
     },
+    /// `gpu::visible`: the container sees exactly the GPUs it was given, and the host's driver.
+    GpuVisible,
+    /// `gpu::framework`: the runtime's framework imports, sees its GPUs, has kernels for them
+    /// and computes on them.
+    GpuFramework {
+        /// `torch`, `tensorflow` or `jax`.
+        framework: String,
+    },
 }
 
 /// An `[[exclude]]` rule: matching trials are never run.

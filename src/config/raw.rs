@@ -53,6 +53,8 @@ pub(super) struct RawRuntime {
     pub network: Option<String>,
     #[serde(default)]
     pub reuse_container: bool,
+    pub framework: Option<String>,
+    pub gpu_checks: Option<bool>,
     #[serde(default)]
     pub secrets: Vec<String>,
     pub description: Option<String>,

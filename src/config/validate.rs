@@ -16,6 +16,9 @@ const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const EXECUTORS: [&str; 2] = ["host", "docker"];
 const PULL_POLICIES: [&str; 3] = ["if-missing", "always", "never"];
+const FRAMEWORKS: [&str; 3] = ["torch", "tensorflow", "jax"];
+/// Time for the GPU checks, which start Python once (and import a framework).
+const GPU_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
 /// Top-level keys, for suggestions when an unknown key is close to one.
 const KNOWN_KEYS: [&str; 7] = [
     "notebooks-dir",
@@ -26,8 +29,10 @@ const KNOWN_KEYS: [&str; 7] = [
     "exclude",
     "expected-failures",
 ];
-const RUNTIME_KEYS: [&str; 20] = [
+const RUNTIME_KEYS: [&str; 22] = [
     "executor",
+    "framework",
+    "gpu-checks",
     "image",
     "pull",
     "build",
@@ -433,7 +438,40 @@ pub(super) fn compile(
                 stages: command_stages.unwrap_or_else(|| runtime_stages.clone()),
             });
         }
-        if r.notebooks.is_empty() && r.commands.is_empty() {
+        // The GPU checks: what a container sees, and whether the framework can use it.
+        let is_docker = matches!(executor, Executor::Docker(_));
+        if r.gpu_checks.unwrap_or(is_docker) {
+            if !is_docker {
+                c.problem(
+                    format!("{key}.gpu-checks"),
+                    "gpu::visible needs a container: it only applies to docker runtimes",
+                );
+            } else {
+                checks.push(gpu_check(
+                    "gpu::visible",
+                    CheckKind::GpuVisible,
+                    &r.tags,
+                    &runtime_stages,
+                ));
+            }
+        }
+        if let Some(framework) = &r.framework {
+            if FRAMEWORKS.contains(&framework.as_str()) {
+                let kind = CheckKind::GpuFramework {
+                    framework: framework.clone(),
+                };
+                checks.push(gpu_check("gpu::framework", kind, &r.tags, &runtime_stages));
+            } else {
+                let hint = did_you_mean(framework, FRAMEWORKS);
+                c.problem(
+                    format!("{key}.framework"),
+                    format!(
+                        "unknown framework `{framework}`{hint} (known: torch, tensorflow, jax)"
+                    ),
+                );
+            }
+        }
+        if r.notebooks.is_empty() && r.commands.is_empty() && r.framework.is_none() {
             c.problem(
                 &key,
                 "declares no notebooks and no commands, so it has nothing to check",
@@ -664,6 +702,21 @@ fn docker_runtime(c: &mut Compiler, key: &str, root: &Path, r: &RawRuntime) -> D
         network: r.network.clone().unwrap_or_else(|| "none".into()),
         reuse_container: r.reuse_container,
         secrets: r.secrets.clone(),
+    }
+}
+
+fn gpu_check(name: &str, kind: CheckKind, tags: &[String], stages: &[String]) -> Check {
+    Check {
+        name: name.to_owned(),
+        kind,
+        timeout: GPU_CHECK_TIMEOUT,
+        cell_timeout: GPU_CHECK_TIMEOUT,
+        tags: tags
+            .iter()
+            .cloned()
+            .chain(["gpu-check".to_owned()])
+            .collect(),
+        stages: stages.to_vec(),
     }
 }
 

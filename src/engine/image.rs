@@ -19,6 +19,9 @@ pub struct ImageInfo {
     pub digest: Option<String>,
     /// Labels, e.g. a declared CUDA version.
     pub labels: BTreeMap<String, String>,
+    /// The image's environment (for the CUDA version it declares); not kept in records.
+    #[serde(skip)]
+    pub env: Vec<String>,
 }
 
 /// Progress of one pull, for a live line or a summary.
@@ -38,18 +41,21 @@ impl Engine {
     /// The image `reference`, or `None` when the engine does not have it.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
         match self.docker.inspect_image(reference).await {
-            Ok(image) => Ok(Some(ImageInfo {
-                reference: reference.to_owned(),
-                id: image.id.unwrap_or_default(),
-                digest: image
-                    .repo_digests
-                    .and_then(|digests| digests.into_iter().next()),
-                labels: image
-                    .config
-                    .and_then(|config| config.labels)
-                    .map(|labels| labels.into_iter().collect())
-                    .unwrap_or_default(),
-            })),
+            Ok(image) => {
+                let config = image.config.unwrap_or_default();
+                Ok(Some(ImageInfo {
+                    reference: reference.to_owned(),
+                    id: image.id.unwrap_or_default(),
+                    digest: image
+                        .repo_digests
+                        .and_then(|digests| digests.into_iter().next()),
+                    labels: config
+                        .labels
+                        .map(|labels| labels.into_iter().collect())
+                        .unwrap_or_default(),
+                    env: config.env.unwrap_or_default(),
+                }))
+            }
             Err(error) if status(&error) == Some(404) => Ok(None),
             Err(error) => Err(self.error("inspect image", format!("`{reference}`"), error)),
         }

@@ -183,6 +183,15 @@ impl ContainerSpec {
                     container.with_env("RUNTIME_MATRIX_PROGRESS", format!("{base}/progress.jsonl"));
             }
             CheckKind::Command { run } => command.extend(["sh".into(), "-c".into(), run.clone()]),
+            CheckKind::GpuVisible => {
+                command.extend([docker.python.clone(), format!("{base}/probe.py")])
+            }
+            CheckKind::GpuFramework { framework } => command.extend([
+                docker.python.clone(),
+                format!("{base}/framework.py"),
+                framework.clone(),
+                spec.machine.gpus.to_string(),
+            ]),
         }
         Some(container.with_command(command, workdir))
     }

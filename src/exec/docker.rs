@@ -99,10 +99,21 @@ impl DockerExecutor {
         self.runtime.handle()
     }
 
-    pub(super) fn run(&self, spec: &TrialSpec, docker: &DockerRuntime, run: &RunDir) -> Outcome {
-        let Some(container) = ContainerSpec::for_trial(spec) else {
+    pub(super) fn run(
+        &self,
+        spec: &TrialSpec,
+        docker: &DockerRuntime,
+        run: &RunDir,
+        gpus: &[String],
+    ) -> Outcome {
+        let Some(mut container) = ContainerSpec::for_trial(spec) else {
             return setup_failure(Category::Infrastructure, "not a docker trial".into());
         };
+        if !gpus.is_empty() {
+            container = container
+                .with_gpus(crate::engine::GpuRequest::Devices(gpus.to_vec()))
+                .with_env("RUNTIME_MATRIX_GPUS", gpus.join(","));
+        }
         let mut secrets = BTreeMap::new();
         for name in &docker.secrets {
             match std::env::var(name) {
@@ -120,7 +131,7 @@ impl DockerExecutor {
                 }
             }
         }
-        let outcome = match self.run_in_container(spec, docker, &container, &secrets, run) {
+        let outcome = match self.run_in_container(spec, docker, &container, &secrets, run, gpus) {
             Ok(outcome) => outcome,
             Err(error) => setup_failure(category_of(&error), chain(&error)),
         };
@@ -134,6 +145,7 @@ impl DockerExecutor {
         container: &ContainerSpec,
         secrets: &BTreeMap<String, String>,
         run: &RunDir,
+        gpus: &[String],
     ) -> Result<Outcome, EngineError> {
         let engine = self
             .runtime
@@ -144,6 +156,21 @@ impl DockerExecutor {
             docker.pull,
             docker.build.as_ref(),
         ))?;
+        let host = match crate::gpu::detect() {
+            crate::gpu::Detection::Found(host) => Some(host),
+            crate::gpu::Detection::NoDriver(_) => None,
+        };
+        if let Some(host) = host.filter(|_| spec.machine.gpus > 0) {
+            let declared = crate::gpu::checks::declared_cuda(&image_info.env, &image_info.labels);
+            if let Err(summary) = crate::gpu::checks::preflight(&docker.image, declared, host) {
+                let mut outcome = setup_failure(Category::Runtime, summary);
+                outcome.failure = outcome.failure.map(Failure::with_cause);
+                return Ok(Outcome {
+                    image: Some(image_info),
+                    ..outcome
+                });
+            }
+        }
         let lease = self.container(&engine, spec, docker, container, secrets)?;
         let folder = crate::engine::trial_folder(&spec.name);
 
@@ -165,6 +192,26 @@ impl DockerExecutor {
                 (files, Some(original))
             }
             CheckKind::Command { .. } => (BTreeMap::from([(format!("{folder}/work"), None)]), None),
+            CheckKind::GpuVisible => (
+                BTreeMap::from([
+                    (format!("{folder}/work"), None),
+                    (
+                        format!("{folder}/probe.py"),
+                        Some(crate::gpu::PROBE_SCRIPT.as_bytes().to_vec()),
+                    ),
+                ]),
+                None,
+            ),
+            CheckKind::GpuFramework { .. } => (
+                BTreeMap::from([
+                    (format!("{folder}/work"), None),
+                    (
+                        format!("{folder}/framework.py"),
+                        Some(crate::gpu::FRAMEWORK_SCRIPT.as_bytes().to_vec()),
+                    ),
+                ]),
+                None,
+            ),
         };
         let archive =
             archive(&files).map_err(|error| io_error("pack the files of", &spec.name, error))?;
@@ -209,6 +256,7 @@ impl DockerExecutor {
                     cell: None,
                     exit_code: exec.exit_code.and_then(|c| i32::try_from(c).ok()),
                     output_tail: Some(super::provision::tail(&exec.output, 30)),
+                    cause: None,
                 }),
                 ..Outcome::default()
             }
@@ -242,6 +290,11 @@ impl DockerExecutor {
                 }
                 (CheckKind::Command { run: line }, _) => {
                     verdict::command(spec, line, end, &exec.output)
+                }
+                (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
+                    let judged =
+                        verdict::judge_gpu_check(kind, &exec.output, gpus, spec.machine.gpus, host);
+                    verdict::gpu_check(spec, judged, end, &exec.output)
                 }
                 (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
             }
@@ -951,6 +1004,7 @@ mod tests {
                 cell: None,
                 exit_code: Some(1),
                 output_tail: Some("using hunter2".into()),
+                cause: None,
             }),
             ..Outcome::default()
         };

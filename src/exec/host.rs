@@ -15,12 +15,25 @@ use std::process::Command;
 
 const HOOKS: &str = include_str!("nbconvert_hooks.py");
 
+/// One trial's run on the host: what every step needs.
+struct Job<'a> {
+    spec: &'a TrialSpec,
+    run: &'a RunDir,
+    /// The GPUs the trial holds, by UUID.
+    gpus: &'a [String],
+    python: PathBuf,
+    scratch: &'a Path,
+    /// Marks every process of the trial, so that none outlives it.
+    token: String,
+}
+
 pub(super) fn run(
     provisioner: &Provisioner,
     python: &str,
     packages: &[String],
     spec: &TrialSpec,
     run: &RunDir,
+    gpus: &[String],
 ) -> Outcome {
     let jupyter = spec
         .runtime
@@ -46,104 +59,158 @@ pub(super) fn run(
             );
         }
     };
-    let token = format!(
-        "{}-{}",
-        run.run_id,
-        crate::plan::shard_of(&spec.name, u64::MAX)
-    );
+    let job = Job {
+        spec,
+        run,
+        gpus,
+        python,
+        scratch: scratch.path(),
+        token: format!(
+            "{}-{}",
+            run.run_id,
+            crate::plan::shard_of(&spec.name, u64::MAX)
+        ),
+    };
     let result = match &spec.check.kind {
-        CheckKind::Notebook { relative, path } => {
-            notebook(&python, spec, run, scratch.path(), relative, path, &token)
-        }
-        CheckKind::Command { run: line } => {
-            Ok(command(&python, spec, scratch.path(), line, &token))
+        CheckKind::Notebook { relative, path } => job.notebook(relative, path),
+        CheckKind::Command { run: line } => job.command(line),
+        CheckKind::GpuFramework { framework } => job.framework(framework),
+        CheckKind::GpuVisible => {
+            Err("gpu::visible needs a container; host runtimes do not have it".into())
         }
     };
     result.unwrap_or_else(|message| setup_failure(Category::Infrastructure, message))
 }
 
-/// A command line for a runtime: its environment, and its Python first on `PATH`.
-fn base_command(program: &Path, python: &Path, spec: &TrialSpec, scratch: &Path) -> Command {
-    let mut command = Command::new(program);
-    let bin = python.parent().unwrap_or(Path::new("/"));
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut paths = vec![bin.to_path_buf()];
-    paths.extend(std::env::split_paths(&path));
-    command
-        .env("PATH", std::env::join_paths(paths).unwrap_or(path))
-        .env("RUNTIME_MATRIX_TRIAL", &spec.name)
-        .env("RUNTIME_MATRIX_RUNTIME", &spec.runtime.name)
-        .env("RUNTIME_MATRIX_MACHINE", &spec.machine.name)
-        .env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-        .env("JUPYTER_PLATFORM_DIRS", "1")
-        .env("JUPYTER_RUNTIME_DIR", scratch.join("jupyter-runtime"))
-        .env("PYTHONUNBUFFERED", "1")
-        .envs(&spec.runtime.env);
-    command
-}
+impl Job<'_> {
+    /// A command line for the runtime: its environment, its GPUs, and its Python first on
+    /// `PATH`.
+    fn command_line(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        let bin = self.python.parent().unwrap_or(Path::new("/"));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![bin.to_path_buf()];
+        paths.extend(std::env::split_paths(&path));
+        let spec = self.spec;
+        command
+            .env("PATH", std::env::join_paths(paths).unwrap_or(path))
+            .env("RUNTIME_MATRIX_TRIAL", &spec.name)
+            .env("RUNTIME_MATRIX_RUNTIME", &spec.runtime.name)
+            .env("RUNTIME_MATRIX_MACHINE", &spec.machine.name)
+            .env("RUNTIME_MATRIX_GPUS", self.gpus.join(","))
+            .env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+            .env("JUPYTER_PLATFORM_DIRS", "1")
+            .env("JUPYTER_RUNTIME_DIR", self.scratch.join("jupyter-runtime"))
+            .env("PYTHONUNBUFFERED", "1");
+        // CUDA takes UUIDs too. A CPU trial on a GPU host gets none; a GPU trial gets exactly
+        // its lease (or, with no lease, what the host has).
+        if spec.machine.gpus == 0 || !self.gpus.is_empty() {
+            command.env("CUDA_VISIBLE_DEVICES", self.gpus.join(","));
+        }
+        command.envs(&spec.runtime.env);
+        command
+    }
 
-fn notebook(
-    python: &Path,
-    spec: &TrialSpec,
-    run: &RunDir,
-    scratch: &Path,
-    relative: &str,
-    path: &Path,
-    token: &str,
-) -> Result<Outcome, String> {
-    let original: serde_json::Value = std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-        .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let work = scratch.join("work");
-    copy_folder(folder, &work).map_err(|error| {
-        format!(
-            "cannot copy {} to a scratch folder: {error}",
-            folder.display()
-        )
-    })?;
-    let hooks = scratch.join("hooks.py");
-    let progress_path = scratch.join("progress.jsonl");
-    let out = scratch.join("out");
-    std::fs::write(&hooks, HOOKS)
-        .map_err(|error| format!("cannot write {}: {error}", hooks.display()))?;
-    let file_name = path.file_name().unwrap_or_default();
+    fn execute(&self, command: Command) -> Result<Finished, String> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        process::run(command, self.spec.check.timeout, &self.token)
+            .map_err(|error| format!("cannot start {program}: {error}"))
+    }
 
-    let mut command = base_command(python, python, spec, scratch);
-    command
-        .args([
-            "-m",
-            "nbconvert",
-            "--to",
-            "notebook",
-            "--execute",
-            "--config",
-        ])
-        .arg(&hooks)
-        .arg("--output-dir")
-        .arg(&out)
-        .arg(format!(
-            "--ExecutePreprocessor.timeout={}",
-            spec.check.cell_timeout.as_secs().max(1)
+    fn notebook(&self, relative: &str, path: &Path) -> Result<Outcome, String> {
+        let original: serde_json::Value = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+            .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
+        let folder = path.parent().unwrap_or(Path::new("."));
+        let work = self.scratch.join("work");
+        copy_folder(folder, &work).map_err(|error| {
+            format!(
+                "cannot copy {} to a scratch folder: {error}",
+                folder.display()
+            )
+        })?;
+        let hooks = self.scratch.join("hooks.py");
+        let progress_path = self.scratch.join("progress.jsonl");
+        let out = self.scratch.join("out");
+        std::fs::write(&hooks, HOOKS)
+            .map_err(|error| format!("cannot write {}: {error}", hooks.display()))?;
+        let file_name = path.file_name().unwrap_or_default();
+
+        let mut command = self.command_line(&self.python);
+        command
+            .args([
+                "-m",
+                "nbconvert",
+                "--to",
+                "notebook",
+                "--execute",
+                "--config",
+            ])
+            .arg(&hooks)
+            .arg("--output-dir")
+            .arg(&out)
+            .arg(format!(
+                "--ExecutePreprocessor.timeout={}",
+                self.spec.check.cell_timeout.as_secs().max(1)
+            ))
+            .arg(file_name)
+            .current_dir(&work)
+            .env("RUNTIME_MATRIX_PROGRESS", &progress_path);
+        let finished = self.execute(command)?;
+
+        let progress = std::fs::read_to_string(&progress_path).unwrap_or_default();
+        let result = NotebookRun {
+            original: &original,
+            progress: &progress,
+            output: &finished.output,
+            end: process_end(&finished),
+            executed: std::fs::read(out.join(file_name)).ok(),
+        };
+        Ok(verdict::notebook(self.spec, self.run, relative, result))
+    }
+
+    fn command(&self, line: &str) -> Result<Outcome, String> {
+        let mut command = self.command_line(Path::new("sh"));
+        command.arg("-c").arg(line).current_dir(self.scratch);
+        let finished = self.execute(command)?;
+        Ok(verdict::command(
+            self.spec,
+            line,
+            process_end(&finished),
+            &finished.output,
         ))
-        .arg(file_name)
-        .current_dir(&work)
-        .env("RUNTIME_MATRIX_PROGRESS", &progress_path);
-    let finished = process::run(command, spec.check.timeout, token)
-        .map_err(|error| format!("cannot start {}: {error}", python.display()))?;
+    }
 
-    let end = process_end(&finished);
-    let progress = std::fs::read_to_string(&progress_path).unwrap_or_default();
-    let executed = std::fs::read(out.join(file_name)).ok();
-    let result = NotebookRun {
-        original: &original,
-        progress: &progress,
-        output: &finished.output,
-        end,
-        executed,
-    };
-    Ok(verdict::notebook(spec, run, relative, result))
+    fn framework(&self, framework: &str) -> Result<Outcome, String> {
+        let script = self.scratch.join("framework.py");
+        std::fs::write(&script, crate::gpu::FRAMEWORK_SCRIPT)
+            .map_err(|error| format!("cannot write {}: {error}", script.display()))?;
+        let mut command = self.command_line(&self.python);
+        command
+            .arg(&script)
+            .arg(framework)
+            .arg(self.spec.machine.gpus.to_string())
+            .current_dir(self.scratch);
+        let finished = self.execute(command)?;
+        let host = match crate::gpu::detect() {
+            crate::gpu::Detection::Found(host) => Some(host),
+            crate::gpu::Detection::NoDriver(_) => None,
+        };
+        let judged = verdict::judge_gpu_check(
+            &self.spec.check.kind,
+            &finished.output,
+            self.gpus,
+            self.spec.machine.gpus,
+            host,
+        );
+        Ok(verdict::gpu_check(
+            self.spec,
+            judged,
+            process_end(&finished),
+            &finished.output,
+        ))
+    }
 }
 
 fn process_end(finished: &Finished) -> ProcessEnd {
@@ -152,21 +219,6 @@ fn process_end(finished: &Finished) -> ProcessEnd {
         Ended::Exited(code) => ProcessEnd::Failed(code),
         Ended::Deadline => ProcessEnd::Deadline,
     }
-}
-
-fn command(python: &Path, spec: &TrialSpec, scratch: &Path, line: &str, token: &str) -> Outcome {
-    let mut command = base_command(Path::new("sh"), python, spec, scratch);
-    command.arg("-c").arg(line).current_dir(scratch);
-    let finished = match process::run(command, spec.check.timeout, token) {
-        Ok(finished) => finished,
-        Err(error) => {
-            return setup_failure(
-                Category::Infrastructure,
-                format!("cannot start `sh`: {error}"),
-            );
-        }
-    };
-    verdict::command(spec, line, process_end(&finished), &finished.output)
 }
 
 /// Copies `from` into `to`, skipping hidden entries (`.ipynb_checkpoints`, `.git`).

@@ -33,6 +33,51 @@ pub struct Outcome {
     pub artifact: Option<PathBuf>,
     /// The image a container trial ran in.
     pub image: Option<crate::engine::ImageInfo>,
+    /// What a passing check found worth keeping.
+    pub note: Option<String>,
+    /// The GPUs the trial held, by UUID.
+    pub gpus: Vec<String>,
+}
+
+/// Leases `spec`'s GPUs when this host has enough of the machine's model; `None` when the
+/// machine has none, or when the host cannot tell (no driver: the engine is asked for a count).
+fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, String> {
+    let machine = &spec.machine;
+    if machine.gpus == 0 {
+        return Ok(None);
+    }
+    let crate::gpu::Detection::Found(host) = crate::gpu::detect() else {
+        return Ok(None);
+    };
+    let candidates: Vec<String> = host
+        .matching(machine)
+        .iter()
+        .map(|gpu| gpu.uuid.clone())
+        .collect();
+    if candidates.len() < machine.gpus as usize {
+        return Ok(None);
+    }
+    let timeout = match std::env::var("RUNTIME_MATRIX_LEASE_TIMEOUT") {
+        Ok(text) => humantime::parse_duration(text.trim()).map_err(|_| {
+            format!("invalid RUNTIME_MATRIX_LEASE_TIMEOUT `{text}` (use e.g. \"30m\")")
+        })?,
+        Err(_) => std::time::Duration::from_secs(30 * 60),
+    };
+    let model = machine.gpu_model.as_deref().unwrap_or("*");
+    crate::gpu::lease::acquire(
+        &candidates,
+        machine.gpus as usize,
+        &crate::gpu::lease::lock_dir(),
+        timeout,
+        || {
+            eprintln!(
+                "runtime-matrix: {} waits for {} GPU(s) matching `{model}`; other trials hold them",
+                spec.name, machine.gpus
+            )
+        },
+    )
+    .map(Some)
+    .map_err(|error| format!("{} could not lease its GPUs: {error}", spec.name))
 }
 
 /// Runs checks; shared by every trial of a process.
@@ -62,13 +107,29 @@ impl Executor {
         }
     }
 
-    /// Runs the check of `spec`, keeping artifacts in `run`.
+    /// Runs the check of `spec`, keeping artifacts in `run`. A trial on a GPU machine first
+    /// leases that many of this host's matching GPUs, and holds them while its check runs.
     pub fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
-        match &spec.runtime.executor {
-            ExecutorKind::Host { python, packages } => {
-                host::run(&self.provisioner, python, packages, spec, run)
+        let lease = match lease_gpus(spec) {
+            Ok(lease) => lease,
+            Err(message) => {
+                return verdict::setup_failure(crate::record::Category::Infrastructure, message);
             }
-            ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run),
+        };
+        let gpus = lease
+            .as_ref()
+            .map(|lease| lease.uuids.clone())
+            .unwrap_or_default();
+        let gpus = gpus.as_slice();
+        let outcome = match &spec.runtime.executor {
+            ExecutorKind::Host { python, packages } => {
+                host::run(&self.provisioner, python, packages, spec, run, gpus)
+            }
+            ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
+        };
+        Outcome {
+            gpus: gpus.to_vec(),
+            ..outcome
         }
     }
 

@@ -18,6 +18,7 @@ pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
             cell: None,
             exit_code: None,
             output_tail: None,
+            cause: None,
         }),
         ..Outcome::default()
     }
@@ -88,13 +89,14 @@ pub(super) fn notebook(
                 _ => None,
             },
             output_tail: Some(tail(&strip_ansi(result.output), 30)),
+            cause: None,
         }
     });
     Outcome {
-        failure,
+        failure: failure.map(Failure::with_cause),
         cells: report.cells,
         artifact,
-        image: None,
+        ..Outcome::default()
     }
 }
 
@@ -110,6 +112,7 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
             cell: None,
             exit_code: Some(code),
             output_tail,
+            cause: None,
         }),
         ProcessEnd::Deadline => Some(Failure {
             kind: FailureKind::Deadline,
@@ -121,10 +124,83 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
             cell: None,
             exit_code: None,
             output_tail,
+            cause: None,
         }),
     };
     Outcome {
-        failure,
+        failure: failure.map(Failure::with_cause),
         ..Outcome::default()
+    }
+}
+
+/// The outcome of a GPU check: `verdict` is the check's judgement of its script's report.
+pub(super) fn gpu_check(
+    spec: &TrialSpec,
+    verdict: Result<String, String>,
+    end: ProcessEnd,
+    output: &str,
+) -> Outcome {
+    let output_tail = Some(tail(&strip_ansi(output), 30));
+    let failure = match (end, verdict) {
+        (ProcessEnd::Deadline, _) => Failure {
+            kind: FailureKind::Deadline,
+            category: Category::Runtime,
+            summary: format!(
+                "`{}` ran past its timeout of {} and was killed",
+                spec.check.name,
+                humantime::format_duration(spec.check.timeout)
+            ),
+            cell: None,
+            exit_code: None,
+            output_tail,
+            cause: None,
+        },
+        (_, Ok(note)) => {
+            return Outcome {
+                note: Some(note),
+                ..Outcome::default()
+            };
+        }
+        (end, Err(summary)) => Failure {
+            kind: FailureKind::GpuCheck,
+            category: Category::Runtime,
+            summary,
+            cell: None,
+            exit_code: match end {
+                ProcessEnd::Failed(code) => Some(code),
+                _ => Some(0),
+            },
+            output_tail,
+            cause: None,
+        },
+    };
+    Outcome {
+        failure: Some(failure.with_cause()),
+        ..Outcome::default()
+    }
+}
+
+/// Judges a GPU check from its script's output.
+pub(super) fn judge_gpu_check(
+    kind: &crate::config::CheckKind,
+    output: &str,
+    assigned: &[String],
+    count: u32,
+    host: Option<&crate::gpu::HostGpus>,
+) -> Result<String, String> {
+    use crate::config::CheckKind;
+    use crate::gpu::checks::parse_marked;
+    match kind {
+        CheckKind::GpuVisible => {
+            let probe = parse_marked(output, "RUNTIME_MATRIX_PROBE ")
+                .map_err(|e| format!("the GPU probe failed: {e}"))?;
+            crate::gpu::visible_verdict(&probe, assigned, count, host)
+        }
+        CheckKind::GpuFramework { .. } => {
+            let report = parse_marked(output, "RUNTIME_MATRIX_FRAMEWORK ")
+                .map_err(|e| format!("the framework check failed: {e}"))?;
+            crate::gpu::framework_verdict(&report, count)
+        }
+        _ => Err("not a GPU check".into()),
     }
 }

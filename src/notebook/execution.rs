@@ -27,6 +27,8 @@ pub enum FailureKind {
     NoSuchKernel,
     /// A command (or nbconvert itself) exited non-zero.
     ExitCode,
+    /// A GPU check found the runtime cannot use its GPUs as it should.
+    GpuCheck,
     /// The runtime lacks a tool every check needs: Python, nbconvert, `timeout`.
     MissingTool,
     /// The check could not be started: no Python, provisioning failed, the engine, I/O.
@@ -46,6 +48,7 @@ impl FailureKind {
             FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
             FailureKind::ExitCode => "exited with a non-zero code",
             FailureKind::MissingTool => "the runtime lacks a tool the check needs",
+            FailureKind::GpuCheck => "the GPU check failed",
             FailureKind::Setup => "could not be started",
         }
     }

@@ -175,6 +175,8 @@ fn tags_of(runtime: &Runtime, machine: &Machine, check: &Check) -> Vec<String> {
         match check.kind {
             crate::config::CheckKind::Notebook { .. } => "notebook",
             crate::config::CheckKind::Command { .. } => "command",
+            crate::config::CheckKind::GpuVisible
+            | crate::config::CheckKind::GpuFramework { .. } => "gpu-check",
         },
     ];
     let mut tags: Vec<String> = check

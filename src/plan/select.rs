@@ -3,6 +3,7 @@
 use crate::config::nearest;
 use crate::config::{Machine, Matrix};
 use crate::error::SelectionError;
+use crate::gpu::{Detection, HostGpus};
 
 /// Which of the matrix's trials this run takes. Name filters are not here: libtest applies
 /// them after planning.
@@ -61,6 +62,10 @@ pub enum MachineSelection {
     /// No GPU known here: CPU-only machines (0 GPUs).
     #[default]
     CpuOnly,
+    /// No NVIDIA driver answered: CPU-only machines; the reason is NVML's.
+    NoDriver(String),
+    /// The machines whose GPUs this host has.
+    Detected(HostGpus),
     /// Named explicitly (`RUNTIME_MATRIX_MACHINES`).
     Named(Vec<String>),
 }
@@ -80,6 +85,19 @@ impl MachineSelection {
                     .unwrap_or_default(),
                 machine.name,
             )),
+            MachineSelection::NoDriver(reason) if machine.gpus > 0 => Some(format!(
+                "machine `{}` needs {} GPU(s){}; this host has no NVIDIA driver (NVML: {reason}) (set \
+                 RUNTIME_MATRIX_MACHINES={} to run it here anyway)",
+                machine.name,
+                machine.gpus,
+                machine
+                    .gpu_model
+                    .as_deref()
+                    .map(|m| format!(" matching `{m}`"))
+                    .unwrap_or_default(),
+                machine.name,
+            )),
+            MachineSelection::Detected(host) => host.refuses(machine),
             MachineSelection::Named(names) if !names.contains(&machine.name) => Some(format!(
                 "machine `{}` is not selected (RUNTIME_MATRIX_MACHINES={})",
                 machine.name,
@@ -91,13 +109,16 @@ impl MachineSelection {
 }
 
 impl Selection {
-    /// Builds a selection from its textual forms, checking names against `matrix`.
+    /// Builds a selection from its textual forms, checking names against `matrix`. Without
+    /// named machines, `detect` says which GPUs this host has; it is called only when the
+    /// matrix has GPU machines.
     pub fn parse(
         matrix: &Matrix,
         stage: Option<&str>,
         tags: Option<&str>,
         shard: Option<&str>,
         machines: Option<&str>,
+        detect: impl FnOnce() -> Detection,
     ) -> Result<Selection, SelectionError> {
         let stage = match stage.map(str::trim).filter(|s| !s.is_empty()) {
             Some(stage) if !matrix.stages.iter().any(|s| s == stage) => {
@@ -115,7 +136,11 @@ impl Selection {
             .map(parse_shard)
             .transpose()?;
         let machines = match machines.map(str::trim).filter(|s| !s.is_empty()) {
-            None => MachineSelection::CpuOnly,
+            None if matrix.machines.iter().all(|m| m.gpus == 0) => MachineSelection::CpuOnly,
+            None => match detect() {
+                Detection::Found(host) => MachineSelection::Detected(host),
+                Detection::NoDriver(reason) => MachineSelection::NoDriver(reason),
+            },
             Some("all") => {
                 MachineSelection::Named(matrix.machines.iter().map(|m| m.name.clone()).collect())
             }

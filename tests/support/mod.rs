@@ -28,6 +28,9 @@ pub fn runtime_matrix() -> Command {
         }
     }
     command.env("RUNTIME_MATRIX_CACHE", cache());
+    // The tests' host has no NVIDIA driver, whatever the machine has, unless a test gives it
+    // the fake one: what the tests expect must not depend on where they run.
+    command.env("RUNTIME_MATRIX_NVML", "/nonexistent/libnvidia-ml.so.1");
     command
 }
 
@@ -183,3 +186,28 @@ pub fn tcp_proxy_to_docker() -> u16 {
     });
     port
 }
+
+/// The fake `libnvidia-ml.so.1` (`fixtures/fake-nvml`), compiled once per change of its source.
+pub fn fake_nvml() -> PathBuf {
+    let source = fixtures().join("fake-nvml/fake_nvml.c");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-nvml");
+    std::fs::create_dir_all(&dir).unwrap();
+    let library = dir.join("libnvidia-ml.so.1");
+    let lock = std::fs::File::create(dir.join("build.lock")).unwrap();
+    lock.lock().unwrap();
+    let fresh = |path: &Path| path.metadata().and_then(|m| m.modified()).ok();
+    if fresh(&library) < fresh(&source) {
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&library)
+            .arg(&source)
+            .status()
+            .expect("a C compiler (cc) runs");
+        assert!(status.success(), "the fake NVML library does not compile");
+    }
+    library
+}
+
+/// Two H100s, as the fake NVML describes them.
+pub const TWO_H100: &str = "GPU-11111111-aaaa-0000-0000-000000000001|NVIDIA H100 80GB HBM3|81559|9.0;\
+                            GPU-11111111-aaaa-0000-0000-000000000002|NVIDIA H100 80GB HBM3|81559|9.0";
