@@ -146,6 +146,14 @@ fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
         t.seconds
     )?;
     writeln!(out, "- {}", inline(&f.summary))?;
+    if let Some(cause) = f.cause {
+        writeln!(
+            out,
+            "- cause `{}`: {}",
+            super::text::cause_name(cause),
+            cause.explain()
+        )?;
+    }
     if let Some(cell) = &f.cell {
         writeln!(out, "- cell {} (0-based):\n", cell.index)?;
         writeln!(out, "```python\n{}\n```\n", cell.source_excerpt)?;

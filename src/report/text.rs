@@ -15,6 +15,14 @@ pub fn describe_check(check: &str) -> String {
     }
 }
 
+/// A cause's name as records spell it, e.g. `no-kernel-image`.
+pub fn cause_name(cause: crate::gpu::GpuCause) -> String {
+    serde_json::to_value(cause)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Everything a failure says, for matching expected-failure text.
 pub fn failure_text(failure: &Failure) -> String {
     let mut text = failure.summary.clone();
@@ -47,6 +55,9 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
         .and_then(|c| c.as_str())
         .unwrap_or("unknown");
     let _ = write!(out, "\n  category: {category}");
+    if let Some(cause) = failure.cause {
+        let _ = write!(out, "\n  cause: {}: {}", cause_name(cause), cause.explain());
+    }
     match &failure.cell {
         Some(cell) => {
             let _ = write!(out, "\n  cell {} (0-based):", cell.index);
@@ -107,5 +118,49 @@ mod tests {
     #[case("gpu::visible", "check `gpu::visible`")]
     fn describes_checks(#[case] check: &str, #[case] expected: &str) {
         assert_eq!(describe_check(check), expected);
+    }
+
+    #[test]
+    fn a_named_cause_is_explained_in_the_failure_message() {
+        use crate::notebook::FailureKind;
+        use crate::record::{Category, Failure, Status, TrialRecord};
+        let failure = Failure {
+            kind: FailureKind::CellError,
+            category: Category::Runtime,
+            summary:
+                "RuntimeError: CUDA error: no kernel image is available for execution on the device"
+                    .into(),
+            cell: None,
+            exit_code: Some(1),
+            output_tail: None,
+            cause: None,
+        }
+        .with_cause();
+        let record = TrialRecord {
+            schema: 1,
+            run_id: "r".into(),
+            trial: "torch::h100::nb::train".into(),
+            runtime: "torch".into(),
+            machine: "h100".into(),
+            check: "nb::train".into(),
+            executor: "docker".into(),
+            tags: vec![],
+            status: Status::Failed,
+            failure: Some(failure),
+            expected: None,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            seconds: 1.0,
+            cells: vec![],
+            artifact: None,
+            gpus: vec![],
+            note: None,
+            image: None,
+            host: "h".into(),
+        };
+        let details = failure_details(&record, None);
+        assert!(
+            details.contains("\n  cause: no-kernel-image: the framework was built without kernels"),
+            "{details}"
+        );
     }
 }
