@@ -15,6 +15,7 @@
 //! ```
 
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use runtime_matrix::engine::{ContainerSpec, Engine, GpuRequest};
-use runtime_matrix::error::{EXIT_OK, EXIT_TRIALS_FAILED, chain};
+use runtime_matrix::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use runtime_matrix::harness::{self, Harness, Options, fail_setup};
 use runtime_matrix::plan::{MachineSelection, Plan};
 use std::path::PathBuf;
@@ -62,6 +62,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check that this host can run the matrix: config, Docker, the NVIDIA runtime, NVML, each
+    /// runtime's image and the tools inside it, free disk. Exits 2 when something is missing.
+    Doctor {
+        /// The matrix file.
+        #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+        config: PathBuf,
+    },
     /// Remove the containers of runs on this host whose process is gone, including those kept
     /// with RUNTIME_MATRIX_KEEP. Containers of live runs and containers that are not
     /// runtime-matrix's are never touched.
@@ -101,6 +108,17 @@ fn main() -> ExitCode {
         Command::Plan { select, format } => plan(select, format),
         Command::Report { dirs, out } => report(&dirs, out),
         Command::Clean { config } => clean(&config),
+        Command::Doctor { config } => {
+            let options = Options {
+                config: config.clone(),
+                ..Options::from_env()
+            };
+            let report =
+                runtime_matrix::doctor::examine(&config, |matrix| options.out_root(matrix));
+            let mut stdout = std::io::stdout().lock();
+            let _ = report.write(&mut stdout);
+            ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
+        }
         Command::Run { select, libtest } => {
             let args = libtest_mimic::Arguments::from_iter(
                 std::iter::once("runtime-matrix".to_owned()).chain(libtest),

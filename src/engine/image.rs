@@ -61,6 +61,15 @@ impl Engine {
         }
     }
 
+    /// Whether `reference` could be pulled: asks its registry, pulling nothing.
+    pub async fn pullable(&self, reference: &str) -> Result<(), EngineError> {
+        self.docker
+            .inspect_registry_image(reference, None)
+            .await
+            .map(|_| ())
+            .map_err(|error| self.pull_error(reference, error))
+    }
+
     /// Pulls `reference`, calling `progress` as layers advance.
     pub async fn pull(
         &self,

@@ -21,6 +21,17 @@ use std::time::Duration;
 /// are bounded by the trial's own deadlines.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// What an engine says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSystem {
+    /// The engine's version.
+    pub version: String,
+    /// Its container runtimes: `runc`, and `nvidia` where the NVIDIA toolkit is installed.
+    pub runtimes: Vec<String>,
+    /// Where it keeps images and containers, on its own host.
+    pub root_dir: Option<String>,
+}
+
 /// A connection to one Docker engine.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -70,6 +81,22 @@ impl Engine {
             .await
             .map_err(|error| self.error("query the version of", "the engine", error))?;
         Ok(version.version.unwrap_or_default())
+    }
+
+    /// What the engine says about itself.
+    pub async fn system(&self) -> Result<EngineSystem, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|error| self.error("query", "the engine", error))?;
+        let mut runtimes: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        runtimes.sort();
+        Ok(EngineSystem {
+            version: info.server_version.unwrap_or_default(),
+            runtimes,
+            root_dir: info.docker_root_dir,
+        })
     }
 
     /// An unreachable or forbidden engine, told apart by the I/O error underneath.

@@ -716,6 +716,50 @@ async fn reap(engine: &Engine, owner: &Owner) {
     }
 }
 
+/// What `python` in `image` has: runs one short, labelled container that imports nbconvert and
+/// ipykernel, and removes it. `Ok` holds the versions; `Err` what is missing.
+pub async fn image_tools(engine: &Engine, image: &str, python: &str) -> Result<String, String> {
+    let owner = Owner::me();
+    let spec = ContainerSpec::new(image)
+        .with_label(LABEL_PID, owner.pid.to_string())
+        .with_label(LABEL_PID_START, &owner.start)
+        .with_label(LABEL_HOST, &owner.host)
+        .with_label(LABEL_TRIAL, "doctor");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    let name = format!("runtime-matrix-doctor-{}-{nanos:08x}", owner.pid);
+    let id = engine
+        .create_container(&name, spec.create_body(&BTreeMap::new()), "doctor")
+        .await
+        .map_err(|e| chain(&e))?;
+    live::track_container(&id, engine);
+    let script = "import sys, nbconvert, ipykernel; print('python %d.%d.%d, nbconvert %s, ipykernel %s' % (sys.version_info[:3] + (nbconvert.__version__, ipykernel.__version__)))";
+    let command = ["timeout", "-s", "KILL", "60", python, "-c", script]
+        .map(String::from)
+        .to_vec();
+    let result = async {
+        engine
+            .start_container(&id, "doctor")
+            .await
+            .map_err(|e| chain(&e))?;
+        let exec = engine
+            .exec(&id, command, "/", Vec::new(), Duration::from_secs(90))
+            .await
+            .map_err(|e| chain(&e))?;
+        match exec.exit_code {
+            Some(0) => Ok(exec.output.trim().to_owned()),
+            code => Err(missing_tool(&exec.output, code, python, image)
+                .unwrap_or_else(|| super::provision::tail(&exec.output, 1))),
+        }
+    }
+    .await;
+    let _ = engine.remove_container(&id).await;
+    live::forget_container(&id);
+    result
+}
+
 /// Removes the containers of this project whose owner is gone: orphans, and those kept on
 /// purpose. Returns how many.
 pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {

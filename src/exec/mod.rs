@@ -12,7 +12,7 @@ pub mod process;
 mod provision;
 mod verdict;
 
-pub use docker::{Keep, clean};
+pub use docker::{Keep, clean, image_tools};
 pub use live::{install_interrupt_handler, interrupted};
 pub use provision::{Provisioner, default_cache};
 

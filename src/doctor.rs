@@ -1,0 +1,430 @@
+//! `runtime-matrix doctor`: is this host ready to run the matrix? The main type is [`Report`]:
+//! one [`Check`] per thing the matrix needs (config, engines, NVIDIA runtime, NVML, images, the
+//! tools inside them, disk), each passed, warned or failed, with the fix for what failed.
+
+use crate::config::{Build, Executor, Matrix};
+use crate::engine::Engine;
+use crate::error::chain;
+use crate::gpu::{Detection, detect};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ready.
+    Pass,
+    /// Not needed here, or will be taken care of, but worth knowing.
+    Warn,
+    /// Something the matrix needs is missing.
+    Fail,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was checked: `config`, `docker`, `image jupyter-base`...
+    pub name: String,
+    /// How it came out.
+    pub verdict: Verdict,
+    /// What was found.
+    pub detail: String,
+    /// What to do, for warnings and failures.
+    pub fix: Option<String>,
+}
+
+/// The doctor's findings.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Every check, in the order run.
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn add(
+        &mut self,
+        name: impl Into<String>,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        fix: Option<String>,
+    ) {
+        self.checks.push(Check {
+            name: name.into(),
+            verdict,
+            detail: detail.into(),
+            fix,
+        });
+    }
+
+    /// Whether anything the matrix needs is missing.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.verdict == Verdict::Fail)
+    }
+
+    /// Writes the report as a table with ✓, ! and ✗.
+    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let width = self
+            .checks
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for check in &self.checks {
+            let mark = match check.verdict {
+                Verdict::Pass => "✓",
+                Verdict::Warn => "!",
+                Verdict::Fail => "✗",
+            };
+            let mut lines = check.detail.lines();
+            writeln!(
+                out,
+                "{mark} {:width$}  {}",
+                check.name,
+                lines.next().unwrap_or("")
+            )?;
+            for line in lines {
+                writeln!(out, "  {:width$}  {line}", "")?;
+            }
+            if let Some(fix) = &check.fix {
+                writeln!(out, "  {:width$}  fix: {fix}", "")?;
+            }
+        }
+        let failed = self
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Fail)
+            .count();
+        let warned = self
+            .checks
+            .iter()
+            .filter(|c| c.verdict == Verdict::Warn)
+            .count();
+        writeln!(
+            out,
+            "\n{} checks: {failed} failed, {warned} warnings",
+            self.checks.len()
+        )
+    }
+}
+
+/// Examines the host for the matrix at `config`, with `out_root` as the output folder.
+pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) -> Report {
+    let mut report = Report::default();
+    let matrix = match Matrix::load(config) {
+        Ok(matrix) => {
+            let detail = format!(
+                "{}: {} runtimes, {} machines{}",
+                config.display(),
+                matrix.runtimes.len(),
+                matrix.machines.len(),
+                if matrix.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} warnings", matrix.warnings.len())
+                }
+            );
+            let fix = (!matrix.warnings.is_empty()).then(|| matrix.warnings.join("; "));
+            let verdict = if matrix.warnings.is_empty() {
+                Verdict::Pass
+            } else {
+                Verdict::Warn
+            };
+            report.add("config", verdict, detail, fix);
+            matrix
+        }
+        Err(error) => {
+            report.add(
+                "config",
+                Verdict::Fail,
+                chain(&error),
+                Some("fix the keys listed above".into()),
+            );
+            return report;
+        }
+    };
+
+    let gpu_machines: Vec<&str> = matrix
+        .machines
+        .iter()
+        .filter(|m| m.gpus > 0)
+        .map(|m| m.name.as_str())
+        .collect();
+    let detection = detect();
+    match detection {
+        Detection::Found(host) => report.add(
+            "nvml",
+            Verdict::Pass,
+            format!(
+                "NVIDIA driver {} (CUDA {}), {} GPU(s): {}",
+                host.driver,
+                host.cuda_version().unwrap_or_else(|| "?".into()),
+                host.gpus.len(),
+                host.gpus
+                    .iter()
+                    .map(|g| format!("{} {}", g.name, g.uuid))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None,
+        ),
+        Detection::NoDriver(reason) if gpu_machines.is_empty() => report.add(
+            "nvml",
+            Verdict::Pass,
+            format!("no NVIDIA driver ({reason}); the matrix has no GPU machine"),
+            None,
+        ),
+        Detection::NoDriver(reason) => report.add(
+            "nvml",
+            Verdict::Warn,
+            format!(
+                "no NVIDIA driver ({reason}); GPU machines ({}) are excluded on this host",
+                gpu_machines.join(", ")
+            ),
+            Some(
+                "install the NVIDIA driver to run GPU machines here, or run them on a GPU host"
+                    .into(),
+            ),
+        ),
+    }
+    let host_has_gpus = matches!(detection, Detection::Found(host) if !host.gpus.is_empty());
+
+    let docker_runtimes: Vec<_> = matrix
+        .runtimes
+        .iter()
+        .filter_map(|r| match &r.executor {
+            Executor::Docker(docker) => Some((r, docker)),
+            Executor::Host { .. } => None,
+        })
+        .collect();
+    for runtime in &matrix.runtimes {
+        if let Executor::Host { python, packages } = &runtime.executor {
+            report_host_python(&mut report, &runtime.name, python, packages);
+        }
+    }
+    if !docker_runtimes.is_empty() {
+        let tokio = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(tokio) => tokio,
+            Err(error) => {
+                report.add(
+                    "docker",
+                    Verdict::Fail,
+                    format!("cannot start an async runtime: {error}"),
+                    None,
+                );
+                return report;
+            }
+        };
+        let endpoints: BTreeSet<Option<String>> = docker_runtimes
+            .iter()
+            .flat_map(|(runtime, _)| {
+                runtime
+                    .machines
+                    .iter()
+                    .filter_map(|m| matrix.machine(m))
+                    .map(|m| m.docker.clone())
+            })
+            .collect();
+        for endpoint in endpoints {
+            let label = endpoint.clone().unwrap_or_else(|| "docker".into());
+            let engine = match tokio.block_on(Engine::connect(endpoint.as_deref())) {
+                Ok(engine) => engine,
+                Err(error) => {
+                    let fix = match &error {
+                        crate::error::EngineError::PermissionDenied { .. } => {
+                            "add your user to the `docker` group, or run as root"
+                        }
+                        _ => {
+                            "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST"
+                        }
+                    };
+                    report.add(label, Verdict::Fail, chain(&error), Some(fix.into()));
+                    continue;
+                }
+            };
+            let system = tokio.block_on(engine.system());
+            let (version, runtimes, root) = match system {
+                Ok(system) => (system.version, system.runtimes, system.root_dir),
+                Err(error) => {
+                    report.add(label, Verdict::Fail, chain(&error), None);
+                    continue;
+                }
+            };
+            report.add(
+                &label,
+                Verdict::Pass,
+                format!("{}: Docker {version}", engine.endpoint()),
+                None,
+            );
+            let uses_gpus = docker_runtimes.iter().any(|(runtime, _)| {
+                runtime
+                    .machines
+                    .iter()
+                    .filter_map(|m| matrix.machine(m))
+                    .any(|m| m.gpus > 0 && m.docker == endpoint)
+            });
+            let nvidia = runtimes.iter().any(|r| r == "nvidia");
+            let (verdict, detail) = match (nvidia, uses_gpus, host_has_gpus) {
+                (true, _, _) => (Verdict::Pass, format!("runtimes: {}", runtimes.join(", "))),
+                (false, false, _) => (
+                    Verdict::Pass,
+                    "not installed; no container trial on this engine needs GPUs".into(),
+                ),
+                (false, true, false) => (
+                    Verdict::Warn,
+                    "not installed; GPU machines are excluded on this host anyway".to_owned(),
+                ),
+                (false, true, true) => (
+                    Verdict::Fail,
+                    format!(
+                        "not installed (runtimes: {}), but GPU machines need it",
+                        runtimes.join(", ")
+                    ),
+                ),
+            };
+            let fix = (verdict != Verdict::Pass).then(|| {
+                "install the NVIDIA Container Toolkit on the engine's host and restart the engine".to_owned()
+            });
+            report.add(format!("{label} nvidia runtime"), verdict, detail, fix);
+            if endpoint.is_none()
+                && let Some(root) = root
+            {
+                report_disk(&mut report, "disk (engine)", Path::new(&root));
+            }
+            for (runtime, docker) in docker_runtimes.iter().filter(|(r, _)| {
+                r.machines
+                    .iter()
+                    .filter_map(|m| matrix.machine(m))
+                    .any(|m| m.docker == endpoint)
+            }) {
+                let name = format!("image {}", runtime.name);
+                match tokio.block_on(engine.image(&docker.image)) {
+                    Ok(Some(info)) => {
+                        let id: String = info.id.chars().take(19).collect();
+                        match tokio.block_on(crate::exec::image_tools(&engine, &docker.image, &docker.python)) {
+                            Ok(tools) => report.add(name, Verdict::Pass, format!("{} ({id}): {tools}", docker.image), None),
+                            Err(missing) => report.add(
+                                name,
+                                Verdict::Fail,
+                                format!("{} ({id}): {missing}", docker.image),
+                                Some("install Python, nbconvert and ipykernel in the image".into()),
+                            ),
+                        }
+                    }
+                    Ok(None) => match (&docker.build, tokio.block_on(engine.pullable(&docker.image))) {
+                        (Some(build), _) => {
+                            let from = match build {
+                                Build::Context { context, .. } => context.display().to_string(),
+                                Build::Script { script } => script.display().to_string(),
+                            };
+                            report.add(
+                                name,
+                                Verdict::Warn,
+                                format!("{} is not built yet; the first trial that needs it builds it from {from}", docker.image),
+                                None,
+                            );
+                        }
+                        (None, Ok(())) => report.add(
+                            name,
+                            Verdict::Warn,
+                            format!("{} is not in the engine; its registry has it, and the first trial pulls it", docker.image),
+                            None,
+                        ),
+                        (None, Err(error)) => report.add(
+                            name,
+                            Verdict::Fail,
+                            chain(&error),
+                            Some("push the image, fix its name in matrix.toml, or declare a `build`".into()),
+                        ),
+                    },
+                    Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
+                }
+            }
+        }
+    }
+    let out = out_root(&matrix);
+    let existing = out
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    report_disk(&mut report, "disk (output)", &existing);
+    report
+}
+
+fn report_host_python(report: &mut Report, runtime: &str, python: &str, packages: &[String]) {
+    let probe = std::process::Command::new(python)
+        .args(["-c", "import sys, importlib.util as u; print('%d.%d.%d' % sys.version_info[:3], all(u.find_spec(m) for m in ('nbconvert', 'ipykernel')))"])
+        .output();
+    let name = format!("python {runtime}");
+    match probe {
+        Ok(output) if output.status.success() => {
+            let text = String::from_utf8_lossy(&output.stdout);
+            let (version, ready) = text
+                .trim()
+                .split_once(' ')
+                .unwrap_or((text.trim(), "False"));
+            let detail = if ready == "True" && packages.is_empty() {
+                format!("`{python}` is Python {version} with nbconvert and ipykernel")
+            } else {
+                format!(
+                    "`{python}` is Python {version}; a virtualenv with what the runtime needs is provisioned on first use"
+                )
+            };
+            report.add(name, Verdict::Pass, detail, None);
+        }
+        Ok(output) => report.add(
+            name,
+            Verdict::Fail,
+            format!(
+                "`{python}` fails: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Some(format!("install it, or set runtimes.{runtime}.python")),
+        ),
+        Err(error) => report.add(
+            name,
+            Verdict::Fail,
+            format!("`{python}` cannot be run: {error}"),
+            Some(format!("install it, or set runtimes.{runtime}.python")),
+        ),
+    }
+}
+
+/// Free space at `path`: under 2 GiB fails, under 10 GiB warns.
+fn report_disk(report: &mut Report, name: &str, path: &Path) {
+    let Some(free) = free_bytes(path) else {
+        report.add(
+            name,
+            Verdict::Warn,
+            format!("cannot tell the free space at {}", path.display()),
+            None,
+        );
+        return;
+    };
+    let gib = free as f64 / (1u64 << 30) as f64;
+    let detail = format!("{gib:.1} GiB free at {}", path.display());
+    let (verdict, fix) = if gib < 2.0 {
+        (
+            Verdict::Fail,
+            Some("free some space: images, virtualenvs and executed notebooks need it".into()),
+        )
+    } else if gib < 10.0 {
+        (Verdict::Warn, Some("images and runs may fill it; `docker image prune` and old run folders are the usual space".into()))
+    } else {
+        (Verdict::Pass, None)
+    };
+    report.add(name, verdict, detail, fix);
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
+    let result = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (result == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
