@@ -140,6 +140,16 @@ impl Harness {
             return libtest_mimic::run(&self.args, trials).exit_code();
         }
 
+        if plan.trials.is_empty()
+            && let Some(first) = plan.excluded.first()
+        {
+            eprintln!(
+                "warning: this selection runs none of the {} declared trials (e.g. `{}`: {})",
+                plan.excluded.len(),
+                first.name,
+                first.reason
+            );
+        }
         if let crate::plan::MachineSelection::NoDriver(reason) = &selection.machines {
             // Said once per run; a host without GPUs is no error.
             eprintln!(

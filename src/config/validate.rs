@@ -3,7 +3,7 @@
 
 use super::matrix::*;
 use super::raw::*;
-use super::suggest::did_you_mean;
+use super::suggest::{did_you_mean, wildcard_match};
 use crate::error::{ConfigError, Problem, Problems};
 use crate::notebook::check_notebook;
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,7 +265,8 @@ pub(super) fn compile(
 
     // Runtimes and their checks.
     let mut runtimes = Vec::new();
-    let mut notebook_cache: BTreeMap<std::path::PathBuf, Result<(), String>> = BTreeMap::new();
+    let mut notebook_cache: BTreeMap<std::path::PathBuf, Result<Option<String>, String>> =
+        BTreeMap::new();
     for (name, r) in &raw.runtimes {
         let key = format!("runtimes.{name}");
         c.name(&key, "runtime", name);
@@ -361,8 +362,14 @@ pub(super) fn compile(
             let Some(pattern) = glob_pattern(&mut c, &glob_key, pattern_text) else {
                 continue;
             };
-            let found = notebook_files(&notebooks_dir, &pattern);
-            if found.is_empty() {
+            let (found, unnamable) = notebook_files(&notebooks_dir, &pattern);
+            for name in &unnamable {
+                c.problem(
+                    &glob_key,
+                    format!("notebook file name `{name}` is not valid UTF-8 (rename it: trial names are text)"),
+                );
+            }
+            if found.is_empty() && unnamable.is_empty() {
                 c.problem(
                     &glob_key,
                     format!(
@@ -377,7 +384,15 @@ pub(super) fn compile(
             let path = notebooks_dir.join(&relative);
             let verdict = notebook_cache
                 .entry(path.clone())
-                .or_insert_with(|| check_notebook(&path).map(|_| ()).map_err(|e| e.to_string()));
+                .or_insert_with(|| {
+                    let summary = check_notebook(&path).map_err(|e| e.to_string())?;
+                    if summary.kernel.is_none() {
+                        c.warnings.push(format!(
+                            "{file}: notebook `{relative}` declares no kernel (metadata.kernelspec); nbconvert runs it with its default kernel"
+                        ));
+                    }
+                    Ok(summary.kernel)
+                });
             if let Err(error) = verdict {
                 let message = format!("notebook `{relative}` {error}");
                 c.problem(format!("{key}.notebooks"), message);
@@ -572,6 +587,47 @@ pub(super) fn compile(
         });
     }
 
+    // Rules that contradict the runtimes they name.
+    let covered = |runtime: &Runtime, machine: &str, check: &Check, rule: (&str, &str, &str)| {
+        wildcard_match(rule.0, &runtime.name)
+            && wildcard_match(rule.1, machine)
+            && wildcard_match(rule.2, &check.name)
+    };
+    for runtime in &runtimes {
+        let trials = runtime
+            .machines
+            .iter()
+            .flat_map(|m| runtime.checks.iter().map(move |k| (m, k)));
+        let mut trials = trials.peekable();
+        let declared = trials.peek().is_some();
+        let all_excluded = trials.all(|(machine, check)| {
+            exclusions
+                .iter()
+                .any(|e| covered(runtime, machine, check, (&e.runtime, &e.machine, &e.check)))
+        });
+        if declared && all_excluded {
+            c.problem(
+                format!("runtimes.{}", runtime.name),
+                "every trial of this runtime is excluded by [[exclude]] rules (remove the runtime, or narrow the rules)",
+            );
+        }
+    }
+    for (i, rule) in expected_failures.iter().enumerate() {
+        let covers_any = runtimes.iter().any(|runtime| {
+            runtime.machines.iter().any(|m| {
+                runtime
+                    .checks
+                    .iter()
+                    .any(|k| covered(runtime, m, k, (&rule.runtime, &rule.machine, &rule.check)))
+            })
+        });
+        if !covers_any {
+            c.warnings.push(format!(
+                "{file}: expected-failures[{i}] covers no trial; it is stale"
+            ));
+        }
+    }
+
     if !c.problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.to_owned(),
@@ -761,8 +817,11 @@ fn glob_pattern(c: &mut Compiler, key: &str, text: &str) -> Option<glob::Pattern
 }
 
 /// The `.ipynb` files under `dir` whose relative path matches `pattern`, skipping checkpoints.
-fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> BTreeSet<String> {
+/// Also returns, lossily, the names of notebooks that are not UTF-8: they cannot be named in
+/// trial names, and are reported rather than skipped.
+fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut found = BTreeSet::new();
+    let mut unnamable = BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(folder) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&folder) else {
@@ -784,6 +843,7 @@ fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> BTreeSet<String> {
                     continue;
                 };
                 let Some(relative) = relative.to_str() else {
+                    unnamable.insert(relative.to_string_lossy().into_owned());
                     continue;
                 };
                 let relative = relative.replace(std::path::MAIN_SEPARATOR, "/");
@@ -797,5 +857,5 @@ fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> BTreeSet<String> {
             }
         }
     }
-    found
+    (found, unnamable)
 }
