@@ -129,6 +129,13 @@ impl Harness {
             Err(error) => return fail_setup(&error),
         };
         let plan = Plan::new(&matrix, &selection);
+        let keep = match Keep::parse(self.options.keep.as_deref().unwrap_or("")) {
+            Ok(keep) => keep,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(EXIT_SETUP);
+            }
+        };
 
         // Listing touches nothing but the matrix: cargo-nextest lists once per trial.
         if self.args.list {
@@ -169,13 +176,6 @@ impl Harness {
         let cache = match &self.options.cache {
             Some(cache) => std::path::absolute(cache).unwrap_or_else(|_| cache.clone()),
             None => default_cache(&out_root),
-        };
-        let keep = match Keep::parse(self.options.keep.as_deref().unwrap_or("")) {
-            Ok(keep) => keep,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return ExitCode::from(EXIT_SETUP);
-            }
         };
         let executor = Executor::new(&matrix, cache, keep, &run_id);
         let under_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
