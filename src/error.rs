@@ -267,6 +267,21 @@ pub enum EngineError {
         #[source]
         error: bollard::errors::Error,
     },
+    /// The connection to the engine broke during an operation.
+    #[error(
+        "lost the connection to the Docker engine at {endpoint} while trying to {operation} {target} (check the engine, and the network to it)"
+    )]
+    ConnectionLost {
+        /// The engine.
+        endpoint: String,
+        /// What was being done.
+        operation: &'static str,
+        /// The image or container.
+        target: String,
+        /// The cause.
+        #[source]
+        error: bollard::errors::Error,
+    },
     /// An earlier trial of this process already failed the same way (image resolution and
     /// shared containers are done once per process); the message is that failure's.
     #[error("{message}")]

@@ -173,6 +173,7 @@ impl Harness {
         if let Err(error) = run.write_excluded(&plan.excluded) {
             return fail_setup(&error);
         }
+        crate::exec::reap_orphan_processes();
         let cache = match &self.options.cache {
             Some(cache) => std::path::absolute(cache).unwrap_or_else(|_| cache.clone()),
             None => default_cache(&out_root),

@@ -217,7 +217,7 @@ fn broken_engines_images_and_gpus_fail_with_the_fix() {
 
 #[test]
 fn docker_host_is_honoured_over_tcp() {
-    let port = support::tcp_proxy_to_docker();
+    let port = support::tcp_proxy().port;
     let out = tempfile::tempdir().unwrap();
     let mut command = docker_harness(
         out.path(),

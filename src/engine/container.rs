@@ -257,20 +257,56 @@ impl Engine {
             .map_err(|error| self.error("list containers of", "this project", error))
     }
 
-    /// Whether container `id` was killed by its memory limit.
-    pub async fn oom_killed(&self, id: &str) -> bool {
-        let inspect = self
-            .docker
-            .inspect_container(
-                id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await;
-        inspect
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false)
+    /// How container `id` stands after a check failed in it: whether it still runs, and how
+    /// many processes its memory limit killed (its cgroup's `oom_kill` counter, read from
+    /// inside, so that remote engines and cgroup v1 and v2 all answer).
+    /// `killed` (the check died of SIGKILL) allows the engine a moment to catch up.
+    pub async fn after_failure(&self, id: &str, killed: bool) -> (bool, u64) {
+        // A container killed from outside takes the engine a moment to mark as stopped, and its
+        // processes die before that.
+        let mut running = false;
+        for _ in 0..if killed { 5 } else { 1 } {
+            let inspect = self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await;
+            running = inspect
+                .ok()
+                .and_then(|c| c.state)
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            if !running {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !running {
+            return (false, 0);
+        }
+        let read = [
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null",
+        ]
+        .map(String::from)
+        .to_vec();
+        let kills = match self
+            .exec(id, read, "/", Vec::new(), Duration::from_secs(10))
+            .await
+        {
+            Ok(exec) => exec
+                .output
+                .lines()
+                .filter_map(|line| line.strip_prefix("oom_kill "))
+                .filter_map(|n| n.trim().parse::<u64>().ok())
+                .max()
+                .unwrap_or(0),
+            Err(_) => 0,
+        };
+        (true, kills)
     }
 }
 

@@ -124,6 +124,14 @@ impl Engine {
         if io_kind(&error).is_some() {
             return self.connection_error(error);
         }
+        if connection_lost(&error) {
+            return EngineError::ConnectionLost {
+                endpoint: self.endpoint.clone(),
+                operation,
+                target: target.into(),
+                error,
+            };
+        }
         EngineError::Operation {
             operation,
             target: target.into(),
@@ -147,6 +155,26 @@ fn io_kind(error: &bollard::errors::Error) -> Option<std::io::ErrorKind> {
         return Some(std::io::ErrorKind::ConnectionRefused);
     }
     None
+}
+
+/// Whether `error` is a connection that broke mid-request (hyper says so only in words).
+fn connection_lost(error: &bollard::errors::Error) -> bool {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    [
+        "connection closed",
+        "connection reset",
+        "Connection reset",
+        "broken pipe",
+        "Broken pipe",
+        "SendRequest",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// The HTTP status of an engine error, if the engine answered.

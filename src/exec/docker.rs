@@ -303,14 +303,26 @@ impl DockerExecutor {
             image: Some(image_info),
             ..outcome
         };
-        if matches!(end, ProcessEnd::Failed(137))
-            && self.runtime.block_on(engine.oom_killed(&lease.id))
-            && let Some(failure) = outcome.failure.as_mut()
-        {
-            failure.summary = format!(
-                "{} (the container was killed by its memory limit)",
-                failure.summary
-            );
+        if outcome.failure.is_some() && exec.exit_code.is_some() {
+            let (running, oom_kills) = self
+                .runtime
+                .block_on(engine.after_failure(&lease.id, exec.exit_code == Some(137)));
+            let note = if !running {
+                Some("the container stopped while the check ran: it was killed from outside, or by the engine".to_owned())
+            } else if oom_kills > 0 {
+                let limit = docker
+                    .memory
+                    .map(|m| format!(" of {} MiB", m / (1024 * 1024)))
+                    .unwrap_or_default();
+                Some(format!(
+                    "the container hit its memory limit{limit}: the OOM killer ended {oom_kills} process(es); raise `memory`, or use less"
+                ))
+            } else {
+                None
+            };
+            if let (Some(note), Some(failure)) = (note, outcome.failure.as_mut()) {
+                failure.summary = format!("{} ({note})", failure.summary);
+            }
         }
         Ok(self.finish(lease, &engine, spec, container, outcome))
     }
@@ -618,10 +630,18 @@ impl DockerExecutor {
             .unwrap_or_default()
             .subsec_nanos();
         let unique = format!("runtime-matrix-{readable}-{}-{nanos:08x}", self.owner.pid);
+        let creating = live::creating();
+        if let Some(signal) = live::interrupted() {
+            return Err(EngineError::Earlier {
+                message: format!("interrupted by signal {signal}"),
+                image: false,
+            });
+        }
         let id = engine
             .create_container(&unique, container.create_body(secrets), machine)
             .await?;
         live::track_container(&id, engine);
+        drop(creating);
         if let Err(error) = engine.start_container(&id, machine).await {
             let _ = engine.remove_container(&id).await;
             live::forget_container(&id);

@@ -4,7 +4,7 @@
 
 use crate::engine::{Engine, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -12,6 +12,20 @@ static CONTAINERS: LazyLock<Mutex<HashMap<String, Engine>>> = LazyLock::new(Defa
 static TOKENS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 /// The signal that interrupted this run, or 0.
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+/// Containers being created right now: not yet tracked, so not yet removable.
+static CREATING: AtomicUsize = AtomicUsize::new(0);
+
+/// Marks a container creation as in flight until the guard drops (after it is tracked).
+pub(crate) fn creating() -> impl Drop {
+    struct Creating;
+    impl Drop for Creating {
+        fn drop(&mut self) {
+            CREATING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    CREATING.fetch_add(1, Ordering::SeqCst);
+    Creating
+}
 
 /// The signal that interrupted this run, if one did. Trials cut short by it leave no record:
 /// their failure would be the interruption's, not the runtime's.
@@ -89,6 +103,13 @@ pub fn install_interrupt_handler(
         let containers = lock(&CONTAINERS).len();
         eprintln!("\nruntime-matrix: {name} received; stopping trials and removing {containers} container(s)");
         clean_up_everything().await;
+        // Containers whose creation was under way were not tracked yet: wait for them, and
+        // remove them too. Nothing new starts once the run is interrupted.
+        let start = std::time::Instant::now();
+        while CREATING.load(Ordering::SeqCst) > 0 && start.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        clean_up_everything().await;
         let code = tokio::task::spawn_blocking(move || finish(number)).await.unwrap_or(128 + number);
         std::process::exit(code);
     });
@@ -132,6 +153,11 @@ impl Owner {
                 .is_some_and(|label| label != &start),
         }
     }
+}
+
+/// Whether process `pid` is the one that started at `start` and still runs.
+pub(crate) fn is_alive(pid: u32, start: &str) -> bool {
+    process_start(pid).is_some_and(|now| now == start)
 }
 
 /// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which

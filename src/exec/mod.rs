@@ -14,6 +14,14 @@ mod verdict;
 
 pub use docker::{Keep, clean, image_tools};
 pub use live::{install_interrupt_handler, interrupted};
+
+/// Kills host processes left by harness runs that were killed outright; says how many.
+pub fn reap_orphan_processes() {
+    let killed = process::reap_orphans();
+    if killed > 0 {
+        eprintln!("runtime-matrix: killed {killed} process(es) left by runs that are gone");
+    }
+}
 pub use provision::{Provisioner, default_cache};
 
 use crate::config::{Executor as ExecutorKind, Matrix};

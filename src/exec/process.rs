@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 /// The environment variable that marks every process of one trial.
 pub const TOKEN_VAR: &str = "RUNTIME_MATRIX_TRIAL_TOKEN";
+/// The environment variable that names the harness process (`pid:start`) a process belongs
+/// to, so that a later run can reap what a killed harness left.
+pub const OWNER_VAR: &str = "RUNTIME_MATRIX_OWNER";
 /// How much of a process's output is kept: the tail, since that is where errors are.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
@@ -41,8 +44,10 @@ pub struct Finished {
 /// tree when `deadline` passes, and always leaves no process carrying `token` behind.
 pub fn run(mut command: Command, deadline: Duration, token: &str) -> std::io::Result<Finished> {
     let (reader, writer) = std::io::pipe()?;
+    let owner = super::live::Owner::me();
     command
         .env(TOKEN_VAR, token)
+        .env(OWNER_VAR, format!("{}:{}", owner.pid, owner.start))
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer)
@@ -56,6 +61,11 @@ pub fn run(mut command: Command, deadline: Duration, token: &str) -> std::io::Re
         });
     }
     let start = Instant::now();
+    if let Some(signal) = super::live::interrupted() {
+        return Err(std::io::Error::other(format!(
+            "interrupted by signal {signal}"
+        )));
+    }
     super::live::track_token(token);
     let mut child = command.spawn()?;
     // The command holds the pipe's write end; drop it so that the reader sees the end.
@@ -151,6 +161,44 @@ pub fn sweep(token: &str) -> usize {
             killed += 1;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    killed
+}
+
+/// Kills the processes that trials of harness runs now gone left behind (the harness was
+/// killed with SIGKILL, so it could not). Returns how many.
+pub fn reap_orphans() -> usize {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let prefix = format!("{OWNER_VAR}=");
+    let mut killed = 0;
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let owner = environ
+            .split(|b| *b == 0)
+            .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+            .and_then(|value| std::str::from_utf8(value).ok())
+            .and_then(|value| value.split_once(':'))
+            .and_then(|(pid, start)| Some((pid.parse::<u32>().ok()?, start.to_owned())));
+        if let Some((owner, start)) = owner
+            && !super::live::is_alive(owner, &start)
+        {
+            // SAFETY: plain syscall on a pid read from /proc.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed += 1;
+        }
     }
     killed
 }

@@ -159,15 +159,44 @@ pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool)
     false
 }
 
-/// A TCP proxy on 127.0.0.1 to the local engine's socket, for testing `tcp://` endpoints.
-/// Returns the port; the proxy lives as long as the test process.
-pub fn tcp_proxy_to_docker() -> u16 {
+/// A TCP proxy on 127.0.0.1 to the local engine's socket, for testing `tcp://` endpoints and
+/// an engine connection that drops. It lives as long as the test process.
+pub struct Proxy {
+    /// The port it listens on.
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    /// Drops every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for client in self.clients.lock().unwrap().drain(..) {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Starts a [`Proxy`].
+pub fn tcp_proxy() -> Proxy {
     use std::net::TcpListener;
     use std::os::unix::net::UnixStream;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (cut_flag, client_list) = (cut.clone(), clients.clone());
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
+            if cut_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = client.shutdown(std::net::Shutdown::Both);
+                continue;
+            }
+            client_list
+                .lock()
+                .unwrap()
+                .push(client.try_clone().unwrap());
             let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
                 continue;
             };
@@ -184,7 +213,7 @@ pub fn tcp_proxy_to_docker() -> u16 {
             });
         }
     });
-    port
+    Proxy { port, cut, clients }
 }
 
 /// The fake `libnvidia-ml.so.1` (`fixtures/fake-nvml`), compiled once per change of its source.
