@@ -280,7 +280,7 @@ pub enum EngineError {
         target: String,
         /// The cause.
         #[source]
-        error: bollard::errors::Error,
+        error: Box<bollard::errors::Error>,
     },
     /// An earlier trial of this process already failed the same way (image resolution and
     /// shared containers are done once per process); the message is that failure's.

@@ -129,7 +129,7 @@ impl Engine {
                 endpoint: self.endpoint.clone(),
                 operation,
                 target: target.into(),
-                error,
+                error: Box::new(error),
             };
         }
         EngineError::Operation {
