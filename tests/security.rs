@@ -62,10 +62,12 @@ fn plan_shows_the_defaults_it_will_apply() {
     );
     let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let trials = plan["plan"]["trials"].as_array().unwrap();
-    for trial in trials
+    let containers: Vec<_> = trials
         .iter()
-        .filter(|t| t["runtime"]["executor"]["kind"] != "host")
-    {
+        .filter(|t| t["runtime"]["executor"]["kind"] == "docker")
+        .collect();
+    assert_eq!(containers.len(), 6, "every container trial is checked");
+    for trial in containers {
         let container = &trial["container"];
         assert_eq!(container["privileged"], false);
         assert_eq!(container["capabilities_added"], serde_json::json!([]));
