@@ -64,7 +64,7 @@ pub(super) struct DockerExecutor {
     /// Every image the matrix knows how to build, so that a Dockerfile's `FROM` one of them
     /// builds it first.
     builds: BTreeMap<String, Build>,
-    engines: Mutex<HashMap<String, Cell<Engine>>>,
+    engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
     images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
     reused: Mutex<HashMap<(String, String), Cell<String>>>,
 }
@@ -363,18 +363,18 @@ impl DockerExecutor {
     async fn engine(&self, endpoint: Option<&str>) -> Result<Engine, EngineError> {
         let key = endpoint.unwrap_or("").to_owned();
         let cell = lock(&self.engines).entry(key).or_default().clone();
+        if let Some(engine) = cell.get() {
+            return Ok(engine.clone());
+        }
+        // A failed connection is not cached: the engine may come back for later trials.
+        let engine = Engine::connect(endpoint).await?;
         let engine = cell
-            .get_or_try_init(|| async {
-                let engine = Engine::connect(endpoint).await.map_err(|e| e.to_string())?;
+            .get_or_init(|| async {
                 reap(&engine, &self.owner).await;
-                Ok::<_, String>(Ok(engine))
+                engine
             })
             .await;
-        match engine {
-            Ok(Ok(engine)) => Ok(engine.clone()),
-            // A failed connection is not cached: the engine may come back for later trials.
-            _ => Engine::connect(endpoint).await,
-        }
+        Ok(engine.clone())
     }
 
     /// The image `reference`, resolved once per process (and built or pulled at most once per
@@ -655,7 +655,7 @@ impl DockerExecutor {
         let reused: Vec<Cell<String>> = lock(&self.reused).drain().map(|(_, cell)| cell).collect();
         let engines: Vec<Engine> = lock(&self.engines)
             .values()
-            .filter_map(|cell| cell.get().and_then(|e| e.as_ref().ok()).cloned())
+            .filter_map(|cell| cell.get().cloned())
             .collect();
         for cell in reused {
             if let Some(Ok(id)) = cell.get() {

@@ -73,29 +73,12 @@ pub enum MachineSelection {
 impl MachineSelection {
     pub(super) fn refuses(&self, machine: &Machine) -> Option<String> {
         match self {
-            MachineSelection::CpuOnly if machine.gpus > 0 => Some(format!(
-                "machine `{}` needs {} GPU(s){}; no GPU is known on this host (set \
-                 RUNTIME_MATRIX_MACHINES={} to run it here anyway)",
-                machine.name,
-                machine.gpus,
-                machine
-                    .gpu_model
-                    .as_deref()
-                    .map(|m| format!(" matching `{m}`"))
-                    .unwrap_or_default(),
-                machine.name,
-            )),
-            MachineSelection::NoDriver(reason) if machine.gpus > 0 => Some(format!(
-                "machine `{}` needs {} GPU(s){}; this host has no NVIDIA driver (NVML: {reason}) (set \
-                 RUNTIME_MATRIX_MACHINES={} to run it here anyway)",
-                machine.name,
-                machine.gpus,
-                machine
-                    .gpu_model
-                    .as_deref()
-                    .map(|m| format!(" matching `{m}`"))
-                    .unwrap_or_default(),
-                machine.name,
+            MachineSelection::CpuOnly if machine.gpus > 0 => {
+                Some(no_gpu_here(machine, "no GPU is known on this host"))
+            }
+            MachineSelection::NoDriver(reason) if machine.gpus > 0 => Some(no_gpu_here(
+                machine,
+                &format!("this host has no NVIDIA driver (NVML: {reason})"),
             )),
             MachineSelection::Detected(host) => host.refuses(machine),
             MachineSelection::Named(names) if !names.contains(&machine.name) => Some(format!(
@@ -106,6 +89,19 @@ impl MachineSelection {
             _ => None,
         }
     }
+}
+
+/// Why a GPU `machine` does not run on a host without GPUs, and how to run it anyway.
+fn no_gpu_here(machine: &Machine, why: &str) -> String {
+    let model = machine
+        .gpu_model
+        .as_deref()
+        .map(|m| format!(" matching `{m}`"))
+        .unwrap_or_default();
+    format!(
+        "machine `{}` needs {} GPU(s){model}; {why} (set RUNTIME_MATRIX_MACHINES={} to run it here anyway)",
+        machine.name, machine.gpus, machine.name
+    )
 }
 
 impl Selection {
