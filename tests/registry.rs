@@ -103,7 +103,10 @@ fn start_registry(auth: bool) -> Registry {
 /// Pushes a small image of unique content to `registry` as `runtime-matrix/pushed:1`, then
 /// removes it from the engine entirely, so that only a pull, layer by layer, can bring it back.
 /// Its root filesystem is a static busybox: enough for a shell, `timeout` and `sleep`.
-fn push_unique_image(registry: &Registry) -> String {
+fn push_unique_image(
+    registry: &Registry,
+    credentials: Option<bollard::auth::DockerCredentials>,
+) -> String {
     let mut rootfs = tar::Builder::new(Vec::new());
     let busybox = std::fs::read("/bin/busybox").unwrap();
     let mut header = tar::Header::new_gnu();
@@ -150,7 +153,7 @@ fn push_unique_image(registry: &Registry) -> String {
             item.expect("the import succeeds");
         }
         let push = PushImageOptionsBuilder::new().tag("1").build();
-        let mut stream = docker.push_image(&repository, Some(push), None);
+        let mut stream = docker.push_image(&repository, Some(push), credentials);
         while let Some(item) = stream.next().await {
             item.expect("the push succeeds");
         }
@@ -166,7 +169,9 @@ fn push_unique_image(registry: &Registry) -> String {
 fn matrix_for(dir: &Path, images: &[(&str, &str)]) -> std::path::PathBuf {
     let mut toml = String::from("[machines.cpu]\ngpus = 0\n");
     for (name, image) in images {
-        toml += &format!("[runtimes.{name}]\nimage = \"{image}\"\ncommands.ok = \"echo pulled\"\n");
+        toml += &format!(
+            "[runtimes.{name}]\nimage = \"{image}\"\ncommands.ok = \"echo pulled\"\ngpu-checks = false\n"
+        );
     }
     let path = dir.join("matrix.toml");
     std::fs::write(&path, toml).unwrap();
@@ -176,7 +181,7 @@ fn matrix_for(dir: &Path, images: &[(&str, &str)]) -> std::path::PathBuf {
 #[test]
 fn pulls_from_a_registry_with_progress_and_explains_missing_tags() {
     let registry = start_registry(false);
-    let repository = push_unique_image(&registry);
+    let repository = push_unique_image(&registry, None);
     let dir = tempfile::tempdir().unwrap();
     let image = format!("{repository}:1");
     let missing = format!("{repository}:no-such-tag");
@@ -216,19 +221,56 @@ fn pulls_from_a_registry_with_progress_and_explains_missing_tags() {
 }
 
 #[test]
-fn refused_credentials_say_to_log_in() {
+fn pulls_with_saved_credentials_and_explains_refused_ones() {
     let registry = start_registry(true);
+    let server = format!("127.0.0.1:{}", registry.port);
+    let credentials = bollard::auth::DockerCredentials {
+        username: Some("tester".into()),
+        password: Some("correct-password".into()),
+        serveraddress: Some(server.clone()),
+        ..Default::default()
+    };
+    let repository = push_unique_image(&registry, Some(credentials));
+    let image = format!("{repository}:1");
     let dir = tempfile::tempdir().unwrap();
-    let image = format!("127.0.0.1:{}/runtime-matrix/private:1", registry.port);
     let config = matrix_for(dir.path(), &[("private", &image)]);
-    let (code, stdout, _) = output(&mut harness(
+
+    // No saved credentials: refused, and the message says how to save them.
+    let empty = dir.path().join("no-login");
+    std::fs::create_dir(&empty).unwrap();
+    let mut run = harness(
         &config,
         &dir.path().join("out"),
-        "auth",
+        "refused",
         &["--include-ignored"],
-    ));
+    );
+    let (code, stdout, _) = output(run.env("DOCKER_CONFIG", &empty));
     assert_eq!(code, Some(101));
     assert!(stdout.contains(&format!(
-        "failed to pull image `{image}` (the registry refused the credentials: run `docker login` for it on the engine's host)"
+        "failed to pull image `{image}` (the registry refused the credentials: run `docker login` for it on this host, \
+         which saves them in ~/.docker/config.json or $DOCKER_CONFIG/config.json, where runtime-matrix reads them)"
     )), "{stdout}");
+
+    // What `docker login` would have saved: the pull goes through.
+    let login = dir.path().join("login");
+    std::fs::create_dir(&login).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("tester:correct-password");
+    std::fs::write(
+        login.join("config.json"),
+        format!("{{\"auths\": {{\"{server}\": {{\"auth\": \"{auth}\"}}}}}}"),
+    )
+    .unwrap();
+    let mut run = harness(
+        &config,
+        &dir.path().join("out"),
+        "logged-in",
+        &["--include-ignored"],
+    );
+    let (code, stdout, stderr) = output(run.env("DOCKER_CONFIG", &login));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("runtime-matrix: pulled image {image}: 1 layers")),
+        "{stderr}"
+    );
 }

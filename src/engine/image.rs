@@ -64,7 +64,7 @@ impl Engine {
     /// Whether `reference` could be pulled: asks its registry, pulling nothing.
     pub async fn pullable(&self, reference: &str) -> Result<(), EngineError> {
         self.docker
-            .inspect_registry_image(reference, None)
+            .inspect_registry_image(reference, super::auth::credentials_for(reference))
             .await
             .map(|_| ())
             .map_err(|error| self.pull_error(reference, error))
@@ -81,7 +81,8 @@ impl Engine {
             .from_image(name)
             .tag(tag)
             .build();
-        let mut stream = self.docker.create_image(Some(options), None, None);
+        let credentials = super::auth::credentials_for(reference);
+        let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut layers: BTreeMap<String, (bool, i64, i64)> = BTreeMap::new();
         while let Some(item) = stream.next().await {
             let info = item.map_err(|error| self.pull_error(reference, error))?;
@@ -122,7 +123,7 @@ impl Engine {
             || text.contains("authentication required")
             || text.contains("no basic auth")
         {
-            " (the registry refused the credentials: run `docker login` for it on the engine's host)"
+            " (the registry refused the credentials: run `docker login` for it on this host, which saves them in ~/.docker/config.json or $DOCKER_CONFIG/config.json, where runtime-matrix reads them)"
         } else if text.contains("manifest unknown") || text.contains("not found") {
             " (the registry has no such image or tag: check the name and tag in matrix.toml)"
         } else if text.contains("connection refused")

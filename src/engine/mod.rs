@@ -3,6 +3,7 @@
 //! was being done and what to do about it. [`ContainerSpec`] describes a trial's container
 //! without contacting any engine, so that `plan` can show it.
 
+pub mod auth;
 mod container;
 mod image;
 mod spec;
