@@ -42,21 +42,6 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
     )
 }
 
-/// Builds the base image (if this is the first test to need it) before timing anything.
-fn warm_up(out: &Path) {
-    let (code, stdout, stderr) = output(&mut harness(
-        &matrix(),
-        out,
-        "warm-up",
-        &[
-            "--include-ignored",
-            "--exact",
-            "[docker] mixed::cpu::cmd::quick-1",
-        ],
-    ));
-    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-}
-
 /// Every record of a run parses: none was left torn.
 fn records_are_whole(out: &Path, run_id: &str) -> usize {
     let dir = out.join(run_id).join("records");
@@ -115,7 +100,7 @@ fn a_kernel_killed_mid_cell_fails_its_trial_naming_the_cell() {
 #[test]
 fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
     let out = tempfile::tempdir().unwrap();
-    warm_up(out.path());
+    support::ensure_base_image();
     let child = spawn(
         out.path(),
         "outside",
@@ -165,7 +150,7 @@ fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
 #[test]
 fn a_dropped_engine_connection_fails_fast_and_the_next_run_reaps() {
     let out = tempfile::tempdir().unwrap();
-    warm_up(out.path());
+    support::ensure_base_image();
     let proxy = support::tcp_proxy();
     let child = harness(
         &matrix(),
@@ -222,7 +207,7 @@ fn a_dropped_engine_connection_fails_fast_and_the_next_run_reaps() {
 #[test]
 fn signals_at_random_points_of_a_parallel_run_lose_nothing_and_leak_nothing() {
     let out = tempfile::tempdir().unwrap();
-    warm_up(out.path());
+    support::ensure_base_image();
     // Random but reproducible from the test's output: the delays are printed.
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

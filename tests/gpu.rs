@@ -196,20 +196,7 @@ fn probe_in_container(devices: &str, driver: &str) -> ProbeReport {
     use testcontainers::core::{ExecCommand, Mount};
     use testcontainers::runners::SyncRunner;
     use testcontainers::{GenericImage, ImageExt};
-    // The base image is built by the first trial that needs it.
-    let out = tempfile::tempdir().unwrap();
-    let mut warm = harness(
-        &fixtures().join("matrices/docker.toml"),
-        out.path(),
-        "warm",
-        &[
-            "--include-ignored",
-            "--exact",
-            "[docker] base::cpu::cmd::ok",
-        ],
-    );
-    let (code, _, stderr) = output(warm.env("RUNTIME_MATRIX_TEST_TOKEN", "unused-here"));
-    assert_eq!(code, Some(0), "{stderr}");
+    support::ensure_base_image();
 
     let container = GenericImage::new("runtime-matrix/jupyter-base", "bookworm")
         .with_entrypoint("sleep")

@@ -101,18 +101,7 @@ fn reaping_leaves_containers_whose_owner_is_alive() {
         .trim()
         .to_owned();
     let out = tempfile::tempdir().unwrap();
-    // The base image is built by the first trial that needs it.
-    let (code, _, _) = output(&mut harness(
-        &fixtures().join("matrices/security.toml"),
-        out.path(),
-        "warm",
-        &[
-            "--include-ignored",
-            "--exact",
-            "[docker] container::cpu::cmd::no-network",
-        ],
-    ));
-    assert_eq!(code, Some(0));
+    support::ensure_base_image();
     let created = std::process::Command::new("docker")
         .args([
             "create",

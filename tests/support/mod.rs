@@ -240,3 +240,26 @@ pub fn fake_nvml() -> PathBuf {
 /// Two H100s, as the fake NVML describes them.
 pub const TWO_H100: &str = "GPU-11111111-aaaa-0000-0000-000000000001|NVIDIA H100 80GB HBM3|81559|9.0;\
                             GPU-11111111-aaaa-0000-0000-000000000002|NVIDIA H100 80GB HBM3|81559|9.0";
+
+/// Makes sure the base runtime image exists: the first container trial that needs it builds it
+/// (about a minute on a fresh machine), so tests that time things, or start containers of
+/// their own, call this first.
+pub fn ensure_base_image() {
+    let out = tempfile::tempdir().unwrap();
+    let mut run = harness(
+        &fixtures().join("matrices/docker.toml"),
+        out.path(),
+        "base-image",
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] base::cpu::cmd::ok",
+        ],
+    );
+    let (code, stdout, stderr) = output(run.env("RUNTIME_MATRIX_TEST_TOKEN", "unused-here"));
+    assert_eq!(
+        code,
+        Some(0),
+        "the base image could not be made:\n{stdout}\n{stderr}"
+    );
+}
