@@ -227,6 +227,37 @@ pub(crate) mod humantime_serde {
     }
 }
 
+/// Whether a rule's wildcards cover one trial.
+fn rule_covers(patterns: [&str; 3], runtime: &str, machine: &str, check: &str) -> bool {
+    super::wildcard_match(patterns[0], runtime)
+        && super::wildcard_match(patterns[1], machine)
+        && super::wildcard_match(patterns[2], check)
+}
+
+impl Exclusion {
+    /// Whether this rule covers the trial of `check` of `runtime` on `machine` (by name).
+    pub fn covers(&self, runtime: &str, machine: &str, check: &str) -> bool {
+        rule_covers(
+            [&self.runtime, &self.machine, &self.check],
+            runtime,
+            machine,
+            check,
+        )
+    }
+}
+
+impl ExpectedFailure {
+    /// Whether this rule covers the trial of `check` of `runtime` on `machine` (by name).
+    pub fn covers(&self, runtime: &str, machine: &str, check: &str) -> bool {
+        rule_covers(
+            [&self.runtime, &self.machine, &self.check],
+            runtime,
+            machine,
+            check,
+        )
+    }
+}
+
 impl Matrix {
     /// The machine called `name`.
     pub fn machine(&self, name: &str) -> Option<&Machine> {

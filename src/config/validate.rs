@@ -3,7 +3,7 @@
 
 use super::matrix::*;
 use super::raw::*;
-use super::suggest::{did_you_mean, wildcard_match};
+use super::suggest::did_you_mean;
 use crate::error::{ConfigError, Problem, Problems};
 use crate::notebook::check_notebook;
 use std::collections::{BTreeMap, BTreeSet};
@@ -588,11 +588,6 @@ pub(super) fn compile(
     }
 
     // Rules that contradict the runtimes they name.
-    let covered = |runtime: &Runtime, machine: &str, check: &Check, rule: (&str, &str, &str)| {
-        wildcard_match(rule.0, &runtime.name)
-            && wildcard_match(rule.1, machine)
-            && wildcard_match(rule.2, &check.name)
-    };
     for runtime in &runtimes {
         let trials = runtime
             .machines
@@ -603,7 +598,7 @@ pub(super) fn compile(
         let all_excluded = trials.all(|(machine, check)| {
             exclusions
                 .iter()
-                .any(|e| covered(runtime, machine, check, (&e.runtime, &e.machine, &e.check)))
+                .any(|e| e.covers(&runtime.name, machine, &check.name))
         });
         if declared && all_excluded {
             c.problem(
@@ -618,7 +613,7 @@ pub(super) fn compile(
                 runtime
                     .checks
                     .iter()
-                    .any(|k| covered(runtime, m, k, (&rule.runtime, &rule.machine, &rule.check)))
+                    .any(|k| rule.covers(&runtime.name, m, &k.name))
             })
         });
         if !covers_any {

@@ -4,7 +4,7 @@
 //! in-container time limit, because stopping a `docker exec` client does not stop the process.
 
 use super::Outcome;
-use super::live::{self, Owner};
+use super::live::{self, Owner, lock};
 use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
 use crate::engine::{
@@ -57,7 +57,7 @@ type Cell<T> = Arc<OnceCell<Result<T, String>>>;
 /// Runs Docker trials; one per process, shared by its trials.
 pub(super) struct DockerExecutor {
     runtime: tokio::runtime::Runtime,
-    owner: Owner,
+    owner: &'static Owner,
     keep: Keep,
     run_id: String,
     locks: std::path::PathBuf,
@@ -242,7 +242,7 @@ impl DockerExecutor {
         };
         if exec.exit_code.is_none() {
             // The in-container limit did not act: the container cannot be trusted any more.
-            lease.poison(self);
+            lease.poison();
         }
 
         let outcome = if let Some(missing) =
@@ -324,14 +324,13 @@ impl DockerExecutor {
                 failure.summary = format!("{} ({note})", failure.summary);
             }
         }
-        Ok(self.finish(lease, &engine, spec, container, outcome))
+        Ok(self.finish(lease, spec, container, outcome))
     }
 
     /// Removes or keeps the trial's container, as `RUNTIME_MATRIX_KEEP` says.
     fn finish(
         &self,
         lease: Lease<'_>,
-        engine: &Engine,
         spec: &TrialSpec,
         container: &ContainerSpec,
         outcome: Outcome,
@@ -342,7 +341,7 @@ impl DockerExecutor {
             Keep::Always => true,
         };
         if keep && !lease.reused {
-            let prefix = match engine.endpoint() {
+            let prefix = match lease.engine.endpoint() {
                 "unix:///var/run/docker.sock" => String::new(),
                 endpoint => format!("DOCKER_HOST={endpoint} "),
             };
@@ -370,7 +369,7 @@ impl DockerExecutor {
         let engine = Engine::connect(endpoint).await?;
         let engine = cell
             .get_or_init(|| async {
-                reap(&engine, &self.owner).await;
+                reap(&engine, self.owner).await;
                 engine
             })
             .await;
@@ -689,7 +688,8 @@ impl Lease<'_> {
     }
 
     /// Marks a shared container as unusable: it is removed now, and the next trial gets a new one.
-    fn poison(&self, executor: &DockerExecutor) {
+    fn poison(&self) {
+        let executor = self.executor;
         if self.reused {
             lock(&executor.reused)
                 .retain(|_, cell| !matches!(cell.get(), Some(Ok(id)) if id == &self.id));
@@ -998,12 +998,6 @@ fn shell_words(command: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

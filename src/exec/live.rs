@@ -36,7 +36,8 @@ pub fn interrupted() -> Option<i32> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `mutex`, recovering it from a panicked holder: the registries stay usable.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -124,14 +125,17 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
-    /// This process.
-    pub fn me() -> Owner {
-        let pid = std::process::id();
-        Owner {
-            pid,
-            start: process_start(pid).unwrap_or_default(),
-            host: crate::harness::hostname(),
-        }
+    /// This process: read once, since it cannot change while the process runs.
+    pub fn me() -> &'static Owner {
+        static ME: LazyLock<Owner> = LazyLock::new(|| {
+            let pid = std::process::id();
+            Owner {
+                pid,
+                start: process_start(pid).unwrap_or_default(),
+                host: crate::harness::hostname(),
+            }
+        });
+        &ME
     }
 
     /// Whether a container with `labels` belongs to a process on this host that is gone, and

@@ -8,7 +8,7 @@ mod select;
 
 pub use select::{MachineSelection, Selection, TagFilter, shard_of};
 
-use crate::config::{Check, ExpectedFailure, Machine, Matrix, Runtime, wildcard_match};
+use crate::config::{Check, ExpectedFailure, Machine, Matrix, Runtime};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -117,16 +117,7 @@ impl Plan {
                         expected_failure: matrix
                             .expected_failures
                             .iter()
-                            .find(|rule| {
-                                covers(
-                                    &rule.runtime,
-                                    &rule.machine,
-                                    &rule.check,
-                                    &runtime,
-                                    machine,
-                                    check,
-                                )
-                            })
+                            .find(|rule| rule.covers(&runtime.name, &machine.name, &check.name))
                             .cloned(),
                         name,
                         project: project.clone(),
@@ -153,19 +144,6 @@ impl Plan {
             excluded,
         }
     }
-}
-
-fn covers(
-    runtime_pattern: &str,
-    machine_pattern: &str,
-    check_pattern: &str,
-    runtime: &Runtime,
-    machine: &Machine,
-    check: &Check,
-) -> bool {
-    wildcard_match(runtime_pattern, &runtime.name)
-        && wildcard_match(machine_pattern, &machine.name)
-        && wildcard_match(check_pattern, &check.name)
 }
 
 fn tags_of(runtime: &Runtime, machine: &Machine, check: &Check) -> Vec<String> {
@@ -198,16 +176,11 @@ fn exclusion_reason(
     stage: &str,
     spec: &TrialSpec,
 ) -> Option<String> {
-    if let Some(rule) = matrix.exclusions.iter().find(|rule| {
-        covers(
-            &rule.runtime,
-            &rule.machine,
-            &rule.check,
-            &spec.runtime,
-            &spec.machine,
-            &spec.check,
-        )
-    }) {
+    if let Some(rule) = matrix
+        .exclusions
+        .iter()
+        .find(|rule| rule.covers(&spec.runtime.name, &spec.machine.name, &spec.check.name))
+    {
         return Some(format!("excluded by matrix.toml: {}", rule.reason));
     }
     if let Some(reason) = selection.machines.refuses(&spec.machine) {

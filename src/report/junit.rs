@@ -33,15 +33,11 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             ),
             Status::Failed => {
                 let f = t.failure.as_ref();
-                let kind = f.map(|f| {
-                    serde_json::to_value(f.kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                });
+                let kind = f.map(|f| super::text::name_of(&f.kind)).unwrap_or_default();
                 format!(
                     "<failure message=\"{}\" type=\"{}\">{}</failure>",
                     escape(f.map(|f| f.summary.as_str()).unwrap_or("")),
-                    escape(&kind.flatten().unwrap_or_default()),
+                    escape(&kind),
                     escape(crate::report::text::failure_details(t, None).trim_start())
                 )
             }

@@ -137,8 +137,7 @@ fn failures(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
 
 fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
     let Some(f) = &t.failure else { return Ok(()) };
-    let category = serde_json::to_value(f.category).ok();
-    let category = category.as_ref().and_then(|c| c.as_str()).unwrap_or("");
+    let category = super::text::name_of(&f.category);
     writeln!(
         out,
         "- **{}** ({category}; {:.1}s)",
@@ -150,7 +149,7 @@ fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(
             out,
             "- cause `{}`: {}",
-            super::text::cause_name(cause),
+            super::text::name_of(&cause),
             cause.explain()
         )?;
     }

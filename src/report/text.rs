@@ -15,9 +15,9 @@ pub fn describe_check(check: &str) -> String {
     }
 }
 
-/// A cause's name as records spell it, e.g. `no-kernel-image`.
-pub fn cause_name(cause: crate::gpu::GpuCause) -> String {
-    serde_json::to_value(cause)
+/// A kind, category or cause as records spell it, e.g. `cell-error` or `no-kernel-image`.
+pub fn name_of(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
@@ -49,14 +49,10 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
     let Some(failure) = &record.failure else {
         return out;
     };
-    let category = serde_json::to_value(failure.category).ok();
-    let category = category
-        .as_ref()
-        .and_then(|c| c.as_str())
-        .unwrap_or("unknown");
+    let category = name_of(&failure.category);
     let _ = write!(out, "\n  category: {category}");
     if let Some(cause) = failure.cause {
-        let _ = write!(out, "\n  cause: {}: {}", cause_name(cause), cause.explain());
+        let _ = write!(out, "\n  cause: {}: {}", name_of(&cause), cause.explain());
     }
     match &failure.cell {
         Some(cell) => {
