@@ -453,3 +453,73 @@ fn sigint_ends_a_host_trial_at_once_and_reports_what_finished() {
     assert_eq!(report["summary"]["total"], 1);
     assert_eq!(leftover_processes("interrupted"), Vec::<String>::new());
 }
+
+#[test]
+fn sigint_while_a_trial_waits_for_its_gpu_still_ends_the_run() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // Both fake H100s are held here, so the trial waits for a lease: a wait no clean-up ends.
+    let held: Vec<std::fs::File> = support::TWO_H100
+        .split(';')
+        .map(|gpu| {
+            let uuid = gpu.split('|').next().unwrap();
+            let file = std::fs::File::create(locks.join(format!("{uuid}.lock"))).unwrap();
+            file.lock().unwrap();
+            file
+        })
+        .collect();
+    let mut child = harness(
+        &fixtures().join("matrices/gpu.toml"),
+        &dir.path().join("out"),
+        "lease-wait",
+        &["--exact", "leases::h100-x1::cmd::c0"],
+    )
+    .env("RUNTIME_MATRIX_NVML", support::fake_nvml())
+    .env("FAKE_NVML_DEVICES", support::TWO_H100)
+    .env("RUNTIME_MATRIX_LOCK_DIR", &locks)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (sender, waiting) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waits for 1 GPU(s)") {
+                let _ = sender.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    waiting
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the trial never waited for its GPU");
+    let start = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(stderr.contains("are left behind"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !dir.path().join("out/lease-wait/records").exists()
+            || records(&dir.path().join("out"), "lease-wait").is_empty(),
+        "the interrupted trial left a record"
+    );
+    drop(held);
+}
