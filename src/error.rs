@@ -99,6 +99,18 @@ pub enum SelectionError {
     },
 }
 
+/// A `RUNTIME_MATRIX_*` variable set to a value it does not accept; found before anything runs.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {variable} `{value}` (use {accepted})")]
+pub struct SettingsError {
+    /// The variable, e.g. `RUNTIME_MATRIX_LEASE_TIMEOUT`.
+    pub variable: &'static str,
+    /// Its value, trimmed.
+    pub value: String,
+    /// The forms it accepts.
+    pub accepted: &'static str,
+}
+
 /// A problem with the run's output folder or its records.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

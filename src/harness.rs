@@ -1,87 +1,34 @@
 //! The libtest-mimic harness. The main type is [`Harness`]: it loads the matrix, plans it,
 //! turns each trial spec into a libtest trial, records every trial, and writes the reports.
 //!
-//! Options libtest has no flag for come from `RUNTIME_MATRIX_*` environment variables
-//! ([`Options::from_env`]), so that `cargo test`, `cargo nextest run` and IDE runners, which
-//! pass only libtest's flags, all take them.
+//! Options libtest has no flag for come from `RUNTIME_MATRIX_*` environment variables,
+//! parsed once into [`Options`] before anything is listed or run.
+//!
+//! On SIGINT or SIGTERM the executor's handler removes what the run has running, which ends
+//! the trials waiting on it; [`Harness::run`] then writes the reports of what finished and
+//! returns 130 or 143. Nothing here calls `process::exit`.
 
 use crate::config::Matrix;
-use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, chain};
-use crate::exec::{Executor, Keep, default_cache, install_interrupt_handler, interrupted};
-use crate::plan::{Plan, Selection, TrialSpec};
+use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain};
+use crate::exec::{
+    Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
+};
+use crate::plan::{Plan, TrialSpec};
 use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
-use libtest_mimic::{Arguments, Failed, Trial};
-use std::path::PathBuf;
+use crate::settings::hostname;
+use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant, SystemTime};
 
-/// Settings read from the environment. Every field has a documented variable.
-#[derive(Debug, Clone, Default)]
-pub struct Options {
-    /// `RUNTIME_MATRIX_CONFIG`: the matrix file (default `matrix.toml`).
-    pub config: PathBuf,
-    /// `RUNTIME_MATRIX_OUT`: where run folders go (default `target/runtime-matrix` beside the
-    /// matrix, or under `CARGO_TARGET_DIR`).
-    pub out: Option<PathBuf>,
-    /// `RUNTIME_MATRIX_RUN_ID` (else `NEXTEST_RUN_ID`, else a timestamp and the process id).
-    pub run_id: Option<String>,
-    /// `RUNTIME_MATRIX_STAGE`.
-    pub stage: Option<String>,
-    /// `RUNTIME_MATRIX_TAGS`, e.g. `gpu,!slow`.
-    pub tags: Option<String>,
-    /// `RUNTIME_MATRIX_SHARD`, e.g. `2/4`.
-    pub shard: Option<String>,
-    /// `RUNTIME_MATRIX_MACHINES`: machine names, or `all`.
-    pub machines: Option<String>,
-    /// `RUNTIME_MATRIX_CACHE`: where provisioned virtualenvs live.
-    pub cache: Option<PathBuf>,
-    /// `RUNTIME_MATRIX_KEEP`: `failed` or `always` keeps containers for inspection.
-    pub keep: Option<String>,
-}
+pub use crate::settings::Options;
 
-impl Options {
-    /// Reads every `RUNTIME_MATRIX_*` variable.
-    pub fn from_env() -> Options {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        Options {
-            config: var("RUNTIME_MATRIX_CONFIG")
-                .unwrap_or_else(|| "matrix.toml".into())
-                .into(),
-            out: var("RUNTIME_MATRIX_OUT").map(PathBuf::from),
-            run_id: var("RUNTIME_MATRIX_RUN_ID").or_else(|| var("NEXTEST_RUN_ID")),
-            stage: var("RUNTIME_MATRIX_STAGE"),
-            tags: var("RUNTIME_MATRIX_TAGS"),
-            shard: var("RUNTIME_MATRIX_SHARD"),
-            machines: var("RUNTIME_MATRIX_MACHINES"),
-            cache: var("RUNTIME_MATRIX_CACHE").map(PathBuf::from),
-            keep: var("RUNTIME_MATRIX_KEEP"),
-        }
-    }
-
-    /// The folder run folders go under, for a matrix at `matrix`.
-    pub fn out_root(&self, matrix: &Matrix) -> PathBuf {
-        let root = match (&self.out, std::env::var_os("CARGO_TARGET_DIR")) {
-            (Some(out), _) => out.clone(),
-            (None, Some(target)) => PathBuf::from(target).join("runtime-matrix"),
-            (None, None) => matrix.root.join("target").join("runtime-matrix"),
-        };
-        // Absolute, because checks run with a scratch folder as their working directory.
-        std::path::absolute(&root).unwrap_or(root)
-    }
-
-    /// The selection these options ask for.
-    pub fn selection(&self, matrix: &Matrix) -> Result<Selection, crate::error::SelectionError> {
-        Selection::parse(
-            matrix,
-            self.stage.as_deref(),
-            self.tags.as_deref(),
-            self.shard.as_deref(),
-            self.machines.as_deref(),
-            || crate::gpu::detect().clone(),
-        )
-    }
-}
+/// How long trials get to return once an interrupt's clean-up is done. They normally return
+/// at once, since what they waited on is gone; one blocked elsewhere (a pull, a GPU lease
+/// wait) is left behind, and ends with the process when the caller's `main` returns.
+const STRAGGLERS: Duration = Duration::from_secs(10);
+/// The longest an interrupt's clean-up can take: each of its removals and waits is bounded.
+const CLEAN_UP_LIMIT: Duration = Duration::from_secs(120);
 
 /// Loads the matrix at `options.config`, printing its warnings; the error is printed and
 /// turned into the setup exit code.
@@ -103,39 +50,45 @@ pub fn fail_setup(error: &(dyn std::error::Error + 'static)) -> ExitCode {
 #[derive(Debug)]
 pub struct Harness {
     args: Arguments,
-    options: Options,
+    /// A bad setting is reported by [`Harness::run`], which has the exit code to return.
+    options: Result<Options, SettingsError>,
 }
 
 impl Harness {
     /// libtest's arguments from the command line, options from the environment.
     pub fn from_env() -> Harness {
-        Harness::new(Arguments::from_args(), Options::from_env())
+        Harness {
+            args: Arguments::from_args(),
+            options: Options::from_env(),
+        }
     }
 
     /// A harness with explicit arguments and options.
     pub fn new(args: Arguments, options: Options) -> Harness {
-        Harness { args, options }
+        Harness {
+            args,
+            options: Ok(options),
+        }
     }
 
     /// Runs the trials libtest's arguments select and returns the process's exit code:
-    /// 0 when every trial passed, 101 when one failed, 2 when the run could not start.
+    /// 0 when every trial passed, 101 when one failed, 2 when the run could not start (a bad
+    /// setting, even when only listing), 130 or 143 when SIGINT or SIGTERM interrupted it.
     pub fn run(self) -> ExitCode {
-        let matrix = match load(&self.options) {
+        let options = match self.options {
+            Ok(options) => options,
+            Err(error) => return fail_setup(&error),
+        };
+        options.configure_detection();
+        let matrix = match load(&options) {
             Ok(matrix) => matrix,
             Err(code) => return code,
         };
-        let selection = match self.options.selection(&matrix) {
+        let selection = match options.selection(&matrix) {
             Ok(selection) => selection,
             Err(error) => return fail_setup(&error),
         };
         let plan = Plan::new(&matrix, &selection);
-        let keep = match Keep::parse(self.options.keep.as_deref().unwrap_or("")) {
-            Ok(keep) => keep,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return ExitCode::from(EXIT_SETUP);
-            }
-        };
 
         // Listing touches nothing but the matrix: cargo-nextest lists once per trial.
         if self.args.list {
@@ -164,8 +117,8 @@ impl Harness {
                  (RUNTIME_MATRIX_MACHINES runs them anyway)"
             );
         }
-        let out_root = self.options.out_root(&matrix);
-        let run_id = self.options.run_id.clone().unwrap_or_else(new_run_id);
+        let out_root = options.out_root(&matrix);
+        let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
         let run = match RunDir::create(&out_root, &run_id) {
             Ok(run) => run,
             Err(error) => return fail_setup(&error),
@@ -174,21 +127,14 @@ impl Harness {
             return fail_setup(&error);
         }
         crate::exec::reap_orphan_processes();
-        let cache = match &self.options.cache {
+        let cache = match &options.cache {
             Some(cache) => std::path::absolute(cache).unwrap_or_else(|_| cache.clone()),
             None => default_cache(&out_root),
         };
-        let executor = Executor::new(&matrix, cache, keep, &run_id);
+        let executor = Executor::new(&matrix, cache, options.keep, &run_id)
+            .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout);
         let under_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
-        install_interrupt_handler(executor.handle(), {
-            let run = run.clone();
-            move |signal| {
-                if !under_nextest {
-                    write_reports(&run);
-                }
-                EXIT_INTERRUPTED_BASE + signal
-            }
-        });
+        install_interrupt_handler(executor.handle());
         let context = Arc::new(Context {
             run: run.clone(),
             executor,
@@ -199,13 +145,25 @@ impl Harness {
             .into_iter()
             .map(|spec| trial(spec, Some(context.clone())))
             .collect();
-        let conclusion = libtest_mimic::run(&self.args, trials);
-        if interrupted().is_some() {
-            // The interrupt handler is cleaning up, writing the reports and exiting.
-            loop {
-                std::thread::park();
+        let conclusion = match run_trials(self.args, trials) {
+            Ok(conclusion) => conclusion,
+            Err(error) => return fail_setup(&error),
+        };
+        if let Some(signal) = interrupted() {
+            // The handler is removing what the trials had running; the reports follow it.
+            let start = Instant::now();
+            while interrupt_cleaned_up().is_none() && start.elapsed() < CLEAN_UP_LIMIT {
+                std::thread::sleep(Duration::from_millis(50));
             }
+            if !under_nextest {
+                write_reports(&run);
+            }
+            return ExitCode::from((EXIT_INTERRUPTED_BASE + signal) as u8);
         }
+        let Some(conclusion) = conclusion else {
+            // The runner panicked (its message is printed), as a panicking test harness does.
+            return ExitCode::from(EXIT_TRIALS_FAILED);
+        };
         context.executor.shutdown();
 
         // Under cargo-nextest every trial is its own process: reports are made afterwards by
@@ -215,6 +173,34 @@ impl Harness {
             return ExitCode::from(EXIT_SETUP);
         }
         conclusion.exit_code()
+    }
+}
+
+/// Runs `trials` on a thread of their own, and waits for them, or, after an interrupt, for
+/// no more than [`STRAGGLERS`] past its clean-up: `None` then, or when the runner panicked.
+fn run_trials(args: Arguments, trials: Vec<Trial>) -> std::io::Result<Option<Conclusion>> {
+    let (sender, receiver) = mpsc::channel();
+    // With one test thread, libtest-mimic runs trials on this thread: give it main's stack.
+    std::thread::Builder::new()
+        .name("trials".into())
+        .stack_size(8 << 20)
+        .spawn(move || {
+            let _ = sender.send(libtest_mimic::run(&args, trials));
+        })?;
+    loop {
+        match receiver.recv_timeout(Duration::from_millis(100)) {
+            Ok(conclusion) => return Ok(Some(conclusion)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if interrupt_cleaned_up().is_some_and(|done| done.elapsed() >= STRAGGLERS) {
+                    eprintln!(
+                        "runtime-matrix: trials still running {}s after the clean-up are left behind",
+                        STRAGGLERS.as_secs()
+                    );
+                    return Ok(None);
+                }
+            }
+        }
     }
 }
 
@@ -258,6 +244,10 @@ fn trial(spec: TrialSpec, context: Option<Arc<Context>>) -> Trial {
 
 impl Context {
     fn run_trial(&self, spec: &TrialSpec) -> Result<(), Failed> {
+        // libtest goes on starting queued trials after an interrupt: start nothing.
+        if let Some(signal) = interrupted() {
+            return Err(format!("interrupted by signal {signal} before it started").into());
+        }
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let start = Instant::now();
         let outcome = self.executor.run(spec, &self.run);
@@ -356,12 +346,4 @@ fn new_run_id() -> String {
         now.trim_end_matches('Z').replace(':', "-"),
         std::process::id()
     )
-}
-
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }

@@ -109,10 +109,12 @@ fn main() -> ExitCode {
         Command::Report { dirs, out } => report(&dirs, out),
         Command::Clean { config } => clean(&config),
         Command::Doctor { config } => {
-            let options = Options {
-                config: config.clone(),
-                ..Options::from_env()
+            let options = match Options::from_env() {
+                Ok(options) => Options { config, ..options },
+                Err(error) => return fail_setup(&error),
             };
+            options.configure_detection();
+            let config = options.config.clone();
             let report =
                 runtime_matrix::doctor::examine(&config, |matrix| options.out_root(matrix));
             let mut stdout = std::io::stdout().lock();
@@ -123,24 +125,31 @@ fn main() -> ExitCode {
             let args = libtest_mimic::Arguments::from_iter(
                 std::iter::once("runtime-matrix".to_owned()).chain(libtest),
             );
-            Harness::new(args, options(select)).run()
+            match options(select) {
+                Ok(options) => Harness::new(args, options).run(),
+                Err(error) => fail_setup(&error),
+            }
         }
     }
 }
 
-fn options(select: Select) -> Options {
-    Options {
+/// The settings from the environment, with the selection flags over them.
+fn options(select: Select) -> Result<Options, runtime_matrix::error::SettingsError> {
+    Ok(Options {
         config: select.config,
         stage: select.stage,
         tags: select.tags,
         shard: select.shard,
         machines: select.machines,
-        ..Options::from_env()
-    }
+        ..Options::from_env()?
+    })
 }
 
 fn plan(select: Select, format: Format) -> ExitCode {
-    let options = options(select);
+    let options = match options(select) {
+        Ok(options) => options,
+        Err(error) => return fail_setup(&error),
+    };
     let matrix = match harness::load(&options) {
         Ok(matrix) => matrix,
         Err(code) => return code,

@@ -76,16 +76,16 @@ fn a_kernel_killed_mid_cell_fails_its_trial_naming_the_cell() {
             .find(|p| p.contains("ipykernel_launcher"))
             .and_then(|p| p.split(':').next()?.parse().ok())
     };
-    // The kernel is found once the long cell runs.
+    // Killed once the long cell (index 1) has started, as its progress event says: a fixed
+    // sleep could land in cell 0 on a loaded machine.
     let mut pid = None;
     assert!(
         wait_for(Duration::from_secs(60), || {
             pid = kernel();
-            pid.is_some() && std::fs::read_to_string(out.path().join("kernel")).is_err()
+            pid.is_some() && support::cell_started("kernel", 1)
         }),
-        "the kernel never started"
+        "the long cell never started"
     );
-    std::thread::sleep(Duration::from_secs(2));
     unsafe {
         libc::kill(pid.unwrap(), libc::SIGKILL);
     }
@@ -186,21 +186,24 @@ fn a_dropped_engine_connection_fails_fast_and_the_next_run_reaps() {
     );
     assert_eq!(records_are_whole(out.path(), "dropped"), 1);
 
-    // The harness could not remove its container through the cut connection; it is gone now,
-    // so the next run on this host reaps it.
-    if !containers_of_run("dropped").is_empty() {
-        let (_, _, stderr) = output(&mut harness(
-            &matrix(),
-            out.path(),
-            "after-drop",
-            &[
-                "--include-ignored",
-                "--exact",
-                "[docker] mixed::cpu::cmd::quick-1",
-            ],
-        ));
-        assert!(stderr.contains("left by runs that are gone"), "{stderr}");
-    }
+    // The harness could not remove its container through the cut connection (nothing else
+    // removes it), and it is gone now, so the next run on this host reaps it.
+    assert_eq!(
+        containers_of_run("dropped").len(),
+        1,
+        "the cut connection leaves the container behind"
+    );
+    let (_, _, stderr) = output(&mut harness(
+        &matrix(),
+        out.path(),
+        "after-drop",
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] mixed::cpu::cmd::quick-1",
+        ],
+    ));
+    assert!(stderr.contains("left by runs that are gone"), "{stderr}");
     assert_eq!(containers_of_run("dropped"), Vec::<String>::new());
 }
 

@@ -192,10 +192,6 @@ fn listing_5000_trials_starts_no_process_but_running_one_does() {
         ),
     )
     .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&python).unwrap().permissions(),
-        0o755,
-    );
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut toml = String::new();
     for m in 0..10 {
@@ -362,4 +358,168 @@ fn a_missing_interpreter_fails_its_trials_with_the_runtime_and_the_fix() {
          python `python2.4` of runtime `old` cannot be run: No such file or directory (os error 2) \
          (install it, or set runtimes.old.python)"
     ), "{stdout}");
+}
+
+#[rstest::rstest]
+#[case::lease_timeout(
+    "RUNTIME_MATRIX_LEASE_TIMEOUT",
+    "abc",
+    "error: invalid RUNTIME_MATRIX_LEASE_TIMEOUT `abc` (use a duration, e.g. `30m` or `90s`)\n"
+)]
+#[case::keep(
+    "RUNTIME_MATRIX_KEEP",
+    "sometimes",
+    "error: invalid RUNTIME_MATRIX_KEEP `sometimes` (use `failed` or `always`)\n"
+)]
+#[case::shard(
+    "RUNTIME_MATRIX_SHARD",
+    "5/4",
+    "error: invalid shard `5/4` (expected K/N with 1 <= K <= N, e.g. 2/4)\n"
+)]
+fn a_bad_setting_stops_the_run_before_any_trial_and_the_listing_too(
+    #[case] variable: &str,
+    #[case] value: &str,
+    #[case] message: &str,
+) {
+    let out = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["--list"][..]] {
+        let (code, stdout, stderr) =
+            output(harness(&commands(), out.path(), "bad", args).env(variable, value));
+        assert_eq!(
+            (code, stderr.as_str()),
+            (Some(2), message),
+            "{args:?}: {stdout}"
+        );
+        assert_eq!(stdout, "", "{args:?}: nothing is listed or run");
+    }
+    assert!(!out.path().join("bad").exists(), "no run folder");
+    assert_eq!(leftover_processes("bad"), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_ends_a_host_trial_at_once_and_reports_what_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        "[machines.cpu]\ngpus = 0\n[runtimes.host]\npython = \"python3\"\n\
+         commands.a-quick = \"true\"\ncommands.b-sleeps = \"sleep 600\"\ncommands.c-queued = \"true\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let child = harness(&config, &out, "interrupted", &["--test-threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One trial at a time, in name order: once `b-sleeps`' sleep runs, `a-quick` has its
+    // record, and `b-sleeps` is blocked in a process that only the signal ends.
+    let sleeping = || {
+        leftover_processes("interrupted")
+            .iter()
+            .any(|p| p.contains("sleep 600"))
+    };
+    assert!(
+        support::wait_for(std::time::Duration::from_secs(60), sleeping),
+        "the sleeping command never started"
+    );
+    let start = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?} to stop",
+        start.elapsed()
+    );
+    assert!(
+        stderr.contains("SIGINT received; stopping trials"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Neither the cut-short trial nor the one that never started leaves a record.
+    let records = records(&out, "interrupted");
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["host::cpu::cmd::a-quick"]
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("interrupted/report.json")).expect("a report of what finished"),
+    )
+    .unwrap();
+    assert_eq!(report["summary"]["total"], 1);
+    assert_eq!(leftover_processes("interrupted"), Vec::<String>::new());
+}
+
+#[test]
+fn sigint_while_a_trial_waits_for_its_gpu_still_ends_the_run() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    // Both fake H100s are held here, so the trial waits for a lease: a wait no clean-up ends.
+    let held: Vec<std::fs::File> = support::TWO_H100
+        .split(';')
+        .map(|gpu| {
+            let uuid = gpu.split('|').next().unwrap();
+            let file = std::fs::File::create(locks.join(format!("{uuid}.lock"))).unwrap();
+            file.lock().unwrap();
+            file
+        })
+        .collect();
+    let mut child = harness(
+        &fixtures().join("matrices/gpu.toml"),
+        &dir.path().join("out"),
+        "lease-wait",
+        &["--exact", "leases::h100-x1::cmd::c0"],
+    )
+    .env("RUNTIME_MATRIX_NVML", support::fake_nvml())
+    .env("FAKE_NVML_DEVICES", support::TWO_H100)
+    .env("RUNTIME_MATRIX_LOCK_DIR", &locks)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (sender, waiting) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waits for 1 GPU(s)") {
+                let _ = sender.send(());
+            }
+            all += &line;
+            all.push('\n');
+        }
+        all
+    });
+    waiting
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the trial never waited for its GPU");
+    let start = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(stderr.contains("are left behind"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !dir.path().join("out/lease-wait/records").exists()
+            || records(&dir.path().join("out"), "lease-wait").is_empty(),
+        "the interrupted trial left a record"
+    );
+    drop(held);
 }

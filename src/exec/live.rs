@@ -1,17 +1,20 @@
 //! What this process has running right now: containers and host process trees. An
-//! interrupted run (Ctrl-C, SIGTERM) removes them all before it exits, and a later run reaps
-//! the containers of a run that could not (SIGKILL), by their owner labels.
+//! interrupted run (Ctrl-C, SIGTERM) removes them all, which ends the trials waiting on them,
+//! before the harness returns; a later run reaps the containers of a run that could not
+//! (SIGKILL), by their owner labels.
 
 use crate::engine::{Engine, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 static CONTAINERS: LazyLock<Mutex<HashMap<String, Engine>>> = LazyLock::new(Default::default);
 static TOKENS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 /// The signal that interrupted this run, or 0.
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+/// When the interrupt handler finished its clean-up.
+static CLEANED_UP: OnceLock<std::time::Instant> = OnceLock::new();
 /// Containers being created right now: not yet tracked, so not yet removable.
 static CREATING: AtomicUsize = AtomicUsize::new(0);
 
@@ -80,12 +83,11 @@ pub(crate) async fn clean_up_everything() {
     .await;
 }
 
-/// On SIGINT or SIGTERM: clean up everything, call `finish` with the signal number (it writes
-/// what can be written and returns the exit code), and exit with that code.
-pub fn install_interrupt_handler(
-    handle: &tokio::runtime::Handle,
-    finish: impl FnOnce(i32) -> i32 + Send + 'static,
-) {
+/// On SIGINT or SIGTERM: mark the run interrupted, so that nothing new starts, then remove
+/// every container and kill every process tree of the run. The trials waiting on them see
+/// them end and return; the harness, not this task, writes the reports and returns the exit
+/// code. [`interrupt_cleaned_up`] says when the clean-up is done.
+pub fn install_interrupt_handler(handle: &tokio::runtime::Handle) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut interrupt), Ok(mut terminate)) = handle.block_on(async {
         (
@@ -111,9 +113,13 @@ pub fn install_interrupt_handler(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         clean_up_everything().await;
-        let code = tokio::task::spawn_blocking(move || finish(number)).await.unwrap_or(128 + number);
-        std::process::exit(code);
+        let _ = CLEANED_UP.set(std::time::Instant::now());
     });
+}
+
+/// When the interrupt handler finished removing what the run had running, if it has.
+pub fn interrupt_cleaned_up() -> Option<std::time::Instant> {
+    CLEANED_UP.get().copied()
 }
 
 /// Who owns the containers this process creates.
@@ -132,7 +138,7 @@ impl Owner {
             Owner {
                 pid,
                 start: process_start(pid).unwrap_or_default(),
-                host: crate::harness::hostname(),
+                host: crate::settings::hostname(),
             }
         });
         &ME

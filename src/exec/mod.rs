@@ -13,7 +13,7 @@ mod provision;
 mod verdict;
 
 pub use docker::{Keep, clean, image_tools};
-pub use live::{install_interrupt_handler, interrupted};
+pub use live::{install_interrupt_handler, interrupt_cleaned_up, interrupted};
 
 /// Kills host processes left by harness runs that were killed outright; says how many.
 pub fn reap_orphan_processes() {
@@ -49,7 +49,11 @@ pub struct Outcome {
 
 /// Leases `spec`'s GPUs when this host has enough of the machine's model; `None` when the
 /// machine has none, or when the host cannot tell (no driver: the engine is asked for a count).
-fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, String> {
+fn lease_gpus(
+    spec: &TrialSpec,
+    lock_dir: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<Option<crate::gpu::lease::Lease>, String> {
     let machine = &spec.machine;
     if machine.gpus == 0 {
         return Ok(None);
@@ -65,17 +69,11 @@ fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, Stri
     if candidates.len() < machine.gpus as usize {
         return Ok(None);
     }
-    let timeout = match std::env::var("RUNTIME_MATRIX_LEASE_TIMEOUT") {
-        Ok(text) => humantime::parse_duration(text.trim()).map_err(|_| {
-            format!("invalid RUNTIME_MATRIX_LEASE_TIMEOUT `{text}` (use e.g. \"30m\")")
-        })?,
-        Err(_) => std::time::Duration::from_secs(30 * 60),
-    };
     let model = machine.gpu_model.as_deref().unwrap_or("*");
     crate::gpu::lease::acquire(
         &candidates,
         machine.gpus as usize,
-        &crate::gpu::lease::lock_dir(),
+        lock_dir,
         timeout,
         || {
             eprintln!(
@@ -92,6 +90,8 @@ fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, Stri
 pub struct Executor {
     provisioner: Provisioner,
     docker: docker::DockerExecutor,
+    lock_dir: PathBuf,
+    lease_timeout: std::time::Duration,
 }
 
 impl Executor {
@@ -112,13 +112,23 @@ impl Executor {
         Executor {
             docker: docker::DockerExecutor::new(builds, keep, run_id, &cache),
             provisioner: Provisioner::new(cache),
+            lock_dir: crate::gpu::lease::default_lock_dir(),
+            lease_timeout: crate::settings::DEFAULT_LEASE_TIMEOUT,
         }
+    }
+
+    /// Leases GPUs through the lock files in `lock_dir`, waiting up to `timeout` for them
+    /// (`RUNTIME_MATRIX_LOCK_DIR`, `RUNTIME_MATRIX_LEASE_TIMEOUT`).
+    pub fn with_gpu_leases(mut self, lock_dir: PathBuf, timeout: std::time::Duration) -> Executor {
+        self.lock_dir = lock_dir;
+        self.lease_timeout = timeout;
+        self
     }
 
     /// Runs the check of `spec`, keeping artifacts in `run`. A trial on a GPU machine first
     /// leases that many of this host's matching GPUs, and holds them while its check runs.
     pub fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
-        let lease = match lease_gpus(spec) {
+        let lease = match lease_gpus(spec, &self.lock_dir, self.lease_timeout) {
             Ok(lease) => lease,
             Err(message) => {
                 return verdict::setup_failure(crate::record::Category::Infrastructure, message);

@@ -490,7 +490,6 @@ mod tests {
     )]
     fn known_failure_texts_map_to_named_causes(#[case] text: &str, #[case] cause: GpuCause) {
         assert_eq!(GpuCause::of(text), Some(cause));
-        assert!(!cause.explain().is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::config::{Machine, wildcard_match};
 use nvml_wrapper::Nvml;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// One GPU of this host.
@@ -41,11 +42,25 @@ pub enum Detection {
 }
 
 static DETECTED: OnceLock<Detection> = OnceLock::new();
+static LIBRARY: OnceLock<Option<PathBuf>> = OnceLock::new();
 
-/// This host's GPUs, detected at most once per process. `RUNTIME_MATRIX_NVML` names the NVML
-/// library when it is not `libnvidia-ml.so.1` on the loader's path.
+/// Names the NVML library [`detect`] loads (`RUNTIME_MATRIX_NVML`, from the settings), when it
+/// is not `libnvidia-ml.so.1` on the loader's path. The first call wins: detection runs once.
+pub fn use_library(library: Option<PathBuf>) {
+    let _ = LIBRARY.set(library);
+}
+
+/// This host's GPUs, detected at most once per process, through the library [`use_library`]
+/// named.
 pub fn detect() -> &'static Detection {
-    DETECTED.get_or_init(|| detect_with(std::env::var_os("RUNTIME_MATRIX_NVML").as_deref()))
+    DETECTED.get_or_init(|| {
+        detect_with(
+            LIBRARY
+                .get()
+                .and_then(Option::as_deref)
+                .map(|path| path.as_os_str()),
+        )
+    })
 }
 
 /// Detection through the NVML library at `library` (the loader's `libnvidia-ml.so.1` when

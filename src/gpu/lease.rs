@@ -15,12 +15,10 @@ pub struct Lease {
     _locks: Vec<File>,
 }
 
-/// The folder of the host's GPU lock files: `RUNTIME_MATRIX_LOCK_DIR`, else a folder in the
-/// system's temporary directory, shared by every run on the host.
-pub fn lock_dir() -> PathBuf {
-    std::env::var_os("RUNTIME_MATRIX_LOCK_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("runtime-matrix-gpu-locks"))
+/// The folder of the host's GPU lock files unless `RUNTIME_MATRIX_LOCK_DIR` names another: a
+/// folder in the system's temporary directory, shared by every run on the host.
+pub fn default_lock_dir() -> PathBuf {
+    std::env::temp_dir().join("runtime-matrix-gpu-locks")
 }
 
 /// Takes `count` of the `candidates` (UUIDs) as soon as that many are free, waiting up to

@@ -8,7 +8,7 @@ mod detect;
 pub mod lease;
 
 pub use checks::{FrameworkReport, GpuCause, ProbeReport, framework_verdict, visible_verdict};
-pub use detect::{Detection, Gpu, HostGpus, detect, detect_with};
+pub use detect::{Detection, Gpu, HostGpus, detect, detect_with, use_library};
 
 /// The in-container probe: Python and ctypes only.
 pub const PROBE_SCRIPT: &str = include_str!("probe.py");

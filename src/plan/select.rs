@@ -186,15 +186,16 @@ fn parse_shard(text: &str) -> Result<(u64, u64), SelectionError> {
     Ok((k, n))
 }
 
-/// The 1-based shard of `N` a trial belongs to. It depends on the trial's name alone (FNV-1a),
-/// so adding or removing other trials never moves a trial to another shard.
+/// The 1-based shard of `shards` a trial belongs to. It depends on the trial's name alone
+/// (FNV-1a), so adding or removing other trials never moves a trial to another shard. Zero
+/// shards count as one (every trial is in shard 1), so that no input panics.
 pub fn shard_of(name: &str, shards: u64) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in name.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash % shards + 1
+    hash % shards.max(1) + 1
 }
 
 #[cfg(test)]
@@ -228,12 +229,16 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 1000);
         // Roughly balanced: no shard holds more than a third of the trials.
         assert!(sizes.iter().all(|&s| s > 150 && s < 333), "{sizes:?}");
-        // A fixed value, so that shard assignment cannot drift between releases.
-        assert_eq!(
-            shard_of("torch::cpu::nb::smoke", 4),
-            shard_of("torch::cpu::nb::smoke", 4)
-        );
+        // Fixed values, so that shard assignment cannot drift between releases.
+        assert_eq!(shard_of("torch::cpu::nb::smoke", 4), 3);
         assert_eq!(shard_of("a", 1000), 0xaf63dc4c8601ec8c % 1000 + 1);
+    }
+
+    #[test]
+    fn zero_shards_count_as_one() {
+        assert_eq!(shard_of("torch::cpu::nb::smoke", 0), 1);
+        assert_eq!(shard_of("", 0), 1);
+        assert_eq!(shard_of("torch::cpu::nb::smoke", 1), 1);
     }
 
     #[rstest]

@@ -109,6 +109,38 @@ pub fn leftover_processes(run_id: &str) -> Vec<String> {
     found
 }
 
+/// The value of environment variable `key` in a live process of run `run_id`, if one has it.
+pub fn env_of_run(run_id: &str, key: &str) -> Option<String> {
+    let token = format!("RUNTIME_MATRIX_TRIAL_TOKEN={run_id}-");
+    let prefix = format!("{key}=");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let mut vars = environ.split(|b| *b == 0);
+            if !vars.clone().any(|e| e.starts_with(token.as_bytes())) {
+                return None;
+            }
+            vars.find_map(|e| e.strip_prefix(prefix.as_bytes()))
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+        })
+}
+
+/// Whether the notebook of a running trial of `run_id` has started cell `index`: its
+/// progress file (the harness's nbconvert hooks write it) has the cell's start event.
+pub fn cell_started(run_id: &str, index: u64) -> bool {
+    let Some(path) = env_of_run(run_id, "RUNTIME_MATRIX_PROGRESS") else {
+        return false;
+    };
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|event| event["event"] == "start" && event["index"] == index)
+}
+
 /// Ids of the containers, running or not, that run `run_id` left on the local engine.
 pub fn containers_of_run(run_id: &str) -> Vec<String> {
     let runtime = tokio::runtime::Builder::new_current_thread()

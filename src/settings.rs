@@ -1,0 +1,213 @@
+//! Settings from the environment. The main type is [`Options`]: every `RUNTIME_MATRIX_*`
+//! variable the harness takes is read and validated once, by [`Options::from_env`], before
+//! any trial runs or is listed; a bad value is a [`SettingsError`] naming the variable and the
+//! forms it accepts, and the run exits 2. Nothing below the harness reads these variables.
+//!
+//! They are variables, not flags, so that `cargo test`, `cargo nextest run` and IDE runners,
+//! which pass only libtest's flags, all take them.
+
+use crate::config::Matrix;
+use crate::error::{SelectionError, SettingsError};
+use crate::exec::Keep;
+use crate::plan::Selection;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a trial waits for its GPUs when `RUNTIME_MATRIX_LEASE_TIMEOUT` is not set.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Settings read from the environment. Every field has a documented variable.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `RUNTIME_MATRIX_CONFIG`: the matrix file (default `matrix.toml`).
+    pub config: PathBuf,
+    /// `RUNTIME_MATRIX_OUT`: where run folders go (default `target/runtime-matrix` beside the
+    /// matrix, or under `CARGO_TARGET_DIR`).
+    pub out: Option<PathBuf>,
+    /// `RUNTIME_MATRIX_RUN_ID` (else `NEXTEST_RUN_ID`, else a timestamp and the process id).
+    pub run_id: Option<String>,
+    /// `RUNTIME_MATRIX_STAGE`.
+    pub stage: Option<String>,
+    /// `RUNTIME_MATRIX_TAGS`, e.g. `gpu,!slow`.
+    pub tags: Option<String>,
+    /// `RUNTIME_MATRIX_SHARD`, e.g. `2/4`; checked with the selection, which the command line
+    /// can also set (`--shard`).
+    pub shard: Option<String>,
+    /// `RUNTIME_MATRIX_MACHINES`: machine names, or `all`.
+    pub machines: Option<String>,
+    /// `RUNTIME_MATRIX_CACHE`: where provisioned virtualenvs live.
+    pub cache: Option<PathBuf>,
+    /// `RUNTIME_MATRIX_KEEP`: `failed` or `always` keeps containers for inspection.
+    pub keep: Keep,
+    /// `RUNTIME_MATRIX_LEASE_TIMEOUT`: how long a trial waits for its GPUs (default 30m).
+    pub lease_timeout: Duration,
+    /// `RUNTIME_MATRIX_LOCK_DIR`: the host's GPU lease lock files, shared by every run on it.
+    pub lock_dir: PathBuf,
+    /// `RUNTIME_MATRIX_NVML`: the NVML library, when not `libnvidia-ml.so.1` on the loader's
+    /// path.
+    pub nvml: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            config: "matrix.toml".into(),
+            out: None,
+            run_id: None,
+            stage: None,
+            tags: None,
+            shard: None,
+            machines: None,
+            cache: None,
+            keep: Keep::default(),
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
+            lock_dir: crate::gpu::lease::default_lock_dir(),
+            nvml: None,
+        }
+    }
+}
+
+impl Options {
+    /// Reads and checks every `RUNTIME_MATRIX_*` variable; a blank one counts as unset.
+    pub fn from_env() -> Result<Options, SettingsError> {
+        Options::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads and checks the settings `var` gives by variable name.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Options, SettingsError> {
+        let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let defaults = Options::default();
+        let keep = match var("RUNTIME_MATRIX_KEEP") {
+            Some(text) => Keep::parse(&text).map_err(|_| SettingsError {
+                variable: "RUNTIME_MATRIX_KEEP",
+                value: text.trim().to_owned(),
+                accepted: "`failed` or `always`",
+            })?,
+            None => defaults.keep,
+        };
+        let lease_timeout = match var("RUNTIME_MATRIX_LEASE_TIMEOUT") {
+            Some(text) => humantime::parse_duration(text.trim()).map_err(|_| SettingsError {
+                variable: "RUNTIME_MATRIX_LEASE_TIMEOUT",
+                value: text.trim().to_owned(),
+                accepted: "a duration, e.g. `30m` or `90s`",
+            })?,
+            None => defaults.lease_timeout,
+        };
+        Ok(Options {
+            config: var("RUNTIME_MATRIX_CONFIG")
+                .map(PathBuf::from)
+                .unwrap_or(defaults.config),
+            out: var("RUNTIME_MATRIX_OUT").map(PathBuf::from),
+            run_id: var("RUNTIME_MATRIX_RUN_ID").or_else(|| var("NEXTEST_RUN_ID")),
+            stage: var("RUNTIME_MATRIX_STAGE"),
+            tags: var("RUNTIME_MATRIX_TAGS"),
+            shard: var("RUNTIME_MATRIX_SHARD"),
+            machines: var("RUNTIME_MATRIX_MACHINES"),
+            cache: var("RUNTIME_MATRIX_CACHE").map(PathBuf::from),
+            keep,
+            lease_timeout,
+            lock_dir: var("RUNTIME_MATRIX_LOCK_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(defaults.lock_dir),
+            nvml: var("RUNTIME_MATRIX_NVML").map(PathBuf::from),
+        })
+    }
+
+    /// The folder run folders go under, for a matrix at `matrix`.
+    pub fn out_root(&self, matrix: &Matrix) -> PathBuf {
+        let root = match (&self.out, std::env::var_os("CARGO_TARGET_DIR")) {
+            (Some(out), _) => out.clone(),
+            (None, Some(target)) => PathBuf::from(target).join("runtime-matrix"),
+            (None, None) => matrix.root.join("target").join("runtime-matrix"),
+        };
+        // Absolute, because checks run with a scratch folder as their working directory.
+        std::path::absolute(&root).unwrap_or(root)
+    }
+
+    /// Makes host GPU detection use [`Options::nvml`]. Detection runs at most once per
+    /// process, so the first call before it counts; the harness and the CLI call this first.
+    pub fn configure_detection(&self) {
+        crate::gpu::use_library(self.nvml.clone());
+    }
+
+    /// The selection these options ask for.
+    pub fn selection(&self, matrix: &Matrix) -> Result<Selection, SelectionError> {
+        self.configure_detection();
+        Selection::parse(
+            matrix,
+            self.stage.as_deref(),
+            self.tags.as_deref(),
+            self.shard.as_deref(),
+            self.machines.as_deref(),
+            || crate::gpu::detect().clone(),
+        )
+    }
+}
+
+/// This host's name, as records and container owner labels carry it.
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Options, SettingsError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn unset_and_blank_variables_take_the_defaults() {
+        let options = parse(&[
+            ("RUNTIME_MATRIX_LEASE_TIMEOUT", "  "),
+            ("RUNTIME_MATRIX_KEEP", ""),
+        ])
+        .unwrap();
+        assert_eq!(options.config, PathBuf::from("matrix.toml"));
+        assert_eq!(options.keep, Keep::Never);
+        assert_eq!(options.lease_timeout, Duration::from_secs(1800));
+        assert_eq!(options.lock_dir, crate::gpu::lease::default_lock_dir());
+        assert_eq!(options.nvml, None);
+    }
+
+    #[test]
+    fn values_are_parsed_into_their_types() {
+        let options = parse(&[
+            ("RUNTIME_MATRIX_LEASE_TIMEOUT", " 90s "),
+            ("RUNTIME_MATRIX_KEEP", "failed"),
+            ("RUNTIME_MATRIX_LOCK_DIR", "/run/locks"),
+            ("RUNTIME_MATRIX_NVML", "/opt/libnvidia-ml.so.1"),
+            ("NEXTEST_RUN_ID", "nextest-run"),
+        ])
+        .unwrap();
+        assert_eq!(options.lease_timeout, Duration::from_secs(90));
+        assert_eq!(options.keep, Keep::Failed);
+        assert_eq!(options.lock_dir, PathBuf::from("/run/locks"));
+        assert_eq!(options.nvml, Some(PathBuf::from("/opt/libnvidia-ml.so.1")));
+        assert_eq!(options.run_id.as_deref(), Some("nextest-run"));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_the_accepted_forms() {
+        let error = parse(&[("RUNTIME_MATRIX_LEASE_TIMEOUT", "abc")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid RUNTIME_MATRIX_LEASE_TIMEOUT `abc` (use a duration, e.g. `30m` or `90s`)"
+        );
+        let error = parse(&[("RUNTIME_MATRIX_KEEP", " sometimes ")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid RUNTIME_MATRIX_KEEP `sometimes` (use `failed` or `always`)"
+        );
+    }
+}
