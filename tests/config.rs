@@ -63,6 +63,10 @@ fn unknown_keys_warn_and_overrides_apply() {
         "unknown key `machines.cpu.gpu_count` is ignored",
         "unknown key `notebook-dir` is ignored (did you mean `notebooks-dir`?)",
         "unknown key `runtimes.py.timout` is ignored (did you mean `timeout`?)",
+        // Suggestions come from the keys of the table the unknown key sits in.
+        "unknown key `machines.cpu.dockr` is ignored (did you mean `docker`?)",
+        // No `?` step for an optional table (it was `stages.?.defualt`).
+        "unknown key `stages.defualt` is ignored (did you mean `default`?)",
         "override `not-there/*.ipynb` matches no notebook of any runtime",
     ] {
         assert!(

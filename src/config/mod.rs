@@ -1,10 +1,12 @@
 //! Loading and validating `matrix.toml`. The main type is [`Matrix`].
 //!
 //! Loading takes two passes: [`raw`] parses the TOML into plain serde types and collects the
-//! keys it did not recognise (they warn); [`validate`] compiles those types into a [`Matrix`],
+//! keys it did not recognise (they warn, with the nearest key of their table from [`keys`]);
+//! [`validate`] compiles those types into a [`Matrix`],
 //! checking every reference, glob, notebook and duration, and reports each problem with the
 //! key path and the entry it concerns.
 
+mod keys;
 mod matrix;
 mod raw;
 mod suggest;

@@ -1,5 +1,6 @@
 //! The first pass: `matrix.toml` as plain serde types, before any reference is checked.
 
+use super::keys::UnknownKey;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -129,10 +130,12 @@ pub(super) struct RawRule {
     pub matches: Option<String>,
 }
 
-/// Parses `text`, returning the matrix and the dotted paths of keys that were not recognised.
-pub(super) fn parse(text: &str) -> Result<(RawMatrix, Vec<String>), toml::de::Error> {
+/// Parses `text`, returning the matrix and the keys that were not recognised.
+pub(super) fn parse(text: &str) -> Result<(RawMatrix, Vec<UnknownKey>), toml::de::Error> {
     let deserializer = toml::Deserializer::parse(text)?;
     let mut unknown = Vec::new();
-    let raw = serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))?;
+    let raw = serde_ignored::deserialize(deserializer, |path| {
+        unknown.push(UnknownKey::from_path(&path))
+    })?;
     Ok((raw, unknown))
 }

@@ -2,6 +2,7 @@
 //! [`compile`], which runs the sections in order.
 
 use super::checks::{NotebookCache, NotebooksDir};
+use crate::config::keys::UnknownKey;
 use crate::config::matrix::Matrix;
 use crate::config::raw::RawMatrix;
 use crate::config::suggest::did_you_mean;
@@ -14,40 +15,6 @@ pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 /// nbconvert's per-cell timeout when none is declared.
 pub(super) const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(300);
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-/// Top-level keys, for suggestions when an unknown key is close to one.
-const KNOWN_KEYS: [&str; 7] = [
-    "notebooks-dir",
-    "stages",
-    "machines",
-    "runtimes",
-    "overrides",
-    "exclude",
-    "expected-failures",
-];
-const RUNTIME_KEYS: [&str; 22] = [
-    "executor",
-    "framework",
-    "gpu-checks",
-    "image",
-    "pull",
-    "build",
-    "memory",
-    "pids",
-    "network",
-    "reuse-container",
-    "secrets",
-    "python",
-    "packages",
-    "description",
-    "notebooks",
-    "commands",
-    "env",
-    "machines",
-    "timeout",
-    "cell-timeout",
-    "tags",
-    "stages",
-];
 
 /// What validating one file has found so far.
 pub(super) struct Compiler {
@@ -66,7 +33,7 @@ pub(super) struct Compiler {
 pub(in crate::config) fn compile(
     path: &Path,
     raw: RawMatrix,
-    unknown_keys: Vec<String>,
+    unknown_keys: Vec<UnknownKey>,
 ) -> Result<Matrix, ConfigError> {
     // Absolute, because checks run with a scratch folder as their working directory.
     let root = std::path::absolute(path)
@@ -79,21 +46,8 @@ pub(in crate::config) fn compile(
         warnings: Vec::new(),
         notebooks: NotebookCache::default(),
     };
-    for key in unknown_keys {
-        let last = key.rsplit('.').next().unwrap_or(&key);
-        let hint = if key.contains('.') {
-            did_you_mean(
-                last,
-                RUNTIME_KEYS
-                    .iter()
-                    .chain(&[
-                        "gpus", "gpu", "run", "reason", "matches", "check", "runtime", "machine",
-                    ])
-                    .copied(),
-            )
-        } else {
-            did_you_mean(last, KNOWN_KEYS)
-        };
+    for key in &unknown_keys {
+        let hint = did_you_mean(key.name(), key.siblings().iter().copied());
         c.warn(format!("unknown key `{key}` is ignored{hint}"));
     }
 
