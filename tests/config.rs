@@ -1,5 +1,6 @@
 //! Loading matrix.toml: every invalid-config fixture fails with its exact message and the
-//! setup exit code; valid configs warn about unknown keys and apply overrides.
+//! setup exit code; unknown keys warn (inside inline tables too); valid configs apply
+//! overrides.
 
 mod support;
 
@@ -83,6 +84,24 @@ fn unknown_keys_warn_and_overrides_apply() {
     assert!(
         stdout.contains("py::cpu::nb::failing_cell  (not in stage `pre-merge` (runs in: nightly))"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_keys_inside_inline_tables_warn() {
+    let dir = fixtures().join("matrices");
+    let (code, _, stderr) = output(runtime_matrix().current_dir(&dir).args([
+        "plan",
+        "--config",
+        "inline_table_typos.toml",
+    ]));
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(0),
+            "warning: inline_table_typos.toml: unknown key `runtimes.built.build.dockerfil` is ignored (did you mean `dockerfile`?)\n\
+             warning: inline_table_typos.toml: unknown key `runtimes.shell.commands.x.timout` is ignored (did you mean `timeout`?)\n"
+        )
     );
 }
 
