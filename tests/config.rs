@@ -1,6 +1,6 @@
 //! Loading matrix.toml: every invalid-config fixture fails with its exact message and the
-//! setup exit code; unknown keys warn (inside inline tables too); valid configs apply
-//! overrides.
+//! setup exit code; unknown keys warn (inside inline tables too, and before the error of an
+//! invalid config); valid configs apply overrides.
 
 mod support;
 
@@ -103,6 +103,41 @@ fn unknown_keys_inside_inline_tables_warn() {
              warning: inline_table_typos.toml: unknown key `runtimes.shell.commands.x.timout` is ignored (did you mean `timeout`?)\n"
         )
     );
+}
+
+/// Every command that loads the matrix prints an invalid matrix's unknown keys before its
+/// error: a misspelt key is often the cause of the error.
+#[rstest::rstest]
+#[case::plan(&["plan"], &[])]
+#[case::run(&["run"], &["--", "--list"])]
+#[case::doctor(&["doctor"], &[])]
+fn warnings_come_before_the_error_of_an_invalid_matrix(
+    #[case] command: &[&str],
+    #[case] after: &[&str],
+) {
+    let dir = fixtures().join("matrices");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .current_dir(&dir)
+            .args(command)
+            .args(["--config", "invalid/typo_in_command_table.toml"])
+            .args(after),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let warning = "warning: invalid/typo_in_command_table.toml: unknown key `runtimes.shell.commands.x.timout` is ignored (did you mean `timeout`?)\n";
+    let problem = "runtimes.shell.machines: unknown machine `gpu` (did you mean `cpu`?)";
+    assert!(stderr.starts_with(warning), "{stderr}");
+    if command == ["doctor"] {
+        // The doctor reports the error in its report.
+        assert!(stdout.contains(problem), "{stdout}");
+    } else {
+        assert_eq!(
+            &stderr[warning.len()..],
+            format!(
+                "error: invalid matrix config at invalid/typo_in_command_table.toml:\n  - {problem}\n"
+            )
+        );
+    }
 }
 
 #[rstest::rstest]

@@ -26,7 +26,8 @@ impl Matrix {
     ///
     /// Notebook globs are resolved against the file's `notebooks-dir`, and every notebook they
     /// match is checked to be nbformat 4 JSON. Unknown keys do not fail the load; they end up
-    /// in [`Matrix::warnings`].
+    /// in [`Matrix::warnings`], or, when the matrix is invalid, in the error
+    /// ([`ConfigError::warnings`]).
     pub fn load(path: &Path) -> Result<Matrix, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),

@@ -67,9 +67,13 @@ pub(in crate::config) fn compile(
     let (exclusions, expected_failures) = c.rules(&raw, &runtimes, &machine_names);
 
     if !c.problems.is_empty() {
+        // Only the unknown keys: they may explain the problems (a misspelt key leaves its
+        // setting unset), while the other warnings may be consequences of them.
+        c.warnings.truncate(unknown_keys.len());
         return Err(ConfigError::Invalid {
             path: path.to_owned(),
             problems: Problems(c.problems),
+            warnings: c.warnings,
         });
     }
     Ok(Matrix {
