@@ -43,7 +43,20 @@ pub enum ConfigError {
         path: PathBuf,
         /// Every problem found, not just the first.
         problems: Problems,
+        /// The unknown keys found on the way, which may explain the problems; they are
+        /// printed before the error, as they would be for a valid matrix.
+        warnings: Vec<String>,
     },
+}
+
+impl ConfigError {
+    /// Warnings to print before this error: the unknown keys of an invalid matrix.
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            ConfigError::Invalid { warnings, .. } => warnings,
+            ConfigError::Read { .. } | ConfigError::Parse { .. } => &[],
+        }
+    }
 }
 
 /// One problem found while validating, at a key path.

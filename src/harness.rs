@@ -30,14 +30,22 @@ const STRAGGLERS: Duration = Duration::from_secs(10);
 /// The longest an interrupt's clean-up can take: each of its removals and waits is bounded.
 const CLEAN_UP_LIMIT: Duration = Duration::from_secs(120);
 
-/// Loads the matrix at `options.config`, printing its warnings; the error is printed and
-/// turned into the setup exit code.
+/// Loads the matrix at `options.config`, printing its warnings; the error is printed after
+/// its own warnings and turned into the setup exit code.
 pub fn load(options: &Options) -> Result<Matrix, ExitCode> {
-    let matrix = Matrix::load(&options.config).map_err(|error| fail_setup(&error))?;
-    for warning in &matrix.warnings {
+    let matrix = Matrix::load(&options.config).map_err(|error| {
+        print_warnings(error.warnings());
+        fail_setup(&error)
+    })?;
+    print_warnings(&matrix.warnings);
+    Ok(matrix)
+}
+
+/// Prints a matrix's warnings, one `warning: ` line each.
+pub fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
         eprintln!("warning: {warning}");
     }
-    Ok(matrix)
 }
 
 /// Prints `error` with its causes and returns the setup exit code.

@@ -109,6 +109,12 @@ fn main() -> ExitCode {
         Command::Report { dirs, out } => report(&dirs, out),
         Command::Clean { config } => clean(&config),
         Command::Doctor { config } => {
+            // The report carries an invalid matrix's problems but not its unknown keys, which
+            // may explain them: those are printed first, as `plan` does. Loading twice costs
+            // milliseconds against the doctor's engine checks.
+            if let Err(error) = runtime_matrix::Matrix::load(&config) {
+                harness::print_warnings(error.warnings());
+            }
             let options = match Options::from_env() {
                 Ok(options) => Options { config, ..options },
                 Err(error) => return fail_setup(&error),

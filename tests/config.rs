@@ -1,5 +1,6 @@
 //! Loading matrix.toml: every invalid-config fixture fails with its exact message and the
-//! setup exit code; valid configs warn about unknown keys and apply overrides.
+//! setup exit code; unknown keys warn (inside inline tables too, and before the error of an
+//! invalid config); valid configs apply overrides.
 
 mod support;
 
@@ -63,6 +64,10 @@ fn unknown_keys_warn_and_overrides_apply() {
         "unknown key `machines.cpu.gpu_count` is ignored",
         "unknown key `notebook-dir` is ignored (did you mean `notebooks-dir`?)",
         "unknown key `runtimes.py.timout` is ignored (did you mean `timeout`?)",
+        // Suggestions come from the keys of the table the unknown key sits in.
+        "unknown key `machines.cpu.dockr` is ignored (did you mean `docker`?)",
+        // No `?` step for an optional table (it was `stages.?.defualt`).
+        "unknown key `stages.defualt` is ignored (did you mean `default`?)",
         "override `not-there/*.ipynb` matches no notebook of any runtime",
     ] {
         assert!(
@@ -80,6 +85,59 @@ fn unknown_keys_warn_and_overrides_apply() {
         stdout.contains("py::cpu::nb::failing_cell  (not in stage `pre-merge` (runs in: nightly))"),
         "{stdout}"
     );
+}
+
+#[test]
+fn unknown_keys_inside_inline_tables_warn() {
+    let dir = fixtures().join("matrices");
+    let (code, _, stderr) = output(runtime_matrix().current_dir(&dir).args([
+        "plan",
+        "--config",
+        "inline_table_typos.toml",
+    ]));
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(0),
+            "warning: inline_table_typos.toml: unknown key `runtimes.built.build.dockerfil` is ignored (did you mean `dockerfile`?)\n\
+             warning: inline_table_typos.toml: unknown key `runtimes.shell.commands.x.timout` is ignored (did you mean `timeout`?)\n"
+        )
+    );
+}
+
+/// Every command that loads the matrix prints an invalid matrix's unknown keys before its
+/// error: a misspelt key is often the cause of the error.
+#[rstest::rstest]
+#[case::plan(&["plan"], &[])]
+#[case::run(&["run"], &["--", "--list"])]
+#[case::doctor(&["doctor"], &[])]
+fn warnings_come_before_the_error_of_an_invalid_matrix(
+    #[case] command: &[&str],
+    #[case] after: &[&str],
+) {
+    let dir = fixtures().join("matrices");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .current_dir(&dir)
+            .args(command)
+            .args(["--config", "invalid/typo_in_command_table.toml"])
+            .args(after),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    let warning = "warning: invalid/typo_in_command_table.toml: unknown key `runtimes.shell.commands.x.timout` is ignored (did you mean `timeout`?)\n";
+    let problem = "runtimes.shell.machines: unknown machine `gpu` (did you mean `cpu`?)";
+    assert!(stderr.starts_with(warning), "{stderr}");
+    if command == ["doctor"] {
+        // The doctor reports the error in its report.
+        assert!(stdout.contains(problem), "{stdout}");
+    } else {
+        assert_eq!(
+            &stderr[warning.len()..],
+            format!(
+                "error: invalid matrix config at invalid/typo_in_command_table.toml:\n  - {problem}\n"
+            )
+        );
+    }
 }
 
 #[rstest::rstest]

@@ -1,10 +1,12 @@
 //! Loading and validating `matrix.toml`. The main type is [`Matrix`].
 //!
 //! Loading takes two passes: [`raw`] parses the TOML into plain serde types and collects the
-//! keys it did not recognise (they warn); [`validate`] compiles those types into a [`Matrix`],
+//! keys it did not recognise (they warn, with the nearest key of their table from [`keys`]);
+//! [`validate`] compiles those types into a [`Matrix`],
 //! checking every reference, glob, notebook and duration, and reports each problem with the
 //! key path and the entry it concerns.
 
+mod keys;
 mod matrix;
 mod raw;
 mod suggest;
@@ -24,7 +26,8 @@ impl Matrix {
     ///
     /// Notebook globs are resolved against the file's `notebooks-dir`, and every notebook they
     /// match is checked to be nbformat 4 JSON. Unknown keys do not fail the load; they end up
-    /// in [`Matrix::warnings`].
+    /// in [`Matrix::warnings`], or, when the matrix is invalid, in the error
+    /// ([`ConfigError::warnings`]).
     pub fn load(path: &Path) -> Result<Matrix, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
