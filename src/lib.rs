@@ -25,6 +25,7 @@ pub mod notebook;
 pub mod plan;
 pub mod record;
 pub mod report;
+pub mod verdict;
 
 pub use config::Matrix;
 pub use harness::Harness;

@@ -27,7 +27,8 @@ pub use provision::{Provisioner, default_cache};
 use crate::config::{Executor as ExecutorKind, Matrix};
 use crate::notebook::CellTiming;
 use crate::plan::TrialSpec;
-use crate::record::{Failure, RunDir};
+use crate::record::{RunDir, TrialImage};
+use crate::verdict::Failure;
 use std::path::PathBuf;
 
 /// What running one check produced.
@@ -40,16 +41,43 @@ pub struct Outcome {
     /// The executed notebook, kept under the run folder.
     pub artifact: Option<PathBuf>,
     /// The image a container trial ran in.
-    pub image: Option<crate::engine::ImageInfo>,
+    pub image: Option<TrialImage>,
     /// What a passing check found worth keeping.
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
 }
 
+impl From<&crate::engine::ImageInfo> for TrialImage {
+    fn from(image: &crate::engine::ImageInfo) -> TrialImage {
+        TrialImage {
+            reference: image.reference.clone(),
+            id: image.id.clone(),
+            digest: image.digest.clone(),
+            labels: image.labels.clone(),
+        }
+    }
+}
+
+/// Why a trial's GPUs could not be leased; the message is the trial's failure summary.
+#[derive(Debug, thiserror::Error)]
+enum TrialLeaseError {
+    /// `RUNTIME_MATRIX_LEASE_TIMEOUT` is not a duration.
+    #[error("invalid RUNTIME_MATRIX_LEASE_TIMEOUT `{0}` (use e.g. \"30m\")")]
+    Timeout(String),
+    /// The lease itself failed.
+    #[error("{trial} could not lease its GPUs: {error}")]
+    Lease {
+        /// The trial.
+        trial: String,
+        /// Why.
+        error: crate::gpu::lease::LeaseError,
+    },
+}
+
 /// Leases `spec`'s GPUs when this host has enough of the machine's model; `None` when the
 /// machine has none, or when the host cannot tell (no driver: the engine is asked for a count).
-fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, String> {
+fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, TrialLeaseError> {
     let machine = &spec.machine;
     if machine.gpus == 0 {
         return Ok(None);
@@ -66,9 +94,8 @@ fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, Stri
         return Ok(None);
     }
     let timeout = match std::env::var("RUNTIME_MATRIX_LEASE_TIMEOUT") {
-        Ok(text) => humantime::parse_duration(text.trim()).map_err(|_| {
-            format!("invalid RUNTIME_MATRIX_LEASE_TIMEOUT `{text}` (use e.g. \"30m\")")
-        })?,
+        Ok(text) => humantime::parse_duration(text.trim())
+            .map_err(|_| TrialLeaseError::Timeout(text.clone()))?,
         Err(_) => std::time::Duration::from_secs(30 * 60),
     };
     let model = machine.gpu_model.as_deref().unwrap_or("*");
@@ -85,7 +112,10 @@ fn lease_gpus(spec: &TrialSpec) -> Result<Option<crate::gpu::lease::Lease>, Stri
         },
     )
     .map(Some)
-    .map_err(|error| format!("{} could not lease its GPUs: {error}", spec.name))
+    .map_err(|error| TrialLeaseError::Lease {
+        trial: spec.name.clone(),
+        error,
+    })
 }
 
 /// Runs checks; shared by every trial of a process.
@@ -120,8 +150,11 @@ impl Executor {
     pub fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
         let lease = match lease_gpus(spec) {
             Ok(lease) => lease,
-            Err(message) => {
-                return verdict::setup_failure(crate::record::Category::Infrastructure, message);
+            Err(error) => {
+                return verdict::setup_failure(
+                    crate::verdict::Category::Infrastructure,
+                    error.to_string(),
+                );
             }
         };
         let gpus = lease

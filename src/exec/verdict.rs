@@ -3,13 +3,24 @@
 
 use super::Outcome;
 use super::provision::tail;
-use crate::notebook::{ExecutionReport, FailureKind, ProcessEnd, Progress, strip_ansi};
+use crate::gpu::{GpuCheckError, PreflightError};
+use crate::notebook::{ExecutionReport, ProcessEnd, Progress, strip_ansi};
 use crate::plan::TrialSpec;
-use crate::record::{Category, Failure, RunDir};
+use crate::record::RunDir;
+use crate::verdict::{Category, Failure, FailureKind, GpuCause};
 use serde_json::Value;
 
 /// An outcome for a check that could not be started.
 pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
+    setup(category, summary, None)
+}
+
+/// An outcome for an image the preflight refused; the cause is the preflight's own finding.
+pub(super) fn preflight_failure(error: &PreflightError) -> Outcome {
+    setup(Category::Runtime, error.to_string(), Some(error.cause()))
+}
+
+fn setup(category: Category, summary: String, cause: Option<GpuCause>) -> Outcome {
     Outcome {
         failure: Some(Failure {
             kind: FailureKind::Setup,
@@ -18,10 +29,18 @@ pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
             cell: None,
             exit_code: None,
             output_tail: None,
-            cause: None,
+            cause,
         }),
         ..Outcome::default()
     }
+}
+
+/// `failure` with the cause its check detected, or else the one its texts name. Those texts
+/// hold what came from outside the harness (the process's output, the cell's exception, the
+/// words of NVML or the framework), and this is the one place they are read for a cause.
+fn with_cause(mut failure: Failure, detected: Option<GpuCause>) -> Failure {
+    failure.cause = detected.or_else(|| GpuCause::recognise(&failure.text()));
+    failure
 }
 
 /// What one nbconvert run left behind.
@@ -93,7 +112,7 @@ pub(super) fn notebook(
         }
     });
     Outcome {
-        failure: failure.map(Failure::with_cause),
+        failure: failure.map(|failure| with_cause(failure, None)),
         cells: report.cells,
         artifact,
         ..Outcome::default()
@@ -128,7 +147,7 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
         }),
     };
     Outcome {
-        failure: failure.map(Failure::with_cause),
+        failure: failure.map(|failure| with_cause(failure, None)),
         ..Outcome::default()
     }
 }
@@ -136,46 +155,52 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
 /// The outcome of a GPU check: `verdict` is the check's judgement of its script's report.
 pub(super) fn gpu_check(
     spec: &TrialSpec,
-    verdict: Result<String, String>,
+    verdict: Result<String, GpuCheckError>,
     end: ProcessEnd,
     output: &str,
 ) -> Outcome {
     let output_tail = Some(tail(&strip_ansi(output), 30));
-    let failure = match (end, verdict) {
-        (ProcessEnd::Deadline, _) => Failure {
-            kind: FailureKind::Deadline,
-            category: Category::Runtime,
-            summary: format!(
-                "`{}` ran past its timeout of {} and was killed",
-                spec.check.name,
-                humantime::format_duration(spec.check.timeout)
-            ),
-            cell: None,
-            exit_code: None,
-            output_tail,
-            cause: None,
-        },
+    let (failure, detected) = match (end, verdict) {
+        (ProcessEnd::Deadline, _) => (
+            Failure {
+                kind: FailureKind::Deadline,
+                category: Category::Runtime,
+                summary: format!(
+                    "`{}` ran past its timeout of {} and was killed",
+                    spec.check.name,
+                    humantime::format_duration(spec.check.timeout)
+                ),
+                cell: None,
+                exit_code: None,
+                output_tail,
+                cause: None,
+            },
+            None,
+        ),
         (_, Ok(note)) => {
             return Outcome {
                 note: Some(note),
                 ..Outcome::default()
             };
         }
-        (end, Err(summary)) => Failure {
-            kind: FailureKind::GpuCheck,
-            category: Category::Runtime,
-            summary,
-            cell: None,
-            exit_code: match end {
-                ProcessEnd::Failed(code) => Some(code),
-                _ => Some(0),
+        (end, Err(error)) => (
+            Failure {
+                kind: FailureKind::GpuCheck,
+                category: Category::Runtime,
+                summary: error.to_string(),
+                cell: None,
+                exit_code: match end {
+                    ProcessEnd::Failed(code) => Some(code),
+                    _ => Some(0),
+                },
+                output_tail,
+                cause: None,
             },
-            output_tail,
-            cause: None,
-        },
+            error.cause(),
+        ),
     };
     Outcome {
-        failure: Some(failure.with_cause()),
+        failure: Some(with_cause(failure, detected)),
         ..Outcome::default()
     }
 }
@@ -187,20 +212,20 @@ pub(super) fn judge_gpu_check(
     assigned: &[String],
     count: u32,
     host: Option<&crate::gpu::HostGpus>,
-) -> Result<String, String> {
+) -> Result<String, GpuCheckError> {
     use crate::config::CheckKind;
     use crate::gpu::checks::parse_marked;
     match kind {
         CheckKind::GpuVisible => {
-            let probe = parse_marked(output, "RUNTIME_MATRIX_PROBE ")
-                .map_err(|e| format!("the GPU probe failed: {e}"))?;
-            crate::gpu::visible_verdict(&probe, assigned, count, host)
+            let probe =
+                parse_marked(output, "RUNTIME_MATRIX_PROBE ").map_err(GpuCheckError::Probe)?;
+            Ok(crate::gpu::visible_verdict(&probe, assigned, count, host)?)
         }
         CheckKind::GpuFramework { .. } => {
             let report = parse_marked(output, "RUNTIME_MATRIX_FRAMEWORK ")
-                .map_err(|e| format!("the framework check failed: {e}"))?;
-            crate::gpu::framework_verdict(&report, count)
+                .map_err(GpuCheckError::FrameworkReport)?;
+            Ok(crate::gpu::framework_verdict(&report, count)?)
         }
-        _ => Err("not a GPU check".into()),
+        _ => Err(GpuCheckError::NotAGpuCheck),
     }
 }
