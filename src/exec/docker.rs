@@ -134,7 +134,7 @@ impl DockerExecutor {
         }
         let outcome = match self.run_in_container(spec, docker, &container, &secrets, run, gpus) {
             Ok(outcome) => outcome,
-            Err(error) => setup_failure(category_of(&error), chain(&error)),
+            Err(error) => verdict::engine_failure(category_of(&error), &error),
         };
         redact(outcome, secrets.values())
     }

@@ -3,6 +3,7 @@
 
 use super::Outcome;
 use super::provision::tail;
+use crate::error::{EngineError, chain};
 use crate::gpu::{GpuCheckError, PreflightError};
 use crate::notebook::{ExecutionReport, ProcessEnd, Progress, strip_ansi};
 use crate::plan::TrialSpec;
@@ -35,9 +36,24 @@ fn setup(category: Category, summary: String, cause: Option<GpuCause>) -> Outcom
     }
 }
 
+/// An outcome for a check the Docker engine stopped. A missing NVIDIA runtime is a cause the
+/// engine wrapper detected; any other is looked for in the engine's own words.
+pub(super) fn engine_failure(category: Category, error: &EngineError) -> Outcome {
+    let detected = match error {
+        EngineError::NoNvidiaRuntime { .. } => Some(GpuCause::NoNvidiaRuntime),
+        _ => None,
+    };
+    let outcome = setup_failure(category, chain(error));
+    Outcome {
+        failure: outcome.failure.map(|failure| with_cause(failure, detected)),
+        ..outcome
+    }
+}
+
 /// `failure` with the cause its check detected, or else the one its texts name. Those texts
 /// hold what came from outside the harness (the process's output, the cell's exception, the
-/// words of NVML or the framework), and this is the one place they are read for a cause.
+/// words of NVML, the framework or the engine), and this is the one place they are read for a
+/// cause.
 fn with_cause(mut failure: Failure, detected: Option<GpuCause>) -> Failure {
     failure.cause = detected.or_else(|| GpuCause::recognise(&failure.text()));
     failure
@@ -227,5 +243,90 @@ pub(super) fn judge_gpu_check(
             Ok(crate::gpu::framework_verdict(&report, count)?)
         }
         _ => Err(GpuCheckError::NotAGpuCheck),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{FrameworkFailure, VisibleMismatch};
+
+    fn gpu_visible_trial() -> TrialSpec {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let matrix = crate::Matrix::load(&root.join("fixtures/matrices/docker.toml")).unwrap();
+        let plan = crate::Plan::new(&matrix, &crate::Selection::default());
+        plan.trials
+            .into_iter()
+            .find(|t| t.name == "base::cpu::gpu::visible")
+            .expect("the docker fixture has a gpu::visible trial on cpu")
+    }
+
+    #[test]
+    fn a_gpu_check_keeps_the_cause_it_detected_and_recognises_outside_words() {
+        let spec = gpu_visible_trial();
+        let cause = |error: GpuCheckError| {
+            gpu_check(&spec, Err(error), ProcessEnd::Success, "")
+                .failure
+                .unwrap()
+                .cause
+        };
+        let not_covered = FrameworkFailure::NotCovered {
+            framework: "torch".into(),
+            arch_list: vec!["sm_80".into()],
+            capability: "9.0".into(),
+        };
+        assert_eq!(cause(not_covered.into()), Some(GpuCause::NoKernelImage));
+        let nvml = VisibleMismatch::NoNvml {
+            count: 1,
+            reason: Some("Failed to initialize NVML: Driver/library version mismatch".into()),
+        };
+        assert_eq!(cause(nvml.into()), Some(GpuCause::DriverLibraryMismatch));
+        let count = VisibleMismatch::Count { seen: 0, count: 1 };
+        assert_eq!(cause(count.into()), None);
+    }
+
+    #[test]
+    fn engine_failures_name_their_gpu_cause() {
+        let refused = |message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: message.to_owned(),
+        };
+        let cause = |error: &EngineError| {
+            engine_failure(Category::Infrastructure, error)
+                .failure
+                .unwrap()
+                .cause
+        };
+        let no_runtime = |message: &str| EngineError::NoNvidiaRuntime {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            machine: "gpu".into(),
+            error: refused(message),
+        };
+        // The engine wrapper's finding is the cause, whatever words the engine used.
+        assert_eq!(
+            cause(&no_runtime("unknown or invalid runtime name: nvidia")),
+            Some(GpuCause::NoNvidiaRuntime)
+        );
+        let no_runtime =
+            no_runtime("could not select device driver \"\" with capabilities: [[gpu]]");
+        // Later trials of the process get the first failure as text only.
+        let earlier = EngineError::Earlier {
+            message: chain(&no_runtime),
+            image: false,
+        };
+        assert_eq!(cause(&earlier), Some(GpuCause::NoNvidiaRuntime));
+        let start = EngineError::Operation {
+            operation: "start container",
+            target: "0123456789ab".into(),
+            error: refused(
+                "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.6, please update your driver",
+            ),
+        };
+        assert_eq!(cause(&start), Some(GpuCause::DriverTooOld));
+        let missing = EngineError::ImageMissing {
+            image: "img".into(),
+            hint: String::new(),
+        };
+        assert_eq!(cause(&missing), None);
     }
 }
