@@ -216,3 +216,157 @@ impl PreflightError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uuids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|u| u.to_string()).collect()
+    }
+
+    /// Each failure reads word for word as the trial summaries always have.
+    #[test]
+    fn every_failure_reads_as_its_trial_summary() {
+        let torch = || "torch".to_owned();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                GpuCheckError::Probe(ReportError::Missing {
+                    marker: "RUNTIME_MATRIX_PROBE".into(),
+                })
+                .to_string(),
+                "the GPU probe failed: the script printed no `RUNTIME_MATRIX_PROBE` line",
+            ),
+            (
+                GpuCheckError::FrameworkReport(ReportError::Invalid {
+                    error: serde_json::from_str::<u8>("x").unwrap_err(),
+                })
+                .to_string(),
+                "the framework check failed: the script's report is not valid: expected value at line 1 column 1",
+            ),
+            (
+                VisibleMismatch::CpuTrialSeesGpus {
+                    visible: uuids(&["GPU-a", "GPU-b"]),
+                }
+                .to_string(),
+                "a CPU-only trial sees 2 GPU(s) it was not given: GPU-a, GPU-b (the image or the engine exposes GPUs, e.g. NVIDIA_VISIBLE_DEVICES=all baked into the image)",
+            ),
+            (
+                VisibleMismatch::NoNvml {
+                    count: 2,
+                    reason: None,
+                }
+                .to_string(),
+                "the container was given 2 GPU(s) but NVML is not usable inside it (no reason given)",
+            ),
+            (
+                VisibleMismatch::Leaked {
+                    leaked: uuids(&["GPU-b"]),
+                    given: uuids(&["GPU-a", "GPU-c"]),
+                }
+                .to_string(),
+                "the container sees GPU(s) it was not given: GPU-b (given: GPU-a, GPU-c; an image that sets NVIDIA_VISIBLE_DEVICES=all, or an engine default, leaks GPUs)",
+            ),
+            (
+                VisibleMismatch::Missing {
+                    missing: uuids(&["GPU-a", "GPU-c"]),
+                }
+                .to_string(),
+                "the container does not see GPU(s) it was given: GPU-a, GPU-c",
+            ),
+            (
+                VisibleMismatch::Count { seen: 1, count: 2 }.to_string(),
+                "the container sees 1 GPU(s), but was given 2",
+            ),
+            (
+                VisibleMismatch::Driver {
+                    inside: "535.104.05".into(),
+                    host: "550.54.15".into(),
+                }
+                .to_string(),
+                "the driver inside the container (535.104.05) is not the host's (550.54.15): the container carries its own driver libraries",
+            ),
+            (
+                FrameworkFailure::NotImported {
+                    framework: torch(),
+                    error: None,
+                }
+                .to_string(),
+                "torch cannot be imported in the runtime: no reason given",
+            ),
+            (
+                FrameworkFailure::Failed {
+                    framework: torch(),
+                    error: "RuntimeError: CUDA error".into(),
+                }
+                .to_string(),
+                "torch failed on the GPU: RuntimeError: CUDA error",
+            ),
+            (
+                FrameworkFailure::NoGpu {
+                    framework: torch(),
+                    version: None,
+                    cuda_version: None,
+                }
+                .to_string(),
+                "torch ? reports no usable GPU (built for CUDA none): the runtime cannot use the machine's GPUs",
+            ),
+            (
+                FrameworkFailure::NoGpu {
+                    framework: torch(),
+                    version: Some("2.4.0".into()),
+                    cuda_version: Some("12.4".into()),
+                }
+                .to_string(),
+                "torch 2.4.0 reports no usable GPU (built for CUDA 12.4): the runtime cannot use the machine's GPUs",
+            ),
+            (
+                FrameworkFailure::DeviceCount {
+                    framework: torch(),
+                    seen: 1,
+                    count: 2,
+                }
+                .to_string(),
+                "torch sees 1 GPU(s), but the trial was given 2",
+            ),
+            (
+                FrameworkFailure::WrongResult { framework: torch() }.to_string(),
+                "a tiny computation with torch on the GPU gave a wrong result",
+            ),
+            (
+                PreflightError::CudaTooNew {
+                    image: "torch:cu126".into(),
+                    declared: (12, 6),
+                    driver: "550.54.15".into(),
+                    supported: (12, 4),
+                }
+                .to_string(),
+                "image `torch:cu126` declares CUDA 12.6, but the host driver 550.54.15 supports CUDA up to 12.4: the CUDA \
+                 driver version is insufficient for CUDA runtime version (update the driver, or use an image built for \
+                 CUDA 12.4 or older)",
+            ),
+        ];
+        for (actual, expected) in cases {
+            assert_eq!(actual, expected);
+        }
+    }
+
+    #[test]
+    fn only_the_causes_a_check_detects_are_carried() {
+        let not_covered = FrameworkFailure::NotCovered {
+            framework: "torch".into(),
+            arch_list: vec!["sm_80".into()],
+            capability: "9.0".into(),
+        };
+        assert_eq!(
+            GpuCheckError::from(not_covered).cause(),
+            Some(GpuCause::NoKernelImage)
+        );
+        // A framework's own words name no cause here; exec reads them as outside text.
+        let failed = FrameworkFailure::Failed {
+            framework: "torch".into(),
+            error: "no kernel image is available for execution on the device".into(),
+        };
+        assert_eq!(GpuCheckError::from(failed).cause(), None);
+    }
+}
