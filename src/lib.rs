@@ -26,6 +26,7 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod settings;
+pub mod verdict;
 
 pub use config::Matrix;
 pub use harness::Harness;

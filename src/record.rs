@@ -3,75 +3,18 @@
 //! shards and hosts merge later without any process having seen every result.
 
 use crate::error::OutputError;
-use crate::notebook::{CellFailure, CellTiming, FailureKind};
+use crate::notebook::CellTiming;
 use crate::plan::Excluded;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+// The verdict vocabulary is the record's too; these paths are what users reading records know.
+pub use crate::verdict::{Category, CellFailure, Failure, FailureKind, GpuCause, Status};
+
 /// The record schema version; bumped on incompatible changes.
 pub const RECORD_SCHEMA: u32 = 1;
-
-/// How a trial ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Status {
-    /// The check passed.
-    Passed,
-    /// The check failed (or failed other than the declared way).
-    Failed,
-    /// Declared as an expected failure, and it failed the declared way.
-    ExpectedFailure,
-    /// Declared as an expected failure, but it passed: the declaration is stale.
-    UnexpectedPass,
-}
-
-impl Status {
-    /// Whether this status fails the run.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Status::Failed | Status::UnexpectedPass)
-    }
-}
-
-/// Where to look first when a trial fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Category {
-    /// The harness or the host: provisioning, I/O, the engine.
-    Infrastructure,
-    /// The runtime: its Python, packages, kernel.
-    Runtime,
-    /// The notebook's own code.
-    Notebook,
-}
-
-/// Why a trial failed, with what a user needs to act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Failure {
-    /// How it failed.
-    pub kind: FailureKind,
-    /// Where to look.
-    pub category: Category,
-    /// One line: the exception, the exit code, the timeout.
-    pub summary: String,
-    /// The failing (or running) cell of a notebook.
-    pub cell: Option<CellFailure>,
-    /// The exit code of a command.
-    pub exit_code: Option<i32>,
-    /// The last lines of the process's output.
-    pub output_tail: Option<String>,
-    /// A known GPU cause behind the failure, when its text names one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<crate::gpu::GpuCause>,
-}
-
-impl Failure {
-    /// Sets [`Failure::cause`] from the failure's own texts.
-    pub fn with_cause(mut self) -> Failure {
-        self.cause = crate::gpu::GpuCause::of(&crate::report::text::failure_text(&self));
-        self
-    }
-}
 
 /// The expected-failure declaration a trial was judged against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,9 +66,22 @@ pub struct TrialRecord {
     pub note: Option<String>,
     /// The image a container trial ran in: reference, id and registry digest.
     #[serde(default)]
-    pub image: Option<crate::engine::ImageInfo>,
+    pub image: Option<TrialImage>,
     /// The host that ran it.
     pub host: String,
+}
+
+/// The image a container trial ran in, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrialImage {
+    /// The reference it was asked for by.
+    pub reference: String,
+    /// The engine's image id (`sha256:...`).
+    pub id: String,
+    /// The registry digest (`name@sha256:...`), when it came from a registry.
+    pub digest: Option<String>,
+    /// Labels, e.g. a declared CUDA version.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The folder of one run: `records/`, `artifacts/`, `excluded.json` and the reports.

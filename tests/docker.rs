@@ -203,6 +203,7 @@ fn broken_engines_images_and_gpus_fail_with_the_fix() {
          `python3` in image `runtime-matrix/test-no-nbconvert:bookworm` has no nbconvert",
         // A GPU machine on an engine without the NVIDIA runtime.
         "runtime `base` on machine `gpu`: command `ok` failed: could not be started\n  category: infrastructure\n  \
+         cause: no-nvidia-runtime: the Docker engine has no NVIDIA runtime: install the NVIDIA Container Toolkit on its host\n  \
          the Docker engine at unix:///var/run/docker.sock has no NVIDIA runtime, so machine `gpu` cannot get its GPUs (install the NVIDIA Container Toolkit",
         // An engine that is not there.
         "runtime `base` on machine `down`: command `ok` failed: could not be started\n  category: infrastructure\n  \
@@ -210,6 +211,10 @@ fn broken_engines_images_and_gpus_fail_with_the_fix() {
     ] {
         assert!(all.contains(expected), "missing:\n{expected}\nin:\n{all}");
     }
+    assert_eq!(
+        records(out.path(), "broken-gpu")["base::gpu::cmd::ok"]["failure"]["cause"],
+        "no-nvidia-runtime"
+    );
     for run_id in ["broken", "broken-notebooks", "broken-gpu", "broken-down"] {
         assert_eq!(containers_of_run(run_id), Vec::<String>::new(), "{run_id}");
     }

@@ -244,7 +244,9 @@ fn the_probe_in_a_container_catches_leaked_gpus_and_gpus_on_a_cpu_trial() {
     // Given both: exactly right.
     assert!(visible_verdict(&probe, &[FIRST.into(), SECOND.into()], 2, Some(&host)).is_ok());
     // Given one, sees two: the leak names the GPU it was not given.
-    let leak = visible_verdict(&probe, &[FIRST.into()], 1, Some(&host)).unwrap_err();
+    let leak = visible_verdict(&probe, &[FIRST.into()], 1, Some(&host))
+        .unwrap_err()
+        .to_string();
     assert!(
         leak.starts_with(&format!(
             "the container sees GPU(s) it was not given: {SECOND} (given: {FIRST};"
@@ -252,7 +254,9 @@ fn the_probe_in_a_container_catches_leaked_gpus_and_gpus_on_a_cpu_trial() {
         "{leak}"
     );
     // A CPU trial that sees any GPU fails, naming them.
-    let cpu = visible_verdict(&probe, &[], 0, Some(&host)).unwrap_err();
+    let cpu = visible_verdict(&probe, &[], 0, Some(&host))
+        .unwrap_err()
+        .to_string();
     assert!(
         cpu.starts_with(&format!(
             "a CPU-only trial sees 2 GPU(s) it was not given: {FIRST}, {SECOND}"
@@ -262,8 +266,9 @@ fn the_probe_in_a_container_catches_leaked_gpus_and_gpus_on_a_cpu_trial() {
 
     // Driver libraries that are not the host's.
     let other = probe_in_container(TWO_H100, "535.104.05");
-    let mismatch =
-        visible_verdict(&other, &[FIRST.into(), SECOND.into()], 2, Some(&host)).unwrap_err();
+    let mismatch = visible_verdict(&other, &[FIRST.into(), SECOND.into()], 2, Some(&host))
+        .unwrap_err()
+        .to_string();
     assert!(
         mismatch.contains("(535.104.05) is not the host's (550.54.15)"),
         "{mismatch}"
@@ -298,6 +303,7 @@ fn the_probe_says_clearly_when_nvml_is_absent() {
     assert!(
         visible_verdict(&probe, &[FIRST.into()], 1, None)
             .unwrap_err()
+            .to_string()
             .contains("NVML is not usable inside it")
     );
 }

@@ -12,9 +12,10 @@ use crate::engine::{
     LABEL_RUN, LABEL_TRIAL, PullProgress,
 };
 use crate::error::{EngineError, chain};
-use crate::notebook::{FailureKind, ProcessEnd};
+use crate::notebook::ProcessEnd;
 use crate::plan::TrialSpec;
 use crate::record::{Category, Failure, RunDir};
+use crate::verdict::FailureKind;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::path::Path;
@@ -133,7 +134,7 @@ impl DockerExecutor {
         }
         let outcome = match self.run_in_container(spec, docker, &container, &secrets, run, gpus) {
             Ok(outcome) => outcome,
-            Err(error) => setup_failure(category_of(&error), chain(&error)),
+            Err(error) => verdict::engine_failure(category_of(&error), &error),
         };
         redact(outcome, secrets.values())
     }
@@ -162,12 +163,10 @@ impl DockerExecutor {
         };
         if let Some(host) = host.filter(|_| spec.machine.gpus > 0) {
             let declared = crate::gpu::checks::declared_cuda(&image_info.env, &image_info.labels);
-            if let Err(summary) = crate::gpu::checks::preflight(&docker.image, declared, host) {
-                let mut outcome = setup_failure(Category::Runtime, summary);
-                outcome.failure = outcome.failure.map(Failure::with_cause);
+            if let Err(error) = crate::gpu::checks::preflight(&docker.image, declared, host) {
                 return Ok(Outcome {
-                    image: Some(image_info),
-                    ..outcome
+                    image: Some((&image_info).into()),
+                    ..verdict::preflight_failure(&error)
                 });
             }
         }
@@ -300,7 +299,7 @@ impl DockerExecutor {
             }
         };
         let mut outcome = Outcome {
-            image: Some(image_info),
+            image: Some((&image_info).into()),
             ..outcome
         };
         if outcome.failure.is_some() && exec.exit_code.is_some() {

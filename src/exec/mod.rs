@@ -27,7 +27,8 @@ pub use provision::{Provisioner, default_cache};
 use crate::config::{Executor as ExecutorKind, Matrix};
 use crate::notebook::CellTiming;
 use crate::plan::TrialSpec;
-use crate::record::{Failure, RunDir};
+use crate::record::{RunDir, TrialImage};
+use crate::verdict::Failure;
 use std::path::PathBuf;
 
 /// What running one check produced.
@@ -40,11 +41,32 @@ pub struct Outcome {
     /// The executed notebook, kept under the run folder.
     pub artifact: Option<PathBuf>,
     /// The image a container trial ran in.
-    pub image: Option<crate::engine::ImageInfo>,
+    pub image: Option<TrialImage>,
     /// What a passing check found worth keeping.
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
+}
+
+impl From<&crate::engine::ImageInfo> for TrialImage {
+    fn from(image: &crate::engine::ImageInfo) -> TrialImage {
+        TrialImage {
+            reference: image.reference.clone(),
+            id: image.id.clone(),
+            digest: image.digest.clone(),
+            labels: image.labels.clone(),
+        }
+    }
+}
+
+/// Why a trial's GPUs could not be leased; the message is the trial's failure summary.
+#[derive(Debug, thiserror::Error)]
+#[error("{trial} could not lease its GPUs: {error}")]
+struct TrialLeaseError {
+    /// The trial.
+    trial: String,
+    /// Why.
+    error: crate::gpu::lease::LeaseError,
 }
 
 /// Leases `spec`'s GPUs when this host has enough of the machine's model; `None` when the
@@ -53,7 +75,7 @@ fn lease_gpus(
     spec: &TrialSpec,
     lock_dir: &std::path::Path,
     timeout: std::time::Duration,
-) -> Result<Option<crate::gpu::lease::Lease>, String> {
+) -> Result<Option<crate::gpu::lease::Lease>, TrialLeaseError> {
     let machine = &spec.machine;
     if machine.gpus == 0 {
         return Ok(None);
@@ -83,7 +105,10 @@ fn lease_gpus(
         },
     )
     .map(Some)
-    .map_err(|error| format!("{} could not lease its GPUs: {error}", spec.name))
+    .map_err(|error| TrialLeaseError {
+        trial: spec.name.clone(),
+        error,
+    })
 }
 
 /// Runs checks; shared by every trial of a process.
@@ -130,8 +155,11 @@ impl Executor {
     pub fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
         let lease = match lease_gpus(spec, &self.lock_dir, self.lease_timeout) {
             Ok(lease) => lease,
-            Err(message) => {
-                return verdict::setup_failure(crate::record::Category::Infrastructure, message);
+            Err(error) => {
+                return verdict::setup_failure(
+                    crate::verdict::Category::Infrastructure,
+                    error.to_string(),
+                );
             }
         };
         let gpus = lease

@@ -3,13 +3,25 @@
 
 use super::Outcome;
 use super::provision::tail;
-use crate::notebook::{ExecutionReport, FailureKind, ProcessEnd, Progress, strip_ansi};
+use crate::error::{EngineError, chain};
+use crate::gpu::{GpuCheckError, PreflightError};
+use crate::notebook::{ExecutionReport, ProcessEnd, Progress, strip_ansi};
 use crate::plan::TrialSpec;
-use crate::record::{Category, Failure, RunDir};
+use crate::record::RunDir;
+use crate::verdict::{Category, Failure, FailureKind, GpuCause};
 use serde_json::Value;
 
 /// An outcome for a check that could not be started.
 pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
+    setup(category, summary, None)
+}
+
+/// An outcome for an image the preflight refused; the cause is the preflight's own finding.
+pub(super) fn preflight_failure(error: &PreflightError) -> Outcome {
+    setup(Category::Runtime, error.to_string(), Some(error.cause()))
+}
+
+fn setup(category: Category, summary: String, cause: Option<GpuCause>) -> Outcome {
     Outcome {
         failure: Some(Failure {
             kind: FailureKind::Setup,
@@ -18,10 +30,33 @@ pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
             cell: None,
             exit_code: None,
             output_tail: None,
-            cause: None,
+            cause,
         }),
         ..Outcome::default()
     }
+}
+
+/// An outcome for a check the Docker engine stopped. A missing NVIDIA runtime is a cause the
+/// engine wrapper detected; any other is looked for in the engine's own words.
+pub(super) fn engine_failure(category: Category, error: &EngineError) -> Outcome {
+    let detected = match error {
+        EngineError::NoNvidiaRuntime { .. } => Some(GpuCause::NoNvidiaRuntime),
+        _ => None,
+    };
+    let outcome = setup_failure(category, chain(error));
+    Outcome {
+        failure: outcome.failure.map(|failure| with_cause(failure, detected)),
+        ..outcome
+    }
+}
+
+/// `failure` with the cause its check detected, or else the one its texts name. Those texts
+/// hold what came from outside the harness (the process's output, the cell's exception, the
+/// words of NVML, the framework or the engine), and this is the one place they are read for a
+/// cause.
+fn with_cause(mut failure: Failure, detected: Option<GpuCause>) -> Failure {
+    failure.cause = detected.or_else(|| GpuCause::recognise(&failure.text()));
+    failure
 }
 
 /// What one nbconvert run left behind.
@@ -93,7 +128,7 @@ pub(super) fn notebook(
         }
     });
     Outcome {
-        failure: failure.map(Failure::with_cause),
+        failure: failure.map(|failure| with_cause(failure, None)),
         cells: report.cells,
         artifact,
         ..Outcome::default()
@@ -128,7 +163,7 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
         }),
     };
     Outcome {
-        failure: failure.map(Failure::with_cause),
+        failure: failure.map(|failure| with_cause(failure, None)),
         ..Outcome::default()
     }
 }
@@ -136,46 +171,52 @@ pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &st
 /// The outcome of a GPU check: `verdict` is the check's judgement of its script's report.
 pub(super) fn gpu_check(
     spec: &TrialSpec,
-    verdict: Result<String, String>,
+    verdict: Result<String, GpuCheckError>,
     end: ProcessEnd,
     output: &str,
 ) -> Outcome {
     let output_tail = Some(tail(&strip_ansi(output), 30));
-    let failure = match (end, verdict) {
-        (ProcessEnd::Deadline, _) => Failure {
-            kind: FailureKind::Deadline,
-            category: Category::Runtime,
-            summary: format!(
-                "`{}` ran past its timeout of {} and was killed",
-                spec.check.name,
-                humantime::format_duration(spec.check.timeout)
-            ),
-            cell: None,
-            exit_code: None,
-            output_tail,
-            cause: None,
-        },
+    let (failure, detected) = match (end, verdict) {
+        (ProcessEnd::Deadline, _) => (
+            Failure {
+                kind: FailureKind::Deadline,
+                category: Category::Runtime,
+                summary: format!(
+                    "`{}` ran past its timeout of {} and was killed",
+                    spec.check.name,
+                    humantime::format_duration(spec.check.timeout)
+                ),
+                cell: None,
+                exit_code: None,
+                output_tail,
+                cause: None,
+            },
+            None,
+        ),
         (_, Ok(note)) => {
             return Outcome {
                 note: Some(note),
                 ..Outcome::default()
             };
         }
-        (end, Err(summary)) => Failure {
-            kind: FailureKind::GpuCheck,
-            category: Category::Runtime,
-            summary,
-            cell: None,
-            exit_code: match end {
-                ProcessEnd::Failed(code) => Some(code),
-                _ => Some(0),
+        (end, Err(error)) => (
+            Failure {
+                kind: FailureKind::GpuCheck,
+                category: Category::Runtime,
+                summary: error.to_string(),
+                cell: None,
+                exit_code: match end {
+                    ProcessEnd::Failed(code) => Some(code),
+                    _ => Some(0),
+                },
+                output_tail,
+                cause: None,
             },
-            output_tail,
-            cause: None,
-        },
+            error.cause(),
+        ),
     };
     Outcome {
-        failure: Some(failure.with_cause()),
+        failure: Some(with_cause(failure, detected)),
         ..Outcome::default()
     }
 }
@@ -187,20 +228,105 @@ pub(super) fn judge_gpu_check(
     assigned: &[String],
     count: u32,
     host: Option<&crate::gpu::HostGpus>,
-) -> Result<String, String> {
+) -> Result<String, GpuCheckError> {
     use crate::config::CheckKind;
     use crate::gpu::checks::parse_marked;
     match kind {
         CheckKind::GpuVisible => {
-            let probe = parse_marked(output, "RUNTIME_MATRIX_PROBE ")
-                .map_err(|e| format!("the GPU probe failed: {e}"))?;
-            crate::gpu::visible_verdict(&probe, assigned, count, host)
+            let probe =
+                parse_marked(output, "RUNTIME_MATRIX_PROBE ").map_err(GpuCheckError::Probe)?;
+            Ok(crate::gpu::visible_verdict(&probe, assigned, count, host)?)
         }
         CheckKind::GpuFramework { .. } => {
             let report = parse_marked(output, "RUNTIME_MATRIX_FRAMEWORK ")
-                .map_err(|e| format!("the framework check failed: {e}"))?;
-            crate::gpu::framework_verdict(&report, count)
+                .map_err(GpuCheckError::FrameworkReport)?;
+            Ok(crate::gpu::framework_verdict(&report, count)?)
         }
-        _ => Err("not a GPU check".into()),
+        _ => Err(GpuCheckError::NotAGpuCheck),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::{FrameworkFailure, VisibleMismatch};
+
+    fn gpu_visible_trial() -> TrialSpec {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let matrix = crate::Matrix::load(&root.join("fixtures/matrices/docker.toml")).unwrap();
+        let plan = crate::Plan::new(&matrix, &crate::Selection::default());
+        plan.trials
+            .into_iter()
+            .find(|t| t.name == "base::cpu::gpu::visible")
+            .expect("the docker fixture has a gpu::visible trial on cpu")
+    }
+
+    #[test]
+    fn a_gpu_check_keeps_the_cause_it_detected_and_recognises_outside_words() {
+        let spec = gpu_visible_trial();
+        let cause = |error: GpuCheckError| {
+            gpu_check(&spec, Err(error), ProcessEnd::Success, "")
+                .failure
+                .unwrap()
+                .cause
+        };
+        let not_covered = FrameworkFailure::NotCovered {
+            framework: "torch".into(),
+            arch_list: vec!["sm_80".into()],
+            capability: "9.0".into(),
+        };
+        assert_eq!(cause(not_covered.into()), Some(GpuCause::NoKernelImage));
+        let nvml = VisibleMismatch::NoNvml {
+            count: 1,
+            reason: Some("Failed to initialize NVML: Driver/library version mismatch".into()),
+        };
+        assert_eq!(cause(nvml.into()), Some(GpuCause::DriverLibraryMismatch));
+        let count = VisibleMismatch::Count { seen: 0, count: 1 };
+        assert_eq!(cause(count.into()), None);
+    }
+
+    #[test]
+    fn engine_failures_name_their_gpu_cause() {
+        let refused = |message: &str| bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: message.to_owned(),
+        };
+        let cause = |error: &EngineError| {
+            engine_failure(Category::Infrastructure, error)
+                .failure
+                .unwrap()
+                .cause
+        };
+        let no_runtime = |message: &str| EngineError::NoNvidiaRuntime {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            machine: "gpu".into(),
+            error: refused(message),
+        };
+        // The engine wrapper's finding is the cause, whatever words the engine used.
+        assert_eq!(
+            cause(&no_runtime("unknown or invalid runtime name: nvidia")),
+            Some(GpuCause::NoNvidiaRuntime)
+        );
+        let no_runtime =
+            no_runtime("could not select device driver \"\" with capabilities: [[gpu]]");
+        // Later trials of the process get the first failure as text only.
+        let earlier = EngineError::Earlier {
+            message: chain(&no_runtime),
+            image: false,
+        };
+        assert_eq!(cause(&earlier), Some(GpuCause::NoNvidiaRuntime));
+        let start = EngineError::Operation {
+            operation: "start container",
+            target: "0123456789ab".into(),
+            error: refused(
+                "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.6, please update your driver",
+            ),
+        };
+        assert_eq!(cause(&start), Some(GpuCause::DriverTooOld));
+        let missing = EngineError::ImageMissing {
+            image: "img".into(),
+            hint: String::new(),
+        };
+        assert_eq!(cause(&missing), None);
     }
 }

@@ -1,7 +1,10 @@
-//! The GPU checks' verdicts, from what the probe and the framework script printed; and the
-//! failure texts that have a known, named cause.
+//! The GPU checks' verdicts, from what the probe and the framework script printed, and the
+//! preflight of an image's CUDA against the host driver. Each failure is a typed error whose
+//! message is the trial's summary; a cause the check detects itself travels as a
+//! [`GpuCause`] value.
 
 use super::HostGpus;
+use super::failures::{FrameworkFailure, PreflightError, ReportError, VisibleMismatch};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -46,14 +49,18 @@ pub struct FrameworkReport {
 }
 
 /// Finds the `marker {json}` line a script printed.
-pub fn parse_marked<T: for<'de> Deserialize<'de>>(output: &str, marker: &str) -> Result<T, String> {
+pub fn parse_marked<T: for<'de> Deserialize<'de>>(
+    output: &str,
+    marker: &str,
+) -> Result<T, ReportError> {
     let line = output
         .lines()
         .rev()
         .find_map(|line| line.strip_prefix(marker))
-        .ok_or_else(|| format!("the script printed no `{}` line", marker.trim()))?;
-    serde_json::from_str(line.trim())
-        .map_err(|error| format!("the script's report is not valid: {error}"))
+        .ok_or_else(|| ReportError::Missing {
+            marker: marker.trim().to_owned(),
+        })?;
+    serde_json::from_str(line.trim()).map_err(|error| ReportError::Invalid { error })
 }
 
 /// The `gpu::visible` verdict: the container sees exactly `assigned` (when the trial holds
@@ -63,54 +70,51 @@ pub fn visible_verdict(
     assigned: &[String],
     count: u32,
     host: Option<&HostGpus>,
-) -> Result<String, String> {
+) -> Result<String, VisibleMismatch> {
     let visible: BTreeSet<&str> = probe.gpus.iter().map(|g| g.uuid.as_str()).collect();
+    let owned = |uuids: Vec<&str>| uuids.into_iter().map(str::to_owned).collect::<Vec<_>>();
     if count == 0 {
         if visible.is_empty() {
             return Ok("sees no GPU, as a CPU-only machine should".into());
         }
-        return Err(format!(
-            "a CPU-only trial sees {} GPU(s) it was not given: {} (the image or the engine exposes GPUs, e.g. NVIDIA_VISIBLE_DEVICES=all baked into the image)",
-            visible.len(),
-            visible.iter().copied().collect::<Vec<_>>().join(", ")
-        ));
+        return Err(VisibleMismatch::CpuTrialSeesGpus {
+            visible: owned(visible.into_iter().collect()),
+        });
     }
     if !probe.nvml {
-        return Err(format!(
-            "the container was given {count} GPU(s) but NVML is not usable inside it ({})",
-            probe.error.as_deref().unwrap_or("no reason given")
-        ));
+        return Err(VisibleMismatch::NoNvml {
+            count,
+            reason: probe.error.clone(),
+        });
     }
     if !assigned.is_empty() {
         let wanted: BTreeSet<&str> = assigned.iter().map(String::as_str).collect();
         let leaked: Vec<&str> = visible.difference(&wanted).copied().collect();
         let missing: Vec<&str> = wanted.difference(&visible).copied().collect();
         if !leaked.is_empty() {
-            return Err(format!(
-                "the container sees GPU(s) it was not given: {} (given: {}; an image that sets NVIDIA_VISIBLE_DEVICES=all, or an engine default, leaks GPUs)",
-                leaked.join(", "),
-                assigned.join(", ")
-            ));
+            return Err(VisibleMismatch::Leaked {
+                leaked: owned(leaked),
+                given: assigned.to_vec(),
+            });
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "the container does not see GPU(s) it was given: {}",
-                missing.join(", ")
-            ));
+            return Err(VisibleMismatch::Missing {
+                missing: owned(missing),
+            });
         }
     } else if visible.len() != count as usize {
-        return Err(format!(
-            "the container sees {} GPU(s), but was given {count}",
-            visible.len()
-        ));
+        return Err(VisibleMismatch::Count {
+            seen: visible.len(),
+            count,
+        });
     }
     if let (Some(host), Some(inside)) = (host, probe.driver.as_deref())
         && host.driver != inside
     {
-        return Err(format!(
-            "the driver inside the container ({inside}) is not the host's ({}): the container carries its own driver libraries",
-            host.driver
-        ));
+        return Err(VisibleMismatch::Driver {
+            inside: inside.to_owned(),
+            host: host.driver.clone(),
+        });
     }
     let names: Vec<String> = probe
         .gpus
@@ -124,30 +128,35 @@ pub fn visible_verdict(
     ))
 }
 
-/// The `gpu::framework` verdict for a trial given `count` GPUs.
-pub fn framework_verdict(report: &FrameworkReport, count: u32) -> Result<String, String> {
+/// The `gpu::framework` verdict for a trial given `count` GPUs. `Ok` holds a summary.
+pub fn framework_verdict(report: &FrameworkReport, count: u32) -> Result<String, FrameworkFailure> {
     let name = &report.framework;
+    let framework = name.clone();
     if !report.imported {
-        return Err(format!(
-            "{name} cannot be imported in the runtime: {}",
-            report.error.as_deref().unwrap_or("no reason given")
-        ));
+        return Err(FrameworkFailure::NotImported {
+            framework,
+            error: report.error.clone(),
+        });
     }
     if let Some(error) = &report.error {
-        return Err(format!("{name} failed on the GPU: {error}"));
+        return Err(FrameworkFailure::Failed {
+            framework,
+            error: error.clone(),
+        });
     }
     if count > 0 && !report.cuda_available {
-        return Err(format!(
-            "{name} {} reports no usable GPU (built for CUDA {}): the runtime cannot use the machine's GPUs",
-            report.version.as_deref().unwrap_or("?"),
-            report.cuda_version.as_deref().unwrap_or("none")
-        ));
+        return Err(FrameworkFailure::NoGpu {
+            framework,
+            version: report.version.clone(),
+            cuda_version: report.cuda_version.clone(),
+        });
     }
     if report.device_count != count as usize {
-        return Err(format!(
-            "{name} sees {} GPU(s), but the trial was given {count}",
-            report.device_count
-        ));
+        return Err(FrameworkFailure::DeviceCount {
+            framework,
+            seen: report.device_count,
+            count,
+        });
     }
     if count == 0 {
         return Ok(format!(
@@ -157,17 +166,15 @@ pub fn framework_verdict(report: &FrameworkReport, count: u32) -> Result<String,
     }
     for capability in &report.capabilities {
         if !report.arch_list.is_empty() && !covers(&report.arch_list, capability) {
-            return Err(format!(
-                "{name} was built for {} but the GPU has compute capability {capability}: no kernel image and no PTX it can compile (use a build that includes sm_{})",
-                report.arch_list.join(", "),
-                capability.replace('.', "")
-            ));
+            return Err(FrameworkFailure::NotCovered {
+                framework,
+                arch_list: report.arch_list.clone(),
+                capability: capability.clone(),
+            });
         }
     }
     if !report.computed {
-        return Err(format!(
-            "a tiny computation with {name} on the GPU gave a wrong result"
-        ));
+        return Err(FrameworkFailure::WrongResult { framework });
     }
     Ok(format!(
         "{name} {} uses {count} GPU(s) (compute capability {}; built for {})",
@@ -210,71 +217,6 @@ pub fn covers(archs: &[String], capability: &str) -> bool {
     })
 }
 
-/// A GPU failure with a known cause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GpuCause {
-    /// The framework has no kernels for the GPU's compute capability.
-    NoKernelImage,
-    /// The image's CUDA runtime is newer than the host driver supports.
-    DriverTooOld,
-    /// The driver libraries in the container do not match the kernel module.
-    DriverLibraryMismatch,
-    /// The engine cannot hand out GPUs.
-    NoNvidiaRuntime,
-}
-
-impl GpuCause {
-    /// The cause behind a failure's text, if it is a known one.
-    pub fn of(text: &str) -> Option<GpuCause> {
-        const KNOWN: [(&str, GpuCause); 6] = [
-            (
-                "no kernel image is available for execution on the device",
-                GpuCause::NoKernelImage,
-            ),
-            ("no kernel image and no PTX", GpuCause::NoKernelImage),
-            (
-                "CUDA driver version is insufficient for CUDA runtime version",
-                GpuCause::DriverTooOld,
-            ),
-            (
-                "requirement error: unsatisfied condition: cuda>=",
-                GpuCause::DriverTooOld,
-            ),
-            (
-                "Driver/library version mismatch",
-                GpuCause::DriverLibraryMismatch,
-            ),
-            ("could not select device driver", GpuCause::NoNvidiaRuntime),
-        ];
-        KNOWN
-            .iter()
-            .find(|(needle, _)| text.contains(needle))
-            .map(|(_, cause)| *cause)
-    }
-
-    /// What the cause means and what to do.
-    pub fn explain(self) -> &'static str {
-        match self {
-            GpuCause::NoKernelImage => {
-                "the framework was built without kernels for this GPU's compute capability: use a build whose \
-                 architectures include it (or PTX the driver can compile)"
-            }
-            GpuCause::DriverTooOld => {
-                "the runtime's CUDA is newer than the host driver supports: update the driver, or use an image built \
-                 for an older CUDA"
-            }
-            GpuCause::DriverLibraryMismatch => {
-                "the NVIDIA libraries do not match the loaded driver: reboot (or reload the kernel module) after a \
-                 driver update, and do not bake driver libraries into images"
-            }
-            GpuCause::NoNvidiaRuntime => {
-                "the Docker engine has no NVIDIA runtime: install the NVIDIA Container Toolkit on its host"
-            }
-        }
-    }
-}
-
 /// The CUDA version an image declares (`CUDA_VERSION` in its environment, as NVIDIA's CUDA
 /// images set it, or the `com.nvidia.cuda.version` label), as `(major, minor)`.
 pub fn declared_cuda(
@@ -294,17 +236,22 @@ pub fn declared_cuda(
 
 /// The preflight: an image declaring a CUDA newer than the host driver supports fails before
 /// anything runs.
-pub fn preflight(image: &str, declared: Option<(u32, u32)>, host: &HostGpus) -> Result<(), String> {
-    let (Some((major, minor)), Some(driver)) = (declared, host.cuda_driver) else {
+pub fn preflight(
+    image: &str,
+    declared: Option<(u32, u32)>,
+    host: &HostGpus,
+) -> Result<(), PreflightError> {
+    let (Some(declared), Some(driver)) = (declared, host.cuda_driver) else {
         return Ok(());
     };
     let supported = (driver as u32 / 1000, (driver as u32 % 1000) / 10);
-    if (major, minor) > supported {
-        return Err(format!(
-            "image `{image}` declares CUDA {major}.{minor}, but the host driver {} supports CUDA up to {}.{}: \
-             the CUDA driver version is insufficient for CUDA runtime version (update the driver, or use an image built for CUDA {}.{} or older)",
-            host.driver, supported.0, supported.1, supported.0, supported.1
-        ));
+    if declared > supported {
+        return Err(PreflightError::CudaTooNew {
+            image: image.to_owned(),
+            declared,
+            driver: host.driver.clone(),
+            supported,
+        });
     }
     Ok(())
 }
@@ -313,6 +260,8 @@ pub fn preflight(image: &str, declared: Option<(u32, u32)>, host: &HostGpus) -> 
 mod tests {
     use super::*;
     use crate::gpu::Gpu;
+    use crate::gpu::failures::GpuCheckError;
+    use crate::verdict::GpuCause;
     use rstest::rstest;
 
     fn gpu(uuid: &str) -> Gpu {
@@ -359,8 +308,9 @@ mod tests {
 
     #[test]
     fn leaked_gpus_are_named() {
-        let error =
-            visible_verdict(&probe(&["GPU-a", "GPU-b"]), &["GPU-a".into()], 1, None).unwrap_err();
+        let error = visible_verdict(&probe(&["GPU-a", "GPU-b"]), &["GPU-a".into()], 1, None)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.starts_with("the container sees GPU(s) it was not given: GPU-b (given: GPU-a;"),
             "{error}"
@@ -374,7 +324,7 @@ mod tests {
         let verdict = visible_verdict(&probe(visible), &[], 0, None);
         match expected {
             Ok(()) => assert!(verdict.is_ok()),
-            Err(text) => assert!(verdict.unwrap_err().starts_with(text)),
+            Err(text) => assert!(verdict.unwrap_err().to_string().starts_with(text)),
         }
     }
 
@@ -382,8 +332,9 @@ mod tests {
     fn a_different_driver_inside_fails() {
         let mut inside = probe(&["GPU-a"]);
         inside.driver = Some("535.104.05".into());
-        let error =
-            visible_verdict(&inside, &["GPU-a".into()], 1, Some(&host(&["GPU-a"]))).unwrap_err();
+        let error = visible_verdict(&inside, &["GPU-a".into()], 1, Some(&host(&["GPU-a"])))
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("(535.104.05) is not the host's (550.54.15)"),
             "{error}"
@@ -432,12 +383,13 @@ mod tests {
 
     #[test]
     fn a_framework_without_kernels_for_the_gpu_fails_with_the_named_cause() {
-        let error = framework_verdict(&framework(1), 1).unwrap_err();
-        assert!(
-            error.contains("built for sm_80, sm_86 but the GPU has compute capability 9.0"),
-            "{error}"
+        let error = GpuCheckError::from(framework_verdict(&framework(1), 1).unwrap_err());
+        assert_eq!(
+            error.to_string(),
+            "torch was built for sm_80, sm_86 but the GPU has compute capability 9.0: no kernel image and no PTX \
+             it can compile (use a build that includes sm_90)"
         );
-        assert_eq!(GpuCause::of(&error), Some(GpuCause::NoKernelImage));
+        assert_eq!(error.cause(), Some(GpuCause::NoKernelImage));
     }
 
     #[test]
@@ -448,12 +400,14 @@ mod tests {
         assert!(
             framework_verdict(&report, 2)
                 .unwrap_err()
+                .to_string()
                 .contains("torch sees 1 GPU(s), but the trial was given 2")
         );
         report.cuda_available = false;
         assert!(
             framework_verdict(&report, 1)
                 .unwrap_err()
+                .to_string()
                 .contains("reports no usable GPU")
         );
         let missing = FrameworkReport {
@@ -462,34 +416,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            framework_verdict(&missing, 1).unwrap_err(),
+            framework_verdict(&missing, 1).unwrap_err().to_string(),
             "jax cannot be imported in the runtime: ModuleNotFoundError: No module named 'jax'"
         );
-    }
-
-    #[rstest]
-    #[case(
-        "RuntimeError: CUDA error: no kernel image is available for execution on the device",
-        GpuCause::NoKernelImage
-    )]
-    #[case(
-        "RuntimeError: The NVIDIA driver on your system is too old ... CUDA driver version is insufficient for CUDA runtime version",
-        GpuCause::DriverTooOld
-    )]
-    #[case(
-        "nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.4, please update your driver",
-        GpuCause::DriverTooOld
-    )]
-    #[case(
-        "Failed to initialize NVML: Driver/library version mismatch",
-        GpuCause::DriverLibraryMismatch
-    )]
-    #[case(
-        "could not select device driver \"nvidia\" with capabilities: [[gpu]]",
-        GpuCause::NoNvidiaRuntime
-    )]
-    fn known_failure_texts_map_to_named_causes(#[case] text: &str, #[case] cause: GpuCause) {
-        assert_eq!(GpuCause::of(text), Some(cause));
     }
 
     #[test]
@@ -499,12 +428,12 @@ mod tests {
         assert_eq!(declared, Some((12, 6)));
         let error = preflight("torch:cu126", declared, &host(&["GPU-a"])).unwrap_err();
         assert!(
-            error.contains(
+            error.to_string().contains(
                 "declares CUDA 12.6, but the host driver 550.54.15 supports CUDA up to 12.4"
             ),
             "{error}"
         );
-        assert_eq!(GpuCause::of(&error), Some(GpuCause::DriverTooOld));
+        assert_eq!(error.cause(), GpuCause::DriverTooOld);
         assert!(preflight("torch:cu121", Some((12, 1)), &host(&["GPU-a"])).is_ok());
         assert!(preflight("cpu-image", None, &host(&["GPU-a"])).is_ok());
     }

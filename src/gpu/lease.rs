@@ -21,23 +21,73 @@ pub fn default_lock_dir() -> PathBuf {
     std::env::temp_dir().join("runtime-matrix-gpu-locks")
 }
 
+/// Why a lease could not be had. The I/O error is part of the message rather than its
+/// source: the message becomes a trial's one-line failure summary.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Fewer GPUs match than the trial needs: waiting would not help.
+    #[error("needs {count} GPU(s) but only {matching} match")]
+    TooFew {
+        /// GPUs needed.
+        count: usize,
+        /// GPUs that match.
+        matching: usize,
+    },
+    /// The lock folder could not be created.
+    #[error("cannot create the GPU lock folder {}: {error}", path.display())]
+    LockDir {
+        /// The folder.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// A GPU's lock file could not be opened.
+    #[error("cannot open GPU lock {}: {error}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// Other trials held the GPUs for the whole wait.
+    #[error(
+        "waited {} for {count} GPU(s); other trials held them all the while (raise RUNTIME_MATRIX_LEASE_TIMEOUT, or run fewer trials at once)",
+        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+    )]
+    TimedOut {
+        /// How long it waited.
+        waited: Duration,
+        /// GPUs needed.
+        count: usize,
+    },
+}
+
 /// Takes `count` of the `candidates` (UUIDs) as soon as that many are free, waiting up to
-/// `timeout`. `waiting` is called once, when the first attempt finds too few free.
+/// `timeout`. `waiting` is called once, when the first attempt finds too few free. A lease of
+/// zero GPUs is empty and takes no lock.
 pub fn acquire(
     candidates: &[String],
     count: usize,
     dir: &Path,
     timeout: Duration,
     waiting: impl FnOnce(),
-) -> Result<Lease, String> {
+) -> Result<Lease, LeaseError> {
     if candidates.len() < count {
-        return Err(format!(
-            "needs {count} GPU(s) but only {} match",
-            candidates.len()
-        ));
+        return Err(LeaseError::TooFew {
+            count,
+            matching: candidates.len(),
+        });
     }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create the GPU lock folder {}: {e}", dir.display()))?;
+    if count == 0 {
+        return Ok(Lease {
+            uuids: Vec::new(),
+            _locks: Vec::new(),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|error| LeaseError::LockDir {
+        path: dir.to_owned(),
+        error,
+    })?;
     let start = Instant::now();
     let mut waiting = Some(waiting);
     // Processes start their search at different GPUs, so that they do not all contend for the first.
@@ -48,8 +98,10 @@ pub fn acquire(
         for i in 0..candidates.len() {
             let uuid = &candidates[(i + offset) % candidates.len()];
             let path = dir.join(format!("{}.lock", uuid.replace(['/', '\\'], "_")));
-            let file = File::create(&path)
-                .map_err(|e| format!("cannot open GPU lock {}: {e}", path.display()))?;
+            let file = match File::create(&path) {
+                Ok(file) => file,
+                Err(error) => return Err(LeaseError::Lock { path, error }),
+            };
             if file.try_lock().is_ok() {
                 held.push((uuid.clone(), file));
                 if held.len() == count {
@@ -63,10 +115,10 @@ pub fn acquire(
         }
         drop(held);
         if start.elapsed() >= timeout {
-            return Err(format!(
-                "waited {} for {count} GPU(s); other trials held them all the while (raise RUNTIME_MATRIX_LEASE_TIMEOUT, or run fewer trials at once)",
-                humantime::format_duration(Duration::from_secs(timeout.as_secs()))
-            ));
+            return Err(LeaseError::TimedOut {
+                waited: timeout,
+                count,
+            });
         }
         if let Some(waiting) = waiting.take() {
             waiting();
@@ -95,7 +147,11 @@ mod tests {
         let second = acquire(&gpus(2), 1, dir.path(), Duration::ZERO, || {}).unwrap();
         assert_ne!(first.uuids, second.uuids);
         let error = acquire(&gpus(2), 1, dir.path(), Duration::from_millis(50), || {}).unwrap_err();
-        assert!(error.starts_with("waited "), "{error}");
+        assert!(
+            matches!(error, LeaseError::TimedOut { count: 1, .. }),
+            "{error}"
+        );
+        assert!(error.to_string().starts_with("waited "), "{error}");
         drop(first);
         assert_eq!(
             acquire(&gpus(2), 1, dir.path(), Duration::ZERO, || {})
@@ -135,8 +191,22 @@ mod tests {
     fn too_few_matching_gpus_is_an_error_at_once() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(
-            acquire(&gpus(1), 2, dir.path(), Duration::from_secs(60), || {}).unwrap_err(),
+            acquire(&gpus(1), 2, dir.path(), Duration::from_secs(60), || {})
+                .unwrap_err()
+                .to_string(),
             "needs 2 GPU(s) but only 1 match"
         );
+    }
+
+    #[test]
+    fn a_lease_of_no_gpus_is_empty_even_without_candidates() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("never-created");
+        let lease = acquire(&[], 0, &missing, Duration::ZERO, || {}).unwrap();
+        assert!(lease.uuids.is_empty());
+        // It takes no lock, so it creates nothing either.
+        assert!(!missing.exists());
+        let lease = acquire(&gpus(2), 0, dir.path(), Duration::ZERO, || {}).unwrap();
+        assert!(lease.uuids.is_empty());
     }
 }

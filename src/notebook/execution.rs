@@ -7,67 +7,10 @@
 //! that was running, and how a failed notebook keeps the outputs of the cells that did run.
 
 use super::{source_text, strip_ansi};
+use crate::verdict::{CellFailure, FailureKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
-
-/// How a notebook failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailureKind {
-    /// A cell raised an exception.
-    CellError,
-    /// One cell ran longer than the per-cell timeout.
-    CellTimeout,
-    /// The whole check ran past its deadline and was killed.
-    Deadline,
-    /// The kernel process died while a cell ran.
-    KernelDied,
-    /// The notebook's kernel is not installed in the runtime.
-    NoSuchKernel,
-    /// A command (or nbconvert itself) exited non-zero.
-    ExitCode,
-    /// A GPU check found the runtime cannot use its GPUs as it should.
-    GpuCheck,
-    /// The runtime lacks a tool every check needs: Python, nbconvert, `timeout`.
-    MissingTool,
-    /// The check could not be started: no Python, provisioning failed, the engine, I/O.
-    Setup,
-}
-
-impl FailureKind {
-    /// Words for messages and reports.
-    pub fn describe(self) -> &'static str {
-        match self {
-            FailureKind::CellError => "a cell raised an exception",
-            FailureKind::CellTimeout => "a cell ran past the cell timeout",
-            FailureKind::Deadline => "the check ran past its deadline and was killed",
-            FailureKind::KernelDied => {
-                "the kernel died (a crash in native code, the OOM killer, or os._exit)"
-            }
-            FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
-            FailureKind::ExitCode => "exited with a non-zero code",
-            FailureKind::MissingTool => "the runtime lacks a tool the check needs",
-            FailureKind::GpuCheck => "the GPU check failed",
-            FailureKind::Setup => "could not be started",
-        }
-    }
-}
-
-/// The cell a notebook failed in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CellFailure {
-    /// 0-based index among all cells, as Jupyter's cell list shows it.
-    pub index: usize,
-    /// The first lines of its source.
-    pub source_excerpt: String,
-    /// Exception class, e.g. `ZeroDivisionError`.
-    pub ename: Option<String>,
-    /// Exception value, e.g. `division by zero`.
-    pub evalue: Option<String>,
-    /// The traceback, without ANSI colours.
-    pub traceback: Option<String>,
-}
 
 /// How long one cell took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

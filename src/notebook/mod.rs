@@ -6,7 +6,7 @@ mod execution;
 mod validate;
 
 pub use ansi::strip_ansi;
-pub use execution::{CellFailure, CellTiming, ExecutionReport, FailureKind, ProcessEnd, Progress};
+pub use execution::{CellTiming, ExecutionReport, ProcessEnd, Progress};
 pub use validate::{NotebookError, NotebookSummary, check_notebook};
 
 /// A cell's source as one string, whether nbformat stored it as a string or a list of lines.

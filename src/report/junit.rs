@@ -2,7 +2,7 @@
 //! excluded trials are skipped with their reason.
 
 use super::Report;
-use crate::record::Status;
+use crate::verdict::Status;
 use std::collections::BTreeMap;
 use std::io::Write;
 

@@ -2,7 +2,8 @@
 //! exclusions and the slowest trials. Fit for a CI job summary.
 
 use super::Report;
-use crate::record::{Status, TrialRecord};
+use crate::record::TrialRecord;
+use crate::verdict::Status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 

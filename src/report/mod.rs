@@ -8,7 +8,8 @@ pub mod text;
 
 use crate::error::OutputError;
 use crate::plan::Excluded;
-use crate::record::{Status, TrialRecord, read_dir, write_atomic};
+use crate::record::{TrialRecord, read_dir, write_atomic};
+use crate::verdict::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! Plain-text descriptions of trials and failures, shared by the harness's failure messages
 //! and the reports.
 
-use crate::notebook::FailureKind;
-use crate::record::{Failure, TrialRecord};
+use crate::record::TrialRecord;
+use crate::verdict::{Failure, FailureKind};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -23,23 +23,9 @@ pub fn name_of(value: &impl serde::Serialize) -> String {
         .unwrap_or_default()
 }
 
-/// Everything a failure says, for matching expected-failure text.
+/// Everything a failure says, for matching expected-failure text: [`Failure::text`].
 pub fn failure_text(failure: &Failure) -> String {
-    let mut text = failure.summary.clone();
-    if let Some(cell) = &failure.cell {
-        for part in [&cell.ename, &cell.evalue, &cell.traceback]
-            .into_iter()
-            .flatten()
-        {
-            text.push('\n');
-            text.push_str(part);
-        }
-    }
-    if let Some(tail) = &failure.output_tail {
-        text.push('\n');
-        text.push_str(tail);
-    }
-    text
+    failure.text()
 }
 
 /// The lines after a failure's headline: the cell, its source, the exception, where the
@@ -118,8 +104,7 @@ mod tests {
 
     #[test]
     fn a_named_cause_is_explained_in_the_failure_message() {
-        use crate::notebook::FailureKind;
-        use crate::record::{Category, Failure, Status, TrialRecord};
+        use crate::verdict::{Category, GpuCause, Status};
         let failure = Failure {
             kind: FailureKind::CellError,
             category: Category::Runtime,
@@ -129,9 +114,8 @@ mod tests {
             cell: None,
             exit_code: Some(1),
             output_tail: None,
-            cause: None,
-        }
-        .with_cause();
+            cause: Some(GpuCause::NoKernelImage),
+        };
         let record = TrialRecord {
             schema: 1,
             run_id: "r".into(),
