@@ -257,8 +257,5 @@ fn gpu_request(count: Option<i64>, device_ids: Option<Vec<String>>) -> DeviceReq
 /// The folder of one trial inside its container: distinct per trial, so that a container
 /// reused by several trials keeps them apart.
 pub fn trial_folder(trial: &str) -> String {
-    format!(
-        "{CONTAINER_ROOT}/{:016x}",
-        crate::plan::shard_of(trial, u64::MAX)
-    )
+    format!("{CONTAINER_ROOT}/{:016x}", crate::names::folder_key(trial))
 }

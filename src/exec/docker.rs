@@ -424,10 +424,9 @@ impl DockerExecutor {
             _ => {}
         }
         // Pull or build under a lock shared with other processes of this host.
-        let lock_path = self.locks.join(format!(
-            "{:016x}.lock",
-            crate::plan::shard_of(reference, u64::MAX)
-        ));
+        let lock_path = self
+            .locks
+            .join(format!("{:016x}.lock", crate::names::folder_key(reference)));
         let marker = lock_path.with_extension(format!("run-{}", self.run_id));
         let _lock = tokio::task::spawn_blocking({
             let lock_path = lock_path.clone();
@@ -510,7 +509,7 @@ impl DockerExecutor {
                 let token = format!(
                     "build-{}-{}",
                     std::process::id(),
-                    crate::plan::shard_of(reference, u64::MAX)
+                    crate::names::folder_key(reference)
                 );
                 let finished = tokio::task::spawn_blocking(move || {
                     super::process::run(command, Duration::from_secs(3600), &token)

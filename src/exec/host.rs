@@ -65,11 +65,7 @@ pub(super) fn run(
         gpus,
         python,
         scratch: scratch.path(),
-        token: format!(
-            "{}-{}",
-            run.run_id,
-            crate::plan::shard_of(&spec.name, u64::MAX)
-        ),
+        token: format!("{}-{}", run.run_id, crate::names::folder_key(&spec.name)),
     };
     let result = match &spec.check.kind {
         CheckKind::Notebook { relative, path } => job.notebook(relative, path),
