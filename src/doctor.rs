@@ -9,6 +9,7 @@ use crate::gpu::{Detection, detect};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +305,7 @@ pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) 
                 match tokio.block_on(engine.image(&docker.image)) {
                     Ok(Some(info)) => {
                         let id: String = info.id.chars().take(19).collect();
-                        match tokio.block_on(crate::exec::image_tools(&engine, &docker.image, &docker.python)) {
+                        match tokio.block_on(image_tools(&engine, &docker.image, &docker.python)) {
                             Ok(tools) => report.add(name, Verdict::Pass, format!("{} ({id}): {tools}", docker.image), None),
                             Err(missing) => report.add(
                                 name,
@@ -427,4 +428,21 @@ fn free_bytes(path: &Path) -> Option<u64> {
     // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
     let result = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
     (result == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// What `python` in `image` has: runs one short, labelled container that imports nbconvert and
+/// ipykernel, and removes it. `Ok` holds the versions; `Err` what is missing.
+async fn image_tools(engine: &Engine, image: &str, python: &str) -> Result<String, String> {
+    let script = "import sys, nbconvert, ipykernel; print('python %d.%d.%d, nbconvert %s, ipykernel %s' % (sys.version_info[:3] + (nbconvert.__version__, ipykernel.__version__)))";
+    let command = ["timeout", "-s", "KILL", "60", python, "-c", script]
+        .map(String::from)
+        .to_vec();
+    let exec = crate::exec::run_once(engine, image, "doctor", command, Duration::from_secs(90))
+        .await
+        .map_err(|e| chain(&e))?;
+    match exec.exit_code {
+        Some(0) => Ok(exec.output.trim().to_owned()),
+        code => Err(crate::exec::missing_tool(&exec.output, code, python, image)
+            .unwrap_or_else(|| crate::exec::tail(&exec.output, 1))),
+    }
 }

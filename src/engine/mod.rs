@@ -1,7 +1,8 @@
 //! The Docker engine, wrapped once. The main type is [`Engine`]: every engine operation the
 //! project needs, each turning the engine's raw error into an [`EngineError`] that says what
-//! was being done and what to do about it. [`ContainerSpec`] describes a trial's container
-//! without contacting any engine, so that `plan` can show it.
+//! was being done and what to do about it. [`ContainerSpec`] describes a container without
+//! contacting any engine, so that `plan` can show it. The engine knows containers, images and
+//! archives only: nothing of matrices, plans or trials.
 
 pub mod auth;
 mod container;
@@ -12,7 +13,7 @@ pub use container::{
     ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START, LABEL_RUN, LABEL_TRIAL,
 };
 pub use image::{ImageInfo, PullProgress};
-pub use spec::{CONTAINER_ROOT, ContainerSpec, GpuRequest, SECRET_PLACEHOLDER, trial_folder};
+pub use spec::{CONTAINER_ROOT, ContainerSpec, GpuRequest, SECRET_PLACEHOLDER};
 
 use crate::error::EngineError;
 use bollard::Docker;
