@@ -286,3 +286,39 @@ pub(crate) async fn run_once(
     live::forget_container(&id);
     result
 }
+
+impl crate::exec::Executor {
+    /// Test hook: creates `spec`'s container as its trial would (engine, image, lease), calls
+    /// `during` with the container's id while the lease holds it, then lets the lease go. A
+    /// panic in `during` unwinds through the lease, as a panicking check would. Panics when
+    /// `spec` is not a Docker trial.
+    #[doc(hidden)]
+    pub fn with_trial_container<R>(
+        &self,
+        spec: &crate::plan::TrialSpec,
+        during: impl FnOnce(&str) -> R,
+    ) -> Result<R, EngineError> {
+        let executor = &self.docker;
+        let crate::config::Executor::Docker(docker) = &spec.runtime.executor else {
+            panic!("{} is not a docker trial", spec.name);
+        };
+        // Never written to: the check does not run.
+        let run = crate::record::RunDir {
+            run_id: String::new(),
+            path: std::path::PathBuf::new(),
+        };
+        // No secret values: the check, which would read them, does not run.
+        let trial = Trial::new(spec, docker, &run, &[], BTreeMap::new());
+        let engine = executor
+            .runtime
+            .block_on(executor.engine(spec.machine.docker.as_deref()))?;
+        executor.runtime.block_on(executor.image(
+            &engine,
+            &docker.image,
+            docker.pull,
+            docker.build.as_ref(),
+        ))?;
+        let lease = executor.container(&engine, &trial)?;
+        Ok(during(&lease.id))
+    }
+}
