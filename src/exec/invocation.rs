@@ -179,7 +179,7 @@ pub(crate) fn trial_folder(trial: &str) -> String {
 }
 
 /// The container of a Docker trial, decided without an engine (`plan` shows it); `None` for
-/// other executors. Its command is the trial's [`Invocation`] under an in-container time limit,
+/// other executors. Its command is the trial's `Invocation` under an in-container time limit,
 /// because stopping a `docker exec` client does not stop the process.
 pub fn trial_container(spec: &TrialSpec) -> Option<ContainerSpec> {
     let Executor::Docker(docker) = &spec.runtime.executor else {
