@@ -15,6 +15,12 @@ const HOOKS_SCRIPT: &str = include_str!("nbconvert_hooks.py");
 
 /// The folder, inside the trial folder, that a check runs in; a notebook's folder is copied here.
 pub(crate) const WORK: &str = "work";
+/// Where a notebook's nbconvert hooks are staged, in the trial folder.
+const HOOKS: &str = "hooks.py";
+/// Where the hooks report each cell as it runs, in the trial folder.
+const PROGRESS: &str = "progress.jsonl";
+/// Where nbconvert writes the executed notebook, in the trial folder.
+const OUT: &str = "out";
 
 /// A word of a command line or an environment value: plain text, or a path inside the trial
 /// folder, which each executor places where its trial folder is.
@@ -103,9 +109,9 @@ impl Invocation {
                     text("notebook"),
                     text("--execute"),
                     text("--config"),
-                    Word::InFolder("hooks.py".into()),
+                    Word::InFolder(HOOKS.into()),
                     text("--output-dir"),
-                    Word::InFolder("out".into()),
+                    Word::InFolder(OUT.into()),
                     Word::Text(format!(
                         "--ExecutePreprocessor.timeout={}",
                         spec.check.cell_timeout.as_secs().max(1)
@@ -113,16 +119,16 @@ impl Invocation {
                     Word::Text(file.clone()),
                 ];
                 invocation.staged.push(Staged {
-                    path: "hooks.py",
+                    path: HOOKS,
                     contents: HOOKS_SCRIPT,
                 });
                 invocation.work_source =
                     Some(path.parent().unwrap_or(Path::new(".")).to_path_buf());
-                invocation.progress = Some("progress.jsonl".into());
-                invocation.executed = Some(format!("out/{file}"));
+                invocation.progress = Some(PROGRESS.into());
+                invocation.executed = Some(format!("{OUT}/{file}"));
                 invocation.env.push((
                     "RUNTIME_MATRIX_PROGRESS".into(),
-                    Word::InFolder("progress.jsonl".into()),
+                    Word::InFolder(PROGRESS.into()),
                 ));
             }
             CheckKind::Command { run } => {
