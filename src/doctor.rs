@@ -2,13 +2,14 @@
 //! one [`Check`] per thing the matrix needs (config, engines, NVIDIA runtime, NVML, images, the
 //! tools inside them, disk), each passed, warned or failed, with the fix for what failed.
 
-use crate::config::{Build, Executor, Matrix};
+use crate::config::{Build, DockerRuntime, Executor, Matrix, Runtime};
 use crate::engine::Engine;
 use crate::error::chain;
 use crate::gpu::{Detection, detect};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +112,31 @@ impl Report {
 /// Examines the host for the matrix at `config`, with `out_root` as the output folder.
 pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) -> Report {
     let mut report = Report::default();
-    let matrix = match Matrix::load(config) {
+    let Some(matrix) = report_config(&mut report, config) else {
+        return report;
+    };
+    let host_has_gpus = report_nvml(&mut report, &matrix);
+    for runtime in &matrix.runtimes {
+        if let Executor::Host { python, packages } = &runtime.executor {
+            report_host_python(&mut report, &runtime.name, python, packages);
+        }
+    }
+    if !report_engines(&mut report, &matrix, host_has_gpus) {
+        return report;
+    }
+    let out = out_root(&matrix);
+    let existing = out
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    report_disk(&mut report, "disk (output)", &existing);
+    report
+}
+
+/// Loads the matrix; `None` when it is invalid (then nothing else is worth checking).
+fn report_config(report: &mut Report, config: &Path) -> Option<Matrix> {
+    match Matrix::load(config) {
         Ok(matrix) => {
             let detail = format!(
                 "{}: {} runtimes, {} machines{}",
@@ -131,7 +156,7 @@ pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) 
                 Verdict::Warn
             };
             report.add("config", verdict, detail, fix);
-            matrix
+            Some(matrix)
         }
         Err(error) => {
             report.add(
@@ -140,10 +165,13 @@ pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) 
                 chain(&error),
                 Some("fix the keys listed above".into()),
             );
-            return report;
+            None
         }
-    };
+    }
+}
 
+/// Whether NVML answers; returns whether this host has GPUs.
+fn report_nvml(report: &mut Report, matrix: &Matrix) -> bool {
     let gpu_machines: Vec<&str> = matrix
         .machines
         .iter()
@@ -187,172 +215,210 @@ pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) 
             ),
         ),
     }
-    let host_has_gpus = matches!(detection, Detection::Found(host) if !host.gpus.is_empty());
+    matches!(detection, Detection::Found(host) if !host.gpus.is_empty())
+}
 
+/// The Docker runtimes of a matrix, each with its Docker settings.
+type DockerRuntimes<'a> = [(&'a Runtime, &'a DockerRuntime)];
+
+/// Every engine the matrix's Docker runtimes use; `false` when none could be examined at all.
+fn report_engines(report: &mut Report, matrix: &Matrix, host_has_gpus: bool) -> bool {
     let docker_runtimes: Vec<_> = matrix
         .runtimes
         .iter()
         .filter_map(|r| match &r.executor {
-            Executor::Docker(docker) => Some((r, docker)),
+            Executor::Docker(docker) => Some((r, &**docker)),
             Executor::Host { .. } => None,
         })
         .collect();
-    for runtime in &matrix.runtimes {
-        if let Executor::Host { python, packages } = &runtime.executor {
-            report_host_python(&mut report, &runtime.name, python, packages);
-        }
+    if docker_runtimes.is_empty() {
+        return true;
     }
-    if !docker_runtimes.is_empty() {
-        let tokio = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(tokio) => tokio,
-            Err(error) => {
-                report.add(
-                    "docker",
-                    Verdict::Fail,
-                    format!("cannot start an async runtime: {error}"),
-                    None,
-                );
-                return report;
-            }
-        };
-        let endpoints: BTreeSet<Option<String>> = docker_runtimes
-            .iter()
-            .flat_map(|(runtime, _)| {
-                runtime
-                    .machines
-                    .iter()
-                    .filter_map(|m| matrix.machine(m))
-                    .map(|m| m.docker.clone())
-            })
-            .collect();
-        for endpoint in endpoints {
-            let label = endpoint.clone().unwrap_or_else(|| "docker".into());
-            let engine = match tokio.block_on(Engine::connect(endpoint.as_deref())) {
-                Ok(engine) => engine,
-                Err(error) => {
-                    let fix = match &error {
-                        crate::error::EngineError::PermissionDenied { .. } => {
-                            "add your user to the `docker` group, or run as root"
-                        }
-                        _ => {
-                            "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST"
-                        }
-                    };
-                    report.add(label, Verdict::Fail, chain(&error), Some(fix.into()));
-                    continue;
-                }
-            };
-            let system = tokio.block_on(engine.system());
-            let (version, runtimes, root) = match system {
-                Ok(system) => (system.version, system.runtimes, system.root_dir),
-                Err(error) => {
-                    report.add(label, Verdict::Fail, chain(&error), None);
-                    continue;
-                }
-            };
+    let tokio = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(tokio) => tokio,
+        Err(error) => {
             report.add(
-                &label,
-                Verdict::Pass,
-                format!("{}: Docker {version}", engine.endpoint()),
+                "docker",
+                Verdict::Fail,
+                format!("cannot start an async runtime: {error}"),
                 None,
             );
-            let uses_gpus = docker_runtimes.iter().any(|(runtime, _)| {
-                runtime
-                    .machines
-                    .iter()
-                    .filter_map(|m| matrix.machine(m))
-                    .any(|m| m.gpus > 0 && m.docker == endpoint)
-            });
-            let nvidia = runtimes.iter().any(|r| r == "nvidia");
-            let (verdict, detail) = match (nvidia, uses_gpus, host_has_gpus) {
-                (true, _, _) => (Verdict::Pass, format!("runtimes: {}", runtimes.join(", "))),
-                (false, false, _) => (
-                    Verdict::Pass,
-                    "not installed; no container trial on this engine needs GPUs".into(),
-                ),
-                (false, true, false) => (
-                    Verdict::Warn,
-                    "not installed; GPU machines are excluded on this host anyway".to_owned(),
-                ),
-                (false, true, true) => (
-                    Verdict::Fail,
-                    format!(
-                        "not installed (runtimes: {}), but GPU machines need it",
-                        runtimes.join(", ")
-                    ),
-                ),
-            };
-            let fix = (verdict != Verdict::Pass).then(|| {
-                "install the NVIDIA Container Toolkit on the engine's host and restart the engine".to_owned()
-            });
-            report.add(format!("{label} nvidia runtime"), verdict, detail, fix);
-            if endpoint.is_none()
-                && let Some(root) = root
-            {
-                report_disk(&mut report, "disk (engine)", Path::new(&root));
-            }
-            for (runtime, docker) in docker_runtimes.iter().filter(|(r, _)| {
-                r.machines
-                    .iter()
-                    .filter_map(|m| matrix.machine(m))
-                    .any(|m| m.docker == endpoint)
-            }) {
-                let name = format!("image {}", runtime.name);
-                match tokio.block_on(engine.image(&docker.image)) {
-                    Ok(Some(info)) => {
-                        let id: String = info.id.chars().take(19).collect();
-                        match tokio.block_on(crate::exec::image_tools(&engine, &docker.image, &docker.python)) {
-                            Ok(tools) => report.add(name, Verdict::Pass, format!("{} ({id}): {tools}", docker.image), None),
-                            Err(missing) => report.add(
-                                name,
-                                Verdict::Fail,
-                                format!("{} ({id}): {missing}", docker.image),
-                                Some("install Python, nbconvert and ipykernel in the image".into()),
-                            ),
-                        }
-                    }
-                    Ok(None) => match (&docker.build, tokio.block_on(engine.pullable(&docker.image))) {
-                        (Some(build), _) => {
-                            let from = match build {
-                                Build::Context { context, .. } => context.display().to_string(),
-                                Build::Script { script } => script.display().to_string(),
-                            };
-                            report.add(
-                                name,
-                                Verdict::Warn,
-                                format!("{} is not built yet; the first trial that needs it builds it from {from}", docker.image),
-                                None,
-                            );
-                        }
-                        (None, Ok(())) => report.add(
-                            name,
-                            Verdict::Warn,
-                            format!("{} is not in the engine; its registry has it, and the first trial pulls it", docker.image),
-                            None,
-                        ),
-                        (None, Err(error)) => report.add(
-                            name,
-                            Verdict::Fail,
-                            chain(&error),
-                            Some("push the image, fix its name in matrix.toml, or declare a `build`".into()),
-                        ),
-                    },
-                    Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
+            return false;
+        }
+    };
+    let endpoints: BTreeSet<Option<String>> = docker_runtimes
+        .iter()
+        .flat_map(|(runtime, _)| {
+            runtime
+                .machines
+                .iter()
+                .filter_map(|m| matrix.machine(m))
+                .map(|m| m.docker.clone())
+        })
+        .collect();
+    for endpoint in endpoints {
+        report_engine(
+            report,
+            &tokio,
+            matrix,
+            &docker_runtimes,
+            endpoint,
+            host_has_gpus,
+        );
+    }
+    true
+}
+
+/// One engine: reachable, its NVIDIA runtime, its disk, and the images of its runtimes.
+fn report_engine(
+    report: &mut Report,
+    tokio: &tokio::runtime::Runtime,
+    matrix: &Matrix,
+    docker_runtimes: &DockerRuntimes<'_>,
+    endpoint: Option<String>,
+    host_has_gpus: bool,
+) {
+    let label = endpoint.clone().unwrap_or_else(|| "docker".into());
+    let engine = match tokio.block_on(Engine::connect(endpoint.as_deref())) {
+        Ok(engine) => engine,
+        Err(error) => {
+            let fix = match &error {
+                crate::error::EngineError::PermissionDenied { .. } => {
+                    "add your user to the `docker` group, or run as root"
                 }
+                _ => "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST",
+            };
+            report.add(label, Verdict::Fail, chain(&error), Some(fix.into()));
+            return;
+        }
+    };
+    let system = tokio.block_on(engine.system());
+    let (version, runtimes, root) = match system {
+        Ok(system) => (system.version, system.runtimes, system.root_dir),
+        Err(error) => {
+            report.add(label, Verdict::Fail, chain(&error), None);
+            return;
+        }
+    };
+    report.add(
+        &label,
+        Verdict::Pass,
+        format!("{}: Docker {version}", engine.endpoint()),
+        None,
+    );
+    let uses_gpus = docker_runtimes.iter().any(|(runtime, _)| {
+        runtime
+            .machines
+            .iter()
+            .filter_map(|m| matrix.machine(m))
+            .any(|m| m.gpus > 0 && m.docker == endpoint)
+    });
+    let nvidia = runtimes.iter().any(|r| r == "nvidia");
+    let (verdict, detail) = match (nvidia, uses_gpus, host_has_gpus) {
+        (true, _, _) => (Verdict::Pass, format!("runtimes: {}", runtimes.join(", "))),
+        (false, false, _) => (
+            Verdict::Pass,
+            "not installed; no container trial on this engine needs GPUs".into(),
+        ),
+        (false, true, false) => (
+            Verdict::Warn,
+            "not installed; GPU machines are excluded on this host anyway".to_owned(),
+        ),
+        (false, true, true) => (
+            Verdict::Fail,
+            format!(
+                "not installed (runtimes: {}), but GPU machines need it",
+                runtimes.join(", ")
+            ),
+        ),
+    };
+    let fix = (verdict != Verdict::Pass).then(|| {
+        "install the NVIDIA Container Toolkit on the engine's host and restart the engine"
+            .to_owned()
+    });
+    report.add(format!("{label} nvidia runtime"), verdict, detail, fix);
+    if endpoint.is_none()
+        && let Some(root) = root
+    {
+        report_disk(report, "disk (engine)", Path::new(&root));
+    }
+    for (runtime, docker) in docker_runtimes.iter().filter(|(r, _)| {
+        r.machines
+            .iter()
+            .filter_map(|m| matrix.machine(m))
+            .any(|m| m.docker == endpoint)
+    }) {
+        report_image(report, tokio, &engine, runtime, docker);
+    }
+}
+
+/// One image of a runtime: present with the tools every check needs, or to be built or pulled.
+fn report_image(
+    report: &mut Report,
+    tokio: &tokio::runtime::Runtime,
+    engine: &Engine,
+    runtime: &Runtime,
+    docker: &DockerRuntime,
+) {
+    let name = format!("image {}", runtime.name);
+    match tokio.block_on(engine.image(&docker.image)) {
+        Ok(Some(info)) => {
+            let id: String = info.id.chars().take(19).collect();
+            match tokio.block_on(image_tools(engine, &docker.image, &docker.python)) {
+                Ok(tools) => report.add(
+                    name,
+                    Verdict::Pass,
+                    format!("{} ({id}): {tools}", docker.image),
+                    None,
+                ),
+                Err(missing) => report.add(
+                    name,
+                    Verdict::Fail,
+                    format!("{} ({id}): {missing}", docker.image),
+                    Some("install Python, nbconvert and ipykernel in the image".into()),
+                ),
             }
         }
+        Ok(None) => match (
+            &docker.build,
+            tokio.block_on(engine.pullable(&docker.image)),
+        ) {
+            (Some(build), _) => {
+                let from = match build {
+                    Build::Context { context, .. } => context.display().to_string(),
+                    Build::Script { script } => script.display().to_string(),
+                };
+                report.add(
+                    name,
+                    Verdict::Warn,
+                    format!(
+                        "{} is not built yet; the first trial that needs it builds it from {from}",
+                        docker.image
+                    ),
+                    None,
+                );
+            }
+            (None, Ok(())) => report.add(
+                name,
+                Verdict::Warn,
+                format!(
+                    "{} is not in the engine; its registry has it, and the first trial pulls it",
+                    docker.image
+                ),
+                None,
+            ),
+            (None, Err(error)) => report.add(
+                name,
+                Verdict::Fail,
+                chain(&error),
+                Some("push the image, fix its name in matrix.toml, or declare a `build`".into()),
+            ),
+        },
+        Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
     }
-    let out = out_root(&matrix);
-    let existing = out
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"))
-        .to_path_buf();
-    report_disk(&mut report, "disk (output)", &existing);
-    report
 }
 
 fn report_host_python(report: &mut Report, runtime: &str, python: &str, packages: &[String]) {
@@ -427,4 +493,21 @@ fn free_bytes(path: &Path) -> Option<u64> {
     // SAFETY: `path` is a valid C string and `stat` a writable statvfs.
     let result = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
     (result == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// What `python` in `image` has: runs one short, labelled container that imports nbconvert and
+/// ipykernel, and removes it. `Ok` holds the versions; `Err` what is missing.
+async fn image_tools(engine: &Engine, image: &str, python: &str) -> Result<String, String> {
+    let script = "import sys, nbconvert, ipykernel; print('python %d.%d.%d, nbconvert %s, ipykernel %s' % (sys.version_info[:3] + (nbconvert.__version__, ipykernel.__version__)))";
+    let command = ["timeout", "-s", "KILL", "60", python, "-c", script]
+        .map(String::from)
+        .to_vec();
+    let exec = crate::exec::run_once(engine, image, "doctor", command, Duration::from_secs(90))
+        .await
+        .map_err(|e| chain(&e))?;
+    match exec.exit_code {
+        Some(0) => Ok(exec.output.trim().to_owned()),
+        code => Err(crate::exec::missing_tool(&exec.output, code, python, image)
+            .unwrap_or_else(|| crate::exec::tail(&exec.output, 1))),
+    }
 }

@@ -21,6 +21,7 @@ pub mod error;
 pub mod exec;
 pub mod gpu;
 pub mod harness;
+mod names;
 pub mod notebook;
 pub mod plan;
 pub mod record;

@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 use runtime_matrix::engine::{ContainerSpec, Engine, GpuRequest};
 use runtime_matrix::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
+use runtime_matrix::exec::trial_container;
 use runtime_matrix::harness::{self, Harness, Options, fail_setup};
 use runtime_matrix::plan::{MachineSelection, Plan};
 use std::path::PathBuf;
@@ -181,7 +182,7 @@ fn plan(select: Select, format: Format) -> ExitCode {
                 .zip(&plan.trials)
             {
                 trial["container"] =
-                    serde_json::to_value(ContainerSpec::for_trial(spec)).unwrap_or_default();
+                    serde_json::to_value(trial_container(spec)).unwrap_or_default();
             }
             println!(
                 "{}",
@@ -241,7 +242,7 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     t.name,
                     t.tags.join(",")
                 );
-                if let Some(container) = ContainerSpec::for_trial(t) {
+                if let Some(container) = trial_container(t) {
                     print_container(&container);
                 }
             }

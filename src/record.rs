@@ -157,10 +157,7 @@ pub fn record_file_name(trial: &str) -> String {
             }
         })
         .collect();
-    format!(
-        "{readable}.{:08x}.json",
-        crate::plan::shard_of(trial, u64::from(u32::MAX))
-    )
+    format!("{readable}.{:08x}.json", crate::names::record_key(trial))
 }
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`, so

@@ -420,3 +420,34 @@ fn the_next_run_reaps_what_a_killed_run_left_and_nothing_else() {
         "a container that is not ours was removed"
     );
 }
+
+#[test]
+fn a_panicking_trial_still_removes_its_container() {
+    let matrix = runtime_matrix::Matrix::load(&docker_matrix()).unwrap();
+    let plan = runtime_matrix::Plan::new(&matrix, &runtime_matrix::Selection::default());
+    let spec = plan
+        .trials
+        .iter()
+        .find(|t| t.name == "base::cpu::cmd::ok")
+        .unwrap();
+    let executor = runtime_matrix::exec::Executor::new(
+        &matrix,
+        support::cache(),
+        runtime_matrix::exec::Keep::Never,
+        "panic-test",
+    );
+    let mut id = String::new();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        executor.with_trial_container(spec, |container| {
+            id = container.to_owned();
+            assert!(container_exists(container), "the container runs");
+            panic!("a check panicked while its container ran");
+        })
+    }));
+    if let Ok(result) = panicked {
+        panic!("the check never ran: {result:?}");
+    }
+    assert!(!id.is_empty(), "a container was created");
+    assert!(!container_exists(&id), "the container outlived the panic");
+    assert_eq!(containers_of_run("panic-test"), Vec::<String>::new());
+}

@@ -1,7 +1,8 @@
 //! Containers: create, start, exec with a deadline, move files through the archive API, and
 //! remove; and find the ones this project made.
 
-use super::{Engine, status};
+use super::Engine;
+use super::client::status;
 use crate::error::EngineError;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerSummary, ExecConfig};

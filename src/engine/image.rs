@@ -1,6 +1,7 @@
 //! Images: is it there, pull it with progress, or build it from a context or a script.
 
-use super::{Engine, status};
+use super::Engine;
+use super::client::status;
 use crate::error::EngineError;
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder};
 use futures_util::StreamExt;
@@ -115,7 +116,7 @@ impl Engine {
     }
 
     fn pull_error(&self, reference: &str, error: bollard::errors::Error) -> EngineError {
-        if super::io_kind(&error).is_some() {
+        if super::client::io_kind(&error).is_some() {
             return self.connection_error(error);
         }
         let text = error.to_string().to_lowercase();
@@ -171,7 +172,7 @@ impl Engine {
         while let Some(item) = stream.next().await {
             let info = match item {
                 Ok(info) => info,
-                Err(error) if super::io_kind(&error).is_some() => {
+                Err(error) if super::client::io_kind(&error).is_some() => {
                     return Err(self.connection_error(error));
                 }
                 Err(error) => {

@@ -1,13 +1,12 @@
-//! What a trial's container is, decided without an engine: `plan` shows it, the executor
-//! creates it.
+//! What a container is, decided without an engine: `plan` shows it, the executor creates it.
+//! The main type is [`ContainerSpec`], a builder that knows images, limits, GPUs and labels,
+//! but nothing of matrices or trials (`exec` builds a trial's).
 
-use crate::config::{CheckKind, Executor};
-use crate::plan::TrialSpec;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
-/// Where a trial's files live inside the container: `/runtime-matrix/<trial key>/`.
+/// The container's working folder; trials keep their files under it: `/runtime-matrix/<key>/`.
 pub const CONTAINER_ROOT: &str = "/runtime-matrix";
 /// What `plan` and records show instead of a secret's value.
 pub const SECRET_PLACEHOLDER: &str = "<secret>";
@@ -24,8 +23,8 @@ pub enum GpuRequest {
     Devices(Vec<String>),
 }
 
-/// A trial's container: image, environment, labels, limits, GPUs, and the command that runs
-/// the check inside it.
+/// A container: image, environment, labels, limits, GPUs, and the command that runs a check
+/// inside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ContainerSpec {
     /// The image.
@@ -123,79 +122,6 @@ impl ContainerSpec {
         self
     }
 
-    /// The container of a Docker trial; `None` for other executors.
-    pub fn for_trial(spec: &TrialSpec) -> Option<ContainerSpec> {
-        let Executor::Docker(docker) = &spec.runtime.executor else {
-            return None;
-        };
-        let gpus = match spec.machine.gpus {
-            0 => GpuRequest::None,
-            n => GpuRequest::Count(n),
-        };
-        let mut container = ContainerSpec::new(&docker.image)
-            .with_limits(docker.memory, docker.pids, &docker.network)
-            .with_gpus(gpus)
-            .with_label("runtime-matrix.project", spec.project.to_string())
-            .with_label(super::LABEL_TRIAL, &spec.name)
-            .with_env("RUNTIME_MATRIX_TRIAL", &spec.name)
-            .with_env("RUNTIME_MATRIX_RUNTIME", &spec.runtime.name)
-            .with_env("RUNTIME_MATRIX_MACHINE", &spec.machine.name)
-            .with_env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-            .with_env("JUPYTER_PLATFORM_DIRS", "1")
-            .with_env("PYTHONUNBUFFERED", "1");
-        for (key, value) in &spec.runtime.env {
-            container = container.with_env(key, value);
-        }
-        for secret in &docker.secrets {
-            container = container.with_secret(secret);
-        }
-        let base = trial_folder(&spec.name);
-        let deadline = spec.check.timeout.as_secs().max(1).to_string();
-        let mut command: Vec<String> = ["timeout", "-s", "KILL", &deadline]
-            .map(String::from)
-            .to_vec();
-        let workdir = format!("{base}/work");
-        match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => {
-                let file = path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                command.extend([
-                    docker.python.clone(),
-                    "-m".into(),
-                    "nbconvert".into(),
-                    "--to".into(),
-                    "notebook".into(),
-                    "--execute".into(),
-                    "--config".into(),
-                    format!("{base}/hooks.py"),
-                    "--output-dir".into(),
-                    format!("{base}/out"),
-                    format!(
-                        "--ExecutePreprocessor.timeout={}",
-                        spec.check.cell_timeout.as_secs().max(1)
-                    ),
-                    file,
-                ]);
-                container =
-                    container.with_env("RUNTIME_MATRIX_PROGRESS", format!("{base}/progress.jsonl"));
-            }
-            CheckKind::Command { run } => command.extend(["sh".into(), "-c".into(), run.clone()]),
-            CheckKind::GpuVisible => {
-                command.extend([docker.python.clone(), format!("{base}/probe.py")])
-            }
-            CheckKind::GpuFramework { framework } => command.extend([
-                docker.python.clone(),
-                format!("{base}/framework.py"),
-                framework.clone(),
-                spec.machine.gpus.to_string(),
-            ]),
-        }
-        Some(container.with_command(command, workdir))
-    }
-
     /// The engine's create body. `secrets` holds the real values of the secret variables.
     pub fn create_body(&self, secrets: &BTreeMap<String, String>) -> ContainerCreateBody {
         let env = self
@@ -252,13 +178,4 @@ fn gpu_request(count: Option<i64>, device_ids: Option<Vec<String>>) -> DeviceReq
         capabilities: Some(vec![vec!["gpu".into()]]),
         options: None,
     }
-}
-
-/// The folder of one trial inside its container: distinct per trial, so that a container
-/// reused by several trials keeps them apart.
-pub fn trial_folder(trial: &str) -> String {
-    format!(
-        "{CONTAINER_ROOT}/{:016x}",
-        crate::plan::shard_of(trial, u64::MAX)
-    )
 }

@@ -1,7 +1,9 @@
 //! The host executor: notebooks and commands run by a Python on this host, each in a scratch
-//! copy of its folder.
+//! copy of its folder. The main type is `Job`: the trial's [`Invocation`] rendered with the
+//! scratch folder as its trial folder.
 
 use super::Outcome;
+use super::invocation::{Invocation, WORK};
 use super::process::{self, Ended, Finished};
 use super::provision::Provisioner;
 use super::verdict::{self, NotebookRun, setup_failure};
@@ -9,11 +11,10 @@ use crate::config::CheckKind;
 use crate::error::chain;
 use crate::notebook::ProcessEnd;
 use crate::plan::TrialSpec;
-use crate::record::{Category, RunDir};
+use crate::record::RunDir;
+use crate::verdict::Category;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const HOOKS: &str = include_str!("nbconvert_hooks.py");
 
 /// One trial's run on the host: what every step needs.
 struct Job<'a> {
@@ -22,7 +23,9 @@ struct Job<'a> {
     /// The GPUs the trial holds, by UUID.
     gpus: &'a [String],
     python: PathBuf,
+    /// The trial folder.
     scratch: &'a Path,
+    invocation: Invocation,
     /// Marks every process of the trial, so that none outlives it.
     token: String,
 }
@@ -63,18 +66,15 @@ pub(super) fn run(
         spec,
         run,
         gpus,
+        invocation: Invocation::for_trial(spec, &python.to_string_lossy()),
         python,
         scratch: scratch.path(),
-        token: format!(
-            "{}-{}",
-            run.run_id,
-            crate::plan::shard_of(&spec.name, u64::MAX)
-        ),
+        token: format!("{}-{}", run.run_id, crate::names::folder_key(&spec.name)),
     };
     let result = match &spec.check.kind {
         CheckKind::Notebook { relative, path } => job.notebook(relative, path),
         CheckKind::Command { run: line } => job.command(line),
-        CheckKind::GpuFramework { framework } => job.framework(framework),
+        CheckKind::GpuFramework { .. } => job.framework(),
         CheckKind::GpuVisible => {
             Err("gpu::visible needs a container; host runtimes do not have it".into())
         }
@@ -83,10 +83,13 @@ pub(super) fn run(
 }
 
 impl Job<'_> {
-    /// A command line for the runtime: its environment, its GPUs, and its Python first on
-    /// `PATH`.
-    fn command_line(&self, program: &Path) -> Command {
-        let mut command = Command::new(program);
+    /// The trial's command line: the runtime's environment, its GPUs, and its Python first on
+    /// `PATH`, run in the work folder.
+    fn command_line(&self) -> Command {
+        let folder = self.scratch.to_string_lossy();
+        let mut words = self.invocation.command(&folder).into_iter();
+        let mut command = Command::new(words.next().unwrap_or_default());
+        command.args(words);
         let bin = self.python.parent().unwrap_or(Path::new("/"));
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![bin.to_path_buf()];
@@ -94,21 +97,43 @@ impl Job<'_> {
         let spec = self.spec;
         command
             .env("PATH", std::env::join_paths(paths).unwrap_or(path))
-            .env("RUNTIME_MATRIX_TRIAL", &spec.name)
-            .env("RUNTIME_MATRIX_RUNTIME", &spec.runtime.name)
-            .env("RUNTIME_MATRIX_MACHINE", &spec.machine.name)
             .env("RUNTIME_MATRIX_GPUS", self.gpus.join(","))
-            .env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-            .env("JUPYTER_PLATFORM_DIRS", "1")
-            .env("JUPYTER_RUNTIME_DIR", self.scratch.join("jupyter-runtime"))
-            .env("PYTHONUNBUFFERED", "1");
+            .env("JUPYTER_RUNTIME_DIR", self.scratch.join("jupyter-runtime"));
         // CUDA takes UUIDs too. A CPU trial on a GPU host gets none; a GPU trial gets exactly
         // its lease (or, with no lease, what the host has).
         if spec.machine.gpus == 0 || !self.gpus.is_empty() {
             command.env("CUDA_VISIBLE_DEVICES", self.gpus.join(","));
         }
-        command.envs(&spec.runtime.env);
+        // After the host's own variables: the runtime's environment wins, as in a container.
+        command.envs(self.invocation.env(&folder));
+        command.current_dir(self.scratch.join(WORK));
         command
+    }
+
+    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`.
+    fn stage(&self) -> Result<(), String> {
+        let work = self.scratch.join(WORK);
+        match &self.invocation.work_source {
+            Some(folder) => copy_folder(folder, &work).map_err(|error| {
+                format!(
+                    "cannot copy {} to a scratch folder: {error}",
+                    folder.display()
+                )
+            })?,
+            None => std::fs::create_dir_all(&work)
+                .map_err(|error| format!("cannot create {}: {error}", work.display()))?,
+        }
+        for staged in &self.invocation.staged {
+            let path = self.scratch.join(staged.path);
+            std::fs::write(&path, staged.contents)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A file the check left in the scratch folder.
+    fn collected(&self, relative: &Option<String>) -> Option<Vec<u8>> {
+        std::fs::read(self.scratch.join(relative.as_deref()?)).ok()
     }
 
     fn execute(&self, command: Command) -> Result<Finished, String> {
@@ -122,58 +147,24 @@ impl Job<'_> {
             .map_err(|e| e.to_string())
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
             .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
-        let folder = path.parent().unwrap_or(Path::new("."));
-        let work = self.scratch.join("work");
-        copy_folder(folder, &work).map_err(|error| {
-            format!(
-                "cannot copy {} to a scratch folder: {error}",
-                folder.display()
-            )
-        })?;
-        let hooks = self.scratch.join("hooks.py");
-        let progress_path = self.scratch.join("progress.jsonl");
-        let out = self.scratch.join("out");
-        std::fs::write(&hooks, HOOKS)
-            .map_err(|error| format!("cannot write {}: {error}", hooks.display()))?;
-        let file_name = path.file_name().unwrap_or_default();
-
-        let mut command = self.command_line(&self.python);
-        command
-            .args([
-                "-m",
-                "nbconvert",
-                "--to",
-                "notebook",
-                "--execute",
-                "--config",
-            ])
-            .arg(&hooks)
-            .arg("--output-dir")
-            .arg(&out)
-            .arg(format!(
-                "--ExecutePreprocessor.timeout={}",
-                self.spec.check.cell_timeout.as_secs().max(1)
-            ))
-            .arg(file_name)
-            .current_dir(&work)
-            .env("RUNTIME_MATRIX_PROGRESS", &progress_path);
-        let finished = self.execute(command)?;
-
-        let progress = std::fs::read_to_string(&progress_path).unwrap_or_default();
+        self.stage()?;
+        let finished = self.execute(self.command_line())?;
+        let progress = self
+            .collected(&self.invocation.progress)
+            .unwrap_or_default();
         let result = NotebookRun {
             original: &original,
-            progress: &progress,
+            progress: &String::from_utf8_lossy(&progress),
             output: &finished.output,
             end: process_end(&finished),
-            executed: std::fs::read(out.join(file_name)).ok(),
+            executed: self.collected(&self.invocation.executed),
         };
         Ok(verdict::notebook(self.spec, self.run, relative, result))
     }
 
     fn command(&self, line: &str) -> Result<Outcome, String> {
-        let mut command = self.command_line(Path::new("sh"));
-        command.arg("-c").arg(line).current_dir(self.scratch);
-        let finished = self.execute(command)?;
+        self.stage()?;
+        let finished = self.execute(self.command_line())?;
         Ok(verdict::command(
             self.spec,
             line,
@@ -182,17 +173,9 @@ impl Job<'_> {
         ))
     }
 
-    fn framework(&self, framework: &str) -> Result<Outcome, String> {
-        let script = self.scratch.join("framework.py");
-        std::fs::write(&script, crate::gpu::FRAMEWORK_SCRIPT)
-            .map_err(|error| format!("cannot write {}: {error}", script.display()))?;
-        let mut command = self.command_line(&self.python);
-        command
-            .arg(&script)
-            .arg(framework)
-            .arg(self.spec.machine.gpus.to_string())
-            .current_dir(self.scratch);
-        let finished = self.execute(command)?;
+    fn framework(&self) -> Result<Outcome, String> {
+        self.stage()?;
+        let finished = self.execute(self.command_line())?;
         let host = match crate::gpu::detect() {
             crate::gpu::Detection::Found(host) => Some(host),
             crate::gpu::Detection::NoDriver(_) => None,

@@ -7,13 +7,18 @@
 
 mod docker;
 mod host;
+mod invocation;
 mod live;
 pub mod process;
 mod provision;
+mod redact;
 mod verdict;
 
-pub use docker::{Keep, clean, image_tools};
+pub use docker::{Keep, clean};
+pub(crate) use docker::{missing_tool, run_once};
+pub use invocation::trial_container;
 pub use live::{install_interrupt_handler, interrupt_cleaned_up, interrupted};
+pub(crate) use provision::tail;
 
 /// Kills host processes left by harness runs that were killed outright; says how many.
 pub fn reap_orphan_processes() {

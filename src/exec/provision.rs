@@ -101,10 +101,8 @@ impl Provisioner {
             .collect();
         wanted.sort();
         wanted.dedup();
-        let key = crate::plan::shard_of(
-            &format!("{executable}\n{version}\n{}", wanted.join("\n")),
-            u64::MAX,
-        );
+        let key =
+            crate::names::folder_key(&format!("{executable}\n{version}\n{}", wanted.join("\n")));
         let venvs = self.cache.join("venvs");
         let venv = venvs.join(format!("py{version}-{key:016x}"));
         let venv_python = venv.join("bin").join("python");

@@ -1,0 +1,236 @@
+//! Images: resolved once per process, and built or pulled at most once per run across
+//! processes, under a file lock per image. The main function is [`DockerExecutor::image`].
+
+use super::diagnosis::io_error;
+use super::run::DockerExecutor;
+use crate::config::{Build, PullPolicy};
+use crate::engine::{Engine, ImageInfo, PullProgress};
+use crate::error::{EngineError, chain};
+use crate::exec::live::lock;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+impl DockerExecutor {
+    /// The image `reference`, resolved once per process (and built or pulled at most once per
+    /// run, across processes, under a file lock).
+    pub(super) async fn image(
+        &self,
+        engine: &Engine,
+        reference: &str,
+        pull: PullPolicy,
+        build: Option<&Build>,
+    ) -> Result<ImageInfo, EngineError> {
+        let key = (engine.endpoint().to_owned(), reference.to_owned(), pull);
+        let cell = lock(&self.images).entry(key).or_default().clone();
+        let resolved = cell
+            .get_or_init(|| async {
+                self.resolve(engine, reference, pull, build)
+                    .await
+                    .map_err(|e| chain(&e))
+            })
+            .await;
+        match resolved {
+            Ok(info) => Ok(info.clone()),
+            Err(message) => Err(EngineError::Earlier {
+                message: message.clone(),
+                image: true,
+            }),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        engine: &Engine,
+        reference: &str,
+        pull: PullPolicy,
+        build: Option<&Build>,
+    ) -> Result<ImageInfo, EngineError> {
+        let present = engine.image(reference).await?;
+        match (pull, present) {
+            (PullPolicy::Never, Some(info)) | (PullPolicy::IfMissing, Some(info)) => {
+                return Ok(info);
+            }
+            (PullPolicy::Never, None) => {
+                return Err(EngineError::ImageMissing {
+                    image: reference.to_owned(),
+                    hint: " and pull = \"never\" (build or load it first, or set pull = \"if-missing\")".into(),
+                });
+            }
+            _ => {}
+        }
+        // Pull or build under a lock shared with other processes of this host.
+        let lock_path = self
+            .locks
+            .join(format!("{:016x}.lock", crate::names::folder_key(reference)));
+        let marker = lock_path.with_extension(format!("run-{}", self.run_id));
+        let _lock = tokio::task::spawn_blocking({
+            let lock_path = lock_path.clone();
+            move || -> std::io::Result<std::fs::File> {
+                std::fs::create_dir_all(lock_path.parent().unwrap_or(Path::new(".")))?;
+                let file = std::fs::File::create(&lock_path)?;
+                file.lock()?;
+                Ok(file)
+            }
+        })
+        .await
+        .map_err(|e| io_error("lock", reference, std::io::Error::other(e)))?
+        .map_err(|e| io_error("lock", reference, e))?;
+        if let Some(info) = engine.image(reference).await?
+            && (pull == PullPolicy::IfMissing || marker.exists())
+        {
+            return Ok(info);
+        }
+        match build {
+            Some(build) => self.build(engine, reference, build).await?,
+            None => pull_with_progress(engine, reference).await?,
+        }
+        let _ = std::fs::write(&marker, b"");
+        engine
+            .image(reference)
+            .await?
+            .ok_or_else(|| EngineError::ImageMissing {
+                image: reference.to_owned(),
+                hint: " after it was built or pulled (did the build tag another name?)".into(),
+            })
+    }
+
+    async fn build(
+        &self,
+        engine: &Engine,
+        reference: &str,
+        build: &Build,
+    ) -> Result<(), EngineError> {
+        let start = Instant::now();
+        match build {
+            Build::Context {
+                context,
+                dockerfile,
+            } => {
+                // Images this one is built FROM, when the matrix knows how to build them.
+                let text = std::fs::read_to_string(context.join(dockerfile)).unwrap_or_default();
+                for base in from_images(&text) {
+                    if let Some(base_build) = self.builds.get(&base).filter(|_| base != reference) {
+                        Box::pin(self.image(
+                            engine,
+                            &base,
+                            PullPolicy::IfMissing,
+                            Some(base_build),
+                        ))
+                        .await?;
+                    }
+                }
+                eprintln!(
+                    "runtime-matrix: building image {reference} from {}",
+                    context.display()
+                );
+                engine
+                    .build(reference, context, dockerfile, |line| {
+                        if line.starts_with("Step ") {
+                            eprintln!("runtime-matrix:   {line}");
+                        }
+                    })
+                    .await?;
+            }
+            Build::Script { script } => {
+                eprintln!(
+                    "runtime-matrix: building image {reference} with {} (once; later runs reuse it)",
+                    script.display()
+                );
+                let mut command = std::process::Command::new(script);
+                command
+                    .current_dir(script.parent().unwrap_or(Path::new(".")))
+                    .env("RUNTIME_MATRIX_IMAGE", reference)
+                    .env("DOCKER_HOST", engine.endpoint());
+                let token = format!(
+                    "build-{}-{}",
+                    std::process::id(),
+                    crate::names::folder_key(reference)
+                );
+                let finished = tokio::task::spawn_blocking(move || {
+                    crate::exec::process::run(command, Duration::from_secs(3600), &token)
+                })
+                .await
+                .map_err(|e| {
+                    io_error(
+                        "run the build script of",
+                        reference,
+                        std::io::Error::other(e),
+                    )
+                })?
+                .map_err(|e| io_error("run the build script of", reference, e))?;
+                if finished.ended != crate::exec::process::Ended::Exited(0) {
+                    return Err(EngineError::Build {
+                        image: reference.to_owned(),
+                        from: script.display().to_string(),
+                        output: crate::exec::provision::tail(&finished.output, 30),
+                    });
+                }
+            }
+        }
+        eprintln!(
+            "runtime-matrix: built image {reference} in {:.0?}",
+            start.elapsed()
+        );
+        Ok(())
+    }
+}
+
+async fn pull_with_progress(engine: &Engine, reference: &str) -> Result<(), EngineError> {
+    let start = Instant::now();
+    let live = std::io::stderr().is_terminal();
+    let mut last = PullProgress::default();
+    eprintln!("runtime-matrix: pulling image {reference}");
+    engine
+        .pull(reference, |progress| {
+            if live {
+                eprint!(
+                    "\rruntime-matrix:   {}/{} layers, {:.1}/{:.1} MB   ",
+                    progress.done,
+                    progress.layers,
+                    progress.current as f64 / 1e6,
+                    progress.total as f64 / 1e6
+                );
+            }
+            last = progress.clone();
+        })
+        .await?;
+    if live {
+        eprintln!();
+    }
+    eprintln!(
+        "runtime-matrix: pulled image {reference}: {} layers, {:.1} MB in {:.1?}",
+        last.layers,
+        last.total as f64 / 1e6,
+        start.elapsed()
+    );
+    Ok(())
+}
+
+/// The images a Dockerfile builds `FROM`.
+fn from_images(dockerfile: &str) -> Vec<String> {
+    dockerfile
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if !words.next()?.eq_ignore_ascii_case("FROM") {
+                return None;
+            }
+            words.find(|w| !w.starts_with("--")).map(str::to_owned)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_images_a_dockerfile_builds_from() {
+        let dockerfile = "# base\nFROM --platform=linux/amd64 runtime-matrix/base:1 AS build\nRUN true\nfrom debian:bookworm\n";
+        assert_eq!(
+            from_images(dockerfile),
+            ["runtime-matrix/base:1", "debian:bookworm"]
+        );
+    }
+}

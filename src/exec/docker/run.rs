@@ -1,0 +1,426 @@
+//! Running one trial in a container. The main type is [`DockerExecutor`]: it connects to the
+//! machine's engine, resolves the image, leases a container, stages the trial's
+//! [`Invocation`], runs it under an in-container time limit and judges what came back.
+
+use super::containers::{Keep, Lease, reap};
+use super::diagnosis::{after_failure_note, category_of, io_error, missing_tool};
+use super::staging::{archive, trial_files};
+use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
+use crate::engine::{ContainerSpec, Engine, ExecOutcome, GpuRequest, ImageInfo};
+use crate::error::EngineError;
+use crate::exec::Outcome;
+use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
+use crate::exec::live::{Owner, lock};
+use crate::exec::redact::redact;
+use crate::exec::verdict::{self, NotebookRun, setup_failure};
+use crate::gpu::HostGpus;
+use crate::notebook::ProcessEnd;
+use crate::plan::TrialSpec;
+use crate::record::RunDir;
+use crate::verdict::{Category, Failure, FailureKind};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// How long past a check's deadline the harness waits for the in-container limit to act.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// A value computed once per process and shared; an error is kept as its message.
+pub(super) type Cell<T> = Arc<OnceCell<Result<T, String>>>;
+
+/// Runs Docker trials; one per process, shared by its trials.
+pub(crate) struct DockerExecutor {
+    pub(super) runtime: tokio::runtime::Runtime,
+    pub(super) owner: &'static Owner,
+    pub(super) keep: Keep,
+    pub(super) run_id: String,
+    pub(super) locks: std::path::PathBuf,
+    /// Every image the matrix knows how to build, so that a Dockerfile's `FROM` one of them
+    /// builds it first.
+    pub(super) builds: BTreeMap<String, Build>,
+    pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
+    pub(super) images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
+    pub(super) reused: Mutex<HashMap<(String, String), Cell<String>>>,
+}
+
+/// One trial's run in a container: what every step needs.
+pub(super) struct Trial<'a> {
+    pub(super) spec: &'a TrialSpec,
+    pub(super) docker: &'a DockerRuntime,
+    pub(super) run: &'a RunDir,
+    /// The GPUs the trial holds, by UUID.
+    pub(super) gpus: &'a [String],
+    pub(super) invocation: Invocation,
+    pub(super) container: ContainerSpec,
+    /// The real values of the runtime's secrets.
+    pub(super) secrets: BTreeMap<String, String>,
+    /// The trial's folder inside the container.
+    pub(super) folder: String,
+}
+
+impl DockerExecutor {
+    pub(crate) fn new(
+        builds: BTreeMap<String, Build>,
+        keep: Keep,
+        run_id: &str,
+        cache: &Path,
+    ) -> DockerExecutor {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("runtime-matrix-engine")
+            .build()
+            .expect("a tokio runtime can be built");
+        DockerExecutor {
+            runtime,
+            owner: Owner::me(),
+            keep,
+            run_id: run_id.to_owned(),
+            locks: cache.join("images"),
+            builds,
+            engines: Mutex::default(),
+            images: Mutex::default(),
+            reused: Mutex::default(),
+        }
+    }
+
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        self.runtime.handle()
+    }
+
+    pub(crate) fn run(
+        &self,
+        spec: &TrialSpec,
+        docker: &DockerRuntime,
+        run: &RunDir,
+        gpus: &[String],
+    ) -> Outcome {
+        let secrets = match secrets_of(spec, docker) {
+            Ok(secrets) => secrets,
+            Err(unset) => return setup_failure(Category::Infrastructure, unset.to_string()),
+        };
+        let trial = Trial::new(spec, docker, run, gpus, secrets);
+        let outcome = match self.run_in_container(&trial) {
+            Ok(outcome) => outcome,
+            Err(error) => verdict::engine_failure(category_of(&error), &error),
+        };
+        redact(outcome, trial.secrets.values())
+    }
+
+    /// The steps of a trial once its container is known: each step's errors end the trial as
+    /// a setup failure, and the container is removed (or kept) whatever happens.
+    fn run_in_container(&self, trial: &Trial<'_>) -> Result<Outcome, EngineError> {
+        let (spec, docker) = (trial.spec, trial.docker);
+        let engine = self
+            .runtime
+            .block_on(self.engine(spec.machine.docker.as_deref()))?;
+        let image = self.runtime.block_on(self.image(
+            &engine,
+            &docker.image,
+            docker.pull,
+            docker.build.as_ref(),
+        ))?;
+        let host = match crate::gpu::detect() {
+            crate::gpu::Detection::Found(host) => Some(host),
+            crate::gpu::Detection::NoDriver(_) => None,
+        };
+        if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
+            return Ok(outcome);
+        }
+        let lease = self.container(&engine, trial)?;
+        let original = match &spec.check.kind {
+            CheckKind::Notebook { path, .. } => Some(
+                std::fs::read(path)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        };
+        let files = trial_files(&trial.invocation, &trial.folder)
+            .map_err(|error| io_error("read the notebook's folder for", &spec.name, error))?;
+        let archive =
+            archive(&files).map_err(|error| io_error("pack the files of", &spec.name, error))?;
+        self.runtime
+            .block_on(engine.upload(&lease.id, "/", archive))?;
+
+        let exec = self.execute(&engine, &lease, trial)?;
+        if exec.exit_code.is_none() {
+            // The in-container limit did not act: the container cannot be trusted any more.
+            lease.poison();
+        }
+        let outcome = self.judge(&engine, &lease, trial, &exec, original, host)?;
+        let mut outcome = Outcome {
+            image: Some((&image).into()),
+            ..outcome
+        };
+        if outcome.failure.is_some() && exec.exit_code.is_some() {
+            let (running, oom_kills) = self
+                .runtime
+                .block_on(engine.after_failure(&lease.id, exec.exit_code == Some(137)));
+            if let (Some(note), Some(failure)) = (
+                after_failure_note(running, oom_kills, docker.memory),
+                outcome.failure.as_mut(),
+            ) {
+                failure.summary = format!("{} ({note})", failure.summary);
+            }
+        }
+        Ok(self.finish(lease, spec, &trial.container, outcome))
+    }
+
+    /// Runs the trial's command in its container, with the real values of its secrets.
+    fn execute(
+        &self,
+        engine: &Engine,
+        lease: &Lease<'_>,
+        trial: &Trial<'_>,
+    ) -> Result<ExecOutcome, EngineError> {
+        let container = &trial.container;
+        let env: Vec<String> = container
+            .env
+            .iter()
+            .map(|(key, value)| format!("{key}={}", trial.secrets.get(key).unwrap_or(value)))
+            .collect();
+        self.runtime.block_on(engine.exec(
+            &lease.id,
+            container.command.clone(),
+            &container.workdir,
+            env,
+            trial.spec.check.timeout + GRACE,
+        ))
+    }
+
+    /// The verdict on what the check printed and left in its trial folder.
+    fn judge(
+        &self,
+        engine: &Engine,
+        lease: &Lease<'_>,
+        trial: &Trial<'_>,
+        exec: &ExecOutcome,
+        original: Option<serde_json::Value>,
+        host: Option<&HostGpus>,
+    ) -> Result<Outcome, EngineError> {
+        let (spec, docker) = (trial.spec, trial.docker);
+        let end = match exec.exit_code {
+            Some(0) => ProcessEnd::Success,
+            // `timeout -s KILL` exits 137 when it killed the check at the deadline.
+            Some(137) if exec.elapsed + Duration::from_millis(500) >= spec.check.timeout => {
+                ProcessEnd::Deadline
+            }
+            Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
+            None => ProcessEnd::Deadline,
+        };
+        if let Some(missing) =
+            missing_tool(&exec.output, exec.exit_code, &docker.python, &docker.image)
+        {
+            return Ok(Outcome {
+                failure: Some(Failure {
+                    kind: FailureKind::MissingTool,
+                    category: Category::Runtime,
+                    summary: missing,
+                    cell: None,
+                    exit_code: exec.exit_code.and_then(|c| i32::try_from(c).ok()),
+                    output_tail: Some(crate::exec::provision::tail(&exec.output, 30)),
+                    cause: None,
+                }),
+                ..Outcome::default()
+            });
+        }
+        let download = |relative: &Option<String>| -> Result<Option<Vec<u8>>, EngineError> {
+            match relative {
+                Some(relative) => self
+                    .runtime
+                    .block_on(engine.download_file(&lease.id, &in_folder(&trial.folder, relative))),
+                None => Ok(None),
+            }
+        };
+        Ok(match (&spec.check.kind, original) {
+            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+                let progress = download(&trial.invocation.progress)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let executed = match end {
+                    ProcessEnd::Success => download(&trial.invocation.executed)?,
+                    _ => None,
+                };
+                let progress = String::from_utf8_lossy(&progress);
+                let result = NotebookRun {
+                    original: &original,
+                    progress: &progress,
+                    output: &exec.output,
+                    end,
+                    executed,
+                };
+                verdict::notebook(spec, trial.run, relative, result)
+            }
+            (CheckKind::Command { run: line }, _) => {
+                verdict::command(spec, line, end, &exec.output)
+            }
+            (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
+                let judged = verdict::judge_gpu_check(
+                    kind,
+                    &exec.output,
+                    trial.gpus,
+                    spec.machine.gpus,
+                    host,
+                );
+                verdict::gpu_check(spec, judged, end, &exec.output)
+            }
+            (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
+        })
+    }
+
+    /// Removes or keeps the trial's container, as `RUNTIME_MATRIX_KEEP` says.
+    fn finish(
+        &self,
+        lease: Lease<'_>,
+        spec: &TrialSpec,
+        container: &ContainerSpec,
+        outcome: Outcome,
+    ) -> Outcome {
+        let keep = match self.keep {
+            Keep::Never => false,
+            Keep::Failed => outcome.failure.is_some(),
+            Keep::Always => true,
+        };
+        if keep && !lease.reused {
+            let prefix = match lease.engine.endpoint() {
+                "unix:///var/run/docker.sock" => String::new(),
+                endpoint => format!("DOCKER_HOST={endpoint} "),
+            };
+            let id = lease.keep();
+            let short: String = id.chars().take(12).collect();
+            eprintln!(
+                "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {short} {}",
+                spec.name,
+                container.workdir,
+                shell_words(&container.command)
+            );
+        }
+        outcome
+    }
+
+    /// The engine at `endpoint`, connected once per process; the first connection reaps the
+    /// containers of runs on this host whose process is gone.
+    pub(super) async fn engine(&self, endpoint: Option<&str>) -> Result<Engine, EngineError> {
+        let key = endpoint.unwrap_or("").to_owned();
+        let cell = lock(&self.engines).entry(key).or_default().clone();
+        if let Some(engine) = cell.get() {
+            return Ok(engine.clone());
+        }
+        // A failed connection is not cached: the engine may come back for later trials.
+        let engine = Engine::connect(endpoint).await?;
+        let engine = cell
+            .get_or_init(|| async {
+                reap(&engine, self.owner).await;
+                engine
+            })
+            .await;
+        Ok(engine.clone())
+    }
+}
+
+impl<'a> Trial<'a> {
+    /// The trial's invocation and container, with its GPUs and the values of its secrets.
+    pub(super) fn new(
+        spec: &'a TrialSpec,
+        docker: &'a DockerRuntime,
+        run: &'a RunDir,
+        gpus: &'a [String],
+        secrets: BTreeMap<String, String>,
+    ) -> Trial<'a> {
+        let invocation = Invocation::for_trial(spec, &docker.python);
+        let mut container = container_of(spec, docker, &invocation);
+        if !gpus.is_empty() {
+            container = container
+                .with_gpus(GpuRequest::Devices(gpus.to_vec()))
+                .with_env("RUNTIME_MATRIX_GPUS", gpus.join(","));
+        }
+        Trial {
+            spec,
+            docker,
+            run,
+            gpus,
+            invocation,
+            container,
+            secrets,
+            folder: trial_folder(&spec.name),
+        }
+    }
+}
+
+/// The values of the runtime's secrets, from this process's environment: an unset one fails
+/// the trial before any engine is asked.
+fn secrets_of(
+    spec: &TrialSpec,
+    docker: &DockerRuntime,
+) -> Result<BTreeMap<String, String>, UnsetSecret> {
+    let mut secrets = BTreeMap::new();
+    for name in &docker.secrets {
+        let value = std::env::var(name).map_err(|_| UnsetSecret {
+            name: name.clone(),
+            runtime: spec.runtime.name.clone(),
+        })?;
+        secrets.insert(name.clone(), value);
+    }
+    Ok(secrets)
+}
+
+/// A secret a runtime declares that the environment does not set.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "secret `{name}` of runtime `{runtime}` is not set in the environment (export it before the run)"
+)]
+pub(super) struct UnsetSecret {
+    name: String,
+    runtime: String,
+}
+
+/// A GPU trial whose image declares a CUDA newer than this host's driver supports fails
+/// before a container starts.
+fn preflight(trial: &Trial<'_>, image: &ImageInfo, host: Option<&HostGpus>) -> Option<Outcome> {
+    let host = host?;
+    let image_name = &trial.docker.image;
+    let declared = crate::gpu::checks::declared_cuda(&image.env, &image.labels);
+    let error = crate::gpu::checks::preflight(image_name, declared, host).err()?;
+    Some(Outcome {
+        image: Some(image.into()),
+        ..verdict::preflight_failure(&error)
+    })
+}
+
+/// `command` as a line a shell would split back into the same words.
+fn shell_words(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+".contains(c))
+            {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(&["sh", "-c", "echo 'hi'"], "sh -c 'echo '\\''hi'\\'''")]
+    #[case(&["timeout", "-s", "KILL", "60", "python3"], "timeout -s KILL 60 python3")]
+    fn quotes_commands_for_the_shell(#[case] words: &[&str], #[case] expected: &str) {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        assert_eq!(shell_words(&words), expected);
+    }
+}
