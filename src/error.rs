@@ -171,7 +171,7 @@ pub enum OutputError {
 }
 
 /// Formats `error` and its chain of causes, one per line, for a terminal.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -184,7 +184,7 @@ pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// A runtime's Python could not be made ready to execute notebooks.
 #[derive(Debug, thiserror::Error)]
-pub enum ProvisionError {
+pub(crate) enum ProvisionError {
     /// The interpreter does not exist or does not run.
     #[error(
         "python `{python}` of runtime `{runtime}` cannot be run: {detail} (install it, or set runtimes.{runtime}.python)"
@@ -223,7 +223,7 @@ pub enum ProvisionError {
 /// A Docker engine operation failed. Each variant names what was being done and to what; the
 /// engine's own error is the source.
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// The engine does not answer at all.
     #[error(
         "cannot reach the Docker engine at {endpoint} (is it running? start it with `sudo systemctl start docker`, \

@@ -14,21 +14,29 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
+#[doc(hidden)]
+pub mod cli;
 pub mod config;
-pub mod doctor;
-pub mod engine;
+mod doctor;
+mod engine;
 pub mod error;
-pub mod exec;
-pub mod gpu;
-pub mod harness;
+mod exec;
+mod gpu;
+mod harness;
 mod names;
-pub mod notebook;
+mod notebook;
 pub mod plan;
 pub mod record;
 pub mod report;
-pub mod settings;
-pub mod verdict;
+mod settings;
+#[doc(hidden)]
+pub mod testing;
+mod verdict;
 
 pub use config::Matrix;
+pub use exec::Keep;
 pub use harness::Harness;
 pub use plan::{Plan, Selection, TrialSpec};
+pub use settings::Options;

@@ -1,5 +1,5 @@
 //! One record per trial. The main type is [`TrialRecord`], written as one JSON file per trial
-//! under the run's folder ([`RunDir`]) so that runs split over processes (cargo-nextest),
+//! under the run's folder (`RunDir`) so that runs split over processes (cargo-nextest),
 //! shards and hosts merge later without any process having seen every result.
 
 use crate::error::OutputError;
@@ -86,7 +86,7 @@ pub struct TrialImage {
 
 /// The folder of one run: `records/`, `artifacts/`, `excluded.json` and the reports.
 #[derive(Debug, Clone)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     /// The run's id.
     pub run_id: String,
     /// The folder.
@@ -145,7 +145,7 @@ impl RunDir {
 
 /// A file name for a trial's record: readable, and unique even where two names map to the
 /// same characters.
-pub fn record_file_name(trial: &str) -> String {
+pub(crate) fn record_file_name(trial: &str) -> String {
     let readable: String = trial
         .replace("::", ".")
         .chars()
@@ -162,7 +162,7 @@ pub fn record_file_name(trial: &str) -> String {
 
 /// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`, so
 /// that a reader sees the old file or the whole new one, never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut file = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
@@ -173,7 +173,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Reads every record and exclusion under `dir`: a run folder, or a folder of run folders.
-pub fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputError> {
+pub(crate) fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputError> {
     let mut records = Vec::new();
     let mut excluded = Vec::new();
     let runs: Vec<PathBuf> = if dir.join("records").is_dir() {

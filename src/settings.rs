@@ -126,7 +126,7 @@ impl Options {
 
     /// Makes host GPU detection use [`Options::nvml`]. Detection runs at most once per
     /// process, so the first call before it counts; the harness and the CLI call this first.
-    pub fn configure_detection(&self) {
+    pub(crate) fn configure_detection(&self) {
         crate::gpu::use_library(self.nvml.clone());
     }
 

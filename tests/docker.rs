@@ -430,10 +430,10 @@ fn a_panicking_trial_still_removes_its_container() {
         .iter()
         .find(|t| t.name == "base::cpu::cmd::ok")
         .unwrap();
-    let executor = runtime_matrix::exec::Executor::new(
+    let executor = runtime_matrix::testing::Executor::new(
         &matrix,
         support::cache(),
-        runtime_matrix::exec::Keep::Never,
+        runtime_matrix::Keep::Never,
         "panic-test",
     );
     let mut id = String::new();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use runtime_matrix::gpu::{ProbeReport, checks::parse_marked, visible_verdict};
+use runtime_matrix::testing::{ProbeReport, parse_marked, visible_verdict};
 use std::collections::BTreeMap;
 use std::process::Command;
 use support::{TWO_H100, fake_nvml, fixtures, harness, output, records, runtime_matrix};
@@ -213,14 +213,14 @@ fn probe_in_container(devices: &str, driver: &str) -> ProbeReport {
         .exec(ExecCommand::new([
             "python3",
             "-c",
-            runtime_matrix::gpu::PROBE_SCRIPT,
+            runtime_matrix::testing::PROBE_SCRIPT,
         ]))
         .unwrap();
     let stdout = String::from_utf8(exec.stdout_to_vec().unwrap()).unwrap();
     parse_marked(&stdout, "RUNTIME_MATRIX_PROBE ").unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn host() -> runtime_matrix::gpu::HostGpus {
+fn host() -> runtime_matrix::testing::HostGpus {
     let mut command = runtime_matrix();
     command
         .args(["plan", "--format", "json", "--config"])
@@ -278,7 +278,7 @@ fn the_probe_in_a_container_catches_leaked_gpus_and_gpus_on_a_cpu_trial() {
 #[test]
 fn the_probe_says_clearly_when_nvml_is_absent() {
     let output = Command::new("python3")
-        .args(["-c", runtime_matrix::gpu::PROBE_SCRIPT])
+        .args(["-c", runtime_matrix::testing::PROBE_SCRIPT])
         .env("LD_LIBRARY_PATH", "/nonexistent")
         .output()
         .unwrap();

@@ -1,8 +1,8 @@
 //! Loading and validating `matrix.toml`. The main type is [`Matrix`].
 //!
-//! Loading takes two passes: [`raw`] parses the TOML into plain serde types and collects the
-//! keys it did not recognise (they warn, with the nearest key of their table from [`keys`]);
-//! [`validate`] compiles those types into a [`Matrix`],
+//! Loading takes two passes: `raw` parses the TOML into plain serde types and collects the
+//! keys it did not recognise (they warn, with the nearest key of their table from `keys`);
+//! `validate` compiles those types into a [`Matrix`],
 //! checking every reference, glob, notebook and duration, and reports each problem with the
 //! key path and the entry it concerns.
 
@@ -16,7 +16,7 @@ pub use matrix::{
     Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Machine, Matrix,
     PullPolicy, Runtime,
 };
-pub use suggest::{nearest, wildcard_match};
+pub(crate) use suggest::{nearest, wildcard_match};
 
 use crate::error::ConfigError;
 use std::path::Path;

@@ -62,16 +62,6 @@ impl Engine {
         &self.endpoint
     }
 
-    /// The engine's version, e.g. `28.2.2`.
-    pub async fn version(&self) -> Result<String, EngineError> {
-        let version = self
-            .docker
-            .version()
-            .await
-            .map_err(|error| self.error("query the version of", "the engine", error))?;
-        Ok(version.version.unwrap_or_default())
-    }
-
     /// What the engine says about itself.
     pub async fn system(&self) -> Result<EngineSystem, EngineError> {
         let info = self

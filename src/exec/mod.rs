@@ -157,7 +157,7 @@ impl Executor {
 
     /// Runs the check of `spec`, keeping artifacts in `run`. A trial on a GPU machine first
     /// leases that many of this host's matching GPUs, and holds them while its check runs.
-    pub fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
+    pub(crate) fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
         let lease = match lease_gpus(spec, &self.lock_dir, self.lease_timeout) {
             Ok(lease) => lease,
             Err(error) => {

@@ -9,9 +9,11 @@ mod detect;
 mod failures;
 pub mod lease;
 
-pub use checks::{FrameworkReport, ProbeReport, framework_verdict, visible_verdict};
-pub use detect::{Detection, Gpu, HostGpus, detect, detect_with, use_library};
-pub use failures::{FrameworkFailure, GpuCheckError, PreflightError, ReportError, VisibleMismatch};
+pub use checks::{ProbeReport, framework_verdict, visible_verdict};
+pub use detect::{Detection, Gpu, HostGpus, detect, use_library};
+#[cfg(test)]
+pub(crate) use failures::{FrameworkFailure, VisibleMismatch};
+pub use failures::{GpuCheckError, PreflightError};
 
 /// The in-container probe: Python and ctypes only.
 pub const PROBE_SCRIPT: &str = include_str!("probe.py");

@@ -7,7 +7,7 @@ mod validate;
 
 pub use ansi::strip_ansi;
 pub use execution::{CellTiming, ExecutionReport, ProcessEnd, Progress};
-pub use validate::{NotebookError, NotebookSummary, check_notebook};
+pub use validate::check_notebook;
 
 /// A cell's source as one string, whether nbformat stored it as a string or a list of lines.
 pub(crate) fn source_text(source: &serde_json::Value) -> String {

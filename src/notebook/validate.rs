@@ -6,8 +6,6 @@ use std::path::Path;
 /// What the matrix needs to know about a valid notebook.
 #[derive(Debug, Clone)]
 pub struct NotebookSummary {
-    /// Number of cells.
-    pub cells: usize,
     /// `metadata.kernelspec.name`, when declared.
     pub kernel: Option<String>,
 }
@@ -83,10 +81,7 @@ pub(crate) fn summarise(notebook: &Value) -> Result<NotebookSummary, NotebookErr
         .and_then(|spec| spec.get("name"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    Ok(NotebookSummary {
-        cells: cells.len(),
-        kernel,
-    })
+    Ok(NotebookSummary { kernel })
 }
 
 #[cfg(test)]
@@ -108,7 +103,6 @@ mod tests {
         let notebook = json!({"nbformat": 4, "nbformat_minor": 5,
             "metadata": {"kernelspec": {"name": "python3"}}, "cells": [code_cell(Some("a"))]});
         let summary = summarise(&notebook).unwrap();
-        assert_eq!(summary.cells, 1);
         assert_eq!(summary.kernel.as_deref(), Some("python3"));
     }
 

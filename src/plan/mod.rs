@@ -6,7 +6,8 @@
 
 mod select;
 
-pub use select::{MachineSelection, Selection, TagFilter, shard_of};
+pub(crate) use select::shard_of;
+pub use select::{MachineSelection, Selection, TagFilter};
 
 use crate::config::{Check, ExpectedFailure, Machine, Matrix, Runtime};
 use serde::{Deserialize, Serialize};

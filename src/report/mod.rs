@@ -4,7 +4,7 @@
 pub mod json;
 pub mod junit;
 pub mod markdown;
-pub mod text;
+pub(crate) mod text;
 
 use crate::error::OutputError;
 use crate::plan::Excluded;

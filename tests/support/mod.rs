@@ -143,30 +143,20 @@ pub fn cell_started(run_id: &str, index: u64) -> bool {
 
 /// Ids of the containers, running or not, that run `run_id` left on the local engine.
 pub fn containers_of_run(run_id: &str) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let engine = runtime_matrix::engine::Engine::connect(None)
-            .await
-            .expect("the local Docker engine answers");
-        let containers = engine
-            .our_containers()
-            .await
-            .expect("containers can be listed");
-        containers
-            .into_iter()
-            .filter(|c| {
-                c.labels
-                    .as_ref()
-                    .and_then(|l| l.get(runtime_matrix::engine::LABEL_RUN))
-                    .map(String::as_str)
-                    == Some(run_id)
-            })
-            .filter_map(|c| c.id)
-            .collect()
-    })
+    let output = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter"])
+        .arg(format!("label=runtime-matrix.run-id={run_id}"))
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        output.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether container `id` exists on the local engine.

@@ -291,9 +291,17 @@ impl crate::exec::Executor {
     /// Test hook: creates `spec`'s container as its trial would (engine, image, lease), calls
     /// `during` with the container's id while the lease holds it, then lets the lease go. A
     /// panic in `during` unwinds through the lease, as a panicking check would. Panics when
-    /// `spec` is not a Docker trial.
-    #[doc(hidden)]
+    /// `spec` is not a Docker trial. An engine failure comes back as its message.
     pub fn with_trial_container<R>(
+        &self,
+        spec: &crate::plan::TrialSpec,
+        during: impl FnOnce(&str) -> R,
+    ) -> Result<R, String> {
+        self.with_container(spec, during)
+            .map_err(|error| crate::error::chain(&error))
+    }
+
+    fn with_container<R>(
         &self,
         spec: &crate::plan::TrialSpec,
         during: impl FnOnce(&str) -> R,

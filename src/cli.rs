@@ -1,0 +1,351 @@
+//! The `runtime-matrix` command: what is not a test. `plan` shows what would run here,
+//! `report` merges records into reports, `doctor` and `clean` look after the host, and `run`
+//! is the harness itself, for running a matrix without a cargo project.
+//!
+//! It lives in the library, beside what it drives, so that the crate's public API stays the
+//! small part embedders need; `src/main.rs` only calls [`main`].
+
+use crate::engine::{ContainerSpec, Engine, GpuRequest};
+use crate::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
+use crate::exec::trial_container;
+use crate::harness::{self, Harness, Options, fail_setup};
+use crate::plan::{MachineSelection, Plan};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "runtime-matrix",
+    version,
+    about = "Prove that every runtime works on every machine."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Selection flags; each defaults to its RUNTIME_MATRIX_* variable.
+#[derive(clap::Args)]
+struct Select {
+    /// The matrix file.
+    #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+    config: PathBuf,
+    /// The stage to plan for (default: the matrix's default stage).
+    #[arg(long, env = "RUNTIME_MATRIX_STAGE")]
+    stage: Option<String>,
+    /// Tags to include, and `!tag` to exclude, comma-separated.
+    #[arg(long, env = "RUNTIME_MATRIX_TAGS")]
+    tags: Option<String>,
+    /// A shard `K/N` of the trials.
+    #[arg(long, env = "RUNTIME_MATRIX_SHARD")]
+    shard: Option<String>,
+    /// Machines this host serves, comma-separated, or `all`.
+    #[arg(long, env = "RUNTIME_MATRIX_MACHINES")]
+    machines: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the trials this host would run and those it would not, with the reason. Runs
+    /// nothing.
+    Plan {
+        #[command(flatten)]
+        select: Select,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Merge the records of one or more runs (or shards, or hosts) into report.json,
+    /// report.md and junit.xml.
+    Report {
+        /// Run folders, or folders of run folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the reports (default: the first folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Check that this host can run the matrix: config, Docker, the NVIDIA runtime, NVML, each
+    /// runtime's image and the tools inside it, free disk. Exits 2 when something is missing.
+    Doctor {
+        /// The matrix file.
+        #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+        config: PathBuf,
+    },
+    /// Remove the containers of runs on this host whose process is gone, including those kept
+    /// with RUNTIME_MATRIX_KEEP. Containers of live runs and containers that are not
+    /// runtime-matrix's are never touched.
+    Clean {
+        /// The matrix file, for the machines' Docker engines.
+        #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+        config: PathBuf,
+    },
+    /// Run the matrix as a test harness; arguments after `--` are libtest's
+    /// (`--list`, `--exact`, filters, `--test-threads`...).
+    Run {
+        #[command(flatten)]
+        select: Select,
+        /// libtest arguments.
+        #[arg(last = true)]
+        libtest: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Parses the command line and runs the command; returns the process's exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `runtime-matrix plan | head` ends quietly, as other Unix tools do. The harness keeps
+        // Rust's default, so that a closed pipe never skips its clean-up.
+        // SAFETY: called before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    match cli.command {
+        Command::Plan { select, format } => plan(select, format),
+        Command::Report { dirs, out } => report(&dirs, out),
+        Command::Clean { config } => clean(&config),
+        Command::Doctor { config } => {
+            // The report carries an invalid matrix's problems but not its unknown keys, which
+            // may explain them: those are printed first, as `plan` does. Loading twice costs
+            // milliseconds against the doctor's engine checks.
+            if let Err(error) = crate::Matrix::load(&config) {
+                harness::print_warnings(error.warnings());
+            }
+            let options = match Options::from_env() {
+                Ok(options) => Options { config, ..options },
+                Err(error) => return fail_setup(&error),
+            };
+            options.configure_detection();
+            let config = options.config.clone();
+            let report = crate::doctor::examine(&config, |matrix| options.out_root(matrix));
+            let mut stdout = std::io::stdout().lock();
+            let _ = report.write(&mut stdout);
+            ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
+        }
+        Command::Run { select, libtest } => {
+            let args = libtest_mimic::Arguments::from_iter(
+                std::iter::once("runtime-matrix".to_owned()).chain(libtest),
+            );
+            match options(select) {
+                Ok(options) => Harness::new(args, options).run(),
+                Err(error) => fail_setup(&error),
+            }
+        }
+    }
+}
+
+/// The settings from the environment, with the selection flags over them.
+fn options(select: Select) -> Result<Options, crate::error::SettingsError> {
+    Ok(Options {
+        config: select.config,
+        stage: select.stage,
+        tags: select.tags,
+        shard: select.shard,
+        machines: select.machines,
+        ..Options::from_env()?
+    })
+}
+
+fn plan(select: Select, format: Format) -> ExitCode {
+    let options = match options(select) {
+        Ok(options) => options,
+        Err(error) => return fail_setup(&error),
+    };
+    let matrix = match harness::load(&options) {
+        Ok(matrix) => matrix,
+        Err(code) => return code,
+    };
+    let selection = match options.selection(&matrix) {
+        Ok(selection) => selection,
+        Err(error) => return fail_setup(&error),
+    };
+    let plan = Plan::new(&matrix, &selection);
+    match format {
+        Format::Json => {
+            let host = match &selection.machines {
+                MachineSelection::Detected(host) => serde_json::json!({ "nvidia": host }),
+                MachineSelection::NoDriver(reason) => serde_json::json!({ "no_driver": reason }),
+                MachineSelection::Named(names) => serde_json::json!({ "named_machines": names }),
+                MachineSelection::CpuOnly => serde_json::json!({ "cpu_only_matrix": true }),
+            };
+            let mut json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "host": host, "plan": plan });
+            for (trial, spec) in json["plan"]["trials"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .zip(&plan.trials)
+            {
+                trial["container"] =
+                    serde_json::to_value(trial_container(spec)).unwrap_or_default();
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).expect("plans always serialise")
+            );
+        }
+        Format::Text => {
+            println!(
+                "{}: {} runtimes, {} machines, stage `{}`",
+                matrix.path.display(),
+                matrix.runtimes.len(),
+                matrix.machines.len(),
+                plan.stage
+            );
+            match &selection.machines {
+                MachineSelection::Detected(host) => {
+                    let cuda = host
+                        .cuda_version()
+                        .map(|v| format!(" (CUDA {v})"))
+                        .unwrap_or_default();
+                    println!(
+                        "host: NVIDIA driver {}{cuda}, {} GPU(s)",
+                        host.driver,
+                        host.gpus.len()
+                    );
+                    for gpu in &host.gpus {
+                        println!(
+                            "  [{}] {} {} ({} MiB, compute capability {})",
+                            gpu.index, gpu.uuid, gpu.name, gpu.memory_mib, gpu.compute_capability
+                        );
+                    }
+                }
+                MachineSelection::NoDriver(reason) => {
+                    println!("host: no NVIDIA driver ({reason}); only CPU-only machines run here")
+                }
+                MachineSelection::Named(names) => println!("machines named: {}", names.join(", ")),
+                MachineSelection::CpuOnly => {}
+            }
+            println!("\nwould run {} trials:", plan.trials.len());
+            for t in &plan.trials {
+                let timeouts = match t.check.kind {
+                    crate::config::CheckKind::Notebook { .. } => format!(
+                        "deadline {}, cell timeout {}",
+                        humantime::format_duration(t.check.timeout),
+                        humantime::format_duration(t.check.cell_timeout)
+                    ),
+                    _ => format!("timeout {}", humantime::format_duration(t.check.timeout)),
+                };
+                let expected = t
+                    .expected_failure
+                    .as_ref()
+                    .map(|e| format!("; expected to fail: {}", e.reason))
+                    .unwrap_or_default();
+                println!(
+                    "  [{}] {}  ({timeouts}; tags: {}{expected})",
+                    t.kind(),
+                    t.name,
+                    t.tags.join(",")
+                );
+                if let Some(container) = trial_container(t) {
+                    print_container(&container);
+                }
+            }
+            println!("\nwould not run {} trials:", plan.excluded.len());
+            for e in &plan.excluded {
+                println!("  {}  ({})", e.name, e.reason);
+            }
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn print_container(c: &ContainerSpec) {
+    let gpus = match &c.gpus {
+        GpuRequest::None => "none".to_owned(),
+        GpuRequest::Count(n) => format!("{n} (any)"),
+        GpuRequest::Devices(ids) => ids.join(","),
+    };
+    let size = |bytes: Option<i64>| {
+        bytes
+            .map(|b| format!("{}m", b / (1024 * 1024)))
+            .unwrap_or_else(|| "unlimited".into())
+    };
+    println!(
+        "      image {}; gpus {gpus}; memory {}; pids {}; network {}; unprivileged, no added capabilities, {}",
+        c.image,
+        size(c.memory),
+        c.pids
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "unlimited".into()),
+        c.network,
+        c.security_options.join(",")
+    );
+    let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("      env {}", env.join(" "));
+    println!("      in {}: {}", c.workdir, c.command.join(" "));
+}
+
+fn clean(config: &std::path::Path) -> ExitCode {
+    // The machines may name engines of their own; without a readable matrix, the default one.
+    let mut endpoints: Vec<Option<String>> = vec![None];
+    if let Ok(matrix) = crate::Matrix::load(config) {
+        endpoints.extend(
+            matrix
+                .machines
+                .iter()
+                .filter_map(|m| m.docker.clone())
+                .map(Some),
+        );
+    }
+    endpoints.dedup();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail_setup(&error),
+    };
+    for endpoint in endpoints {
+        let result = runtime.block_on(async {
+            let engine = Engine::connect(endpoint.as_deref()).await?;
+            let removed = crate::exec::clean(&engine).await?;
+            Ok::<_, crate::error::EngineError>((engine.endpoint().to_owned(), removed))
+        });
+        match result {
+            Ok((endpoint, removed)) => println!("removed {removed} container(s) from {endpoint}"),
+            Err(error) => return fail_setup(&error),
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+    let out = out.unwrap_or_else(|| dirs[0].clone());
+    let report = match crate::report::read_report(dirs) {
+        Ok(report) => report,
+        Err(error) => return fail_setup(&error),
+    };
+    if let Err(error) = crate::report::write_all(&report, &out) {
+        eprintln!("error: {}", chain(&error));
+        return fail_setup(&error);
+    }
+    let s = &report.summary;
+    println!(
+        "merged {} trial records from {} run(s): {} passed, {} failed, {} expected failures, {} unexpected passes, {} excluded",
+        s.total,
+        report.runs.len(),
+        s.passed,
+        s.failed,
+        s.expected_failures,
+        s.unexpected_passes,
+        s.excluded
+    );
+    println!(
+        "reports written to {} (report.md, report.json, junit.xml)",
+        out.display()
+    );
+    ExitCode::from(if report.has_failures() {
+        EXIT_TRIALS_FAILED
+    } else {
+        EXIT_OK
+    })
+}
