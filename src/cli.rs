@@ -9,7 +9,7 @@ use crate::engine::{ContainerSpec, Engine, GpuRequest};
 use crate::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use crate::exec::trial_container;
 use crate::harness::{self, Harness, Options, fail_setup};
-use crate::plan::{MachineSelection, Plan};
+use crate::plan::MachineSelection;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -160,15 +160,10 @@ fn plan(select: Select, format: Format) -> ExitCode {
         Ok(options) => options,
         Err(error) => return fail_setup(&error),
     };
-    let matrix = match harness::load(&options) {
-        Ok(matrix) => matrix,
+    let (matrix, selection, plan) = match harness::plan(&options) {
+        Ok(planned) => planned,
         Err(code) => return code,
     };
-    let selection = match options.selection(&matrix) {
-        Ok(selection) => selection,
-        Err(error) => return fail_setup(&error),
-    };
-    let plan = Plan::new(&matrix, &selection);
     match format {
         Format::Json => {
             let host = match &selection.machines {

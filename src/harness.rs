@@ -13,7 +13,7 @@ use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, Settin
 use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
 };
-use crate::plan::{Plan, TrialSpec};
+use crate::plan::{Plan, Selection, TrialSpec};
 use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
@@ -39,6 +39,17 @@ pub fn load(options: &Options) -> Result<Matrix, ExitCode> {
     })?;
     print_warnings(&matrix.warnings);
     Ok(matrix)
+}
+
+/// Loads the matrix and plans what `options` select; a failure is printed and turned into the
+/// setup exit code.
+pub fn plan(options: &Options) -> Result<(Matrix, Selection, Plan), ExitCode> {
+    let matrix = load(options)?;
+    let selection = options
+        .selection(&matrix)
+        .map_err(|error| fail_setup(&error))?;
+    let plan = Plan::new(&matrix, &selection);
+    Ok((matrix, selection, plan))
 }
 
 /// Prints a matrix's warnings, one `warning: ` line each.
@@ -87,16 +98,10 @@ impl Harness {
             Ok(options) => options,
             Err(error) => return fail_setup(&error),
         };
-        options.configure_detection();
-        let matrix = match load(&options) {
-            Ok(matrix) => matrix,
+        let (matrix, selection, plan) = match plan(&options) {
+            Ok(planned) => planned,
             Err(code) => return code,
         };
-        let selection = match options.selection(&matrix) {
-            Ok(selection) => selection,
-            Err(error) => return fail_setup(&error),
-        };
-        let plan = Plan::new(&matrix, &selection);
 
         // Listing touches nothing but the matrix: cargo-nextest lists once per trial.
         if self.args.list {
