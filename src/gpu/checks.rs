@@ -8,6 +8,11 @@ use super::failures::{FrameworkFailure, PreflightError, ReportError, VisibleMism
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
+/// The in-container probe: Python and ctypes only.
+pub const PROBE_SCRIPT: &str = include_str!("probe.py");
+/// The framework check: imports torch, TensorFlow or JAX and uses the GPUs it was given.
+pub const FRAMEWORK_SCRIPT: &str = include_str!("framework.py");
+
 /// What the in-container probe saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReport {

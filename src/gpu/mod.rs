@@ -9,13 +9,8 @@ mod detect;
 mod failures;
 pub mod lease;
 
-pub use checks::{ProbeReport, framework_verdict, visible_verdict};
+pub use checks::{FRAMEWORK_SCRIPT, PROBE_SCRIPT, ProbeReport, framework_verdict, visible_verdict};
 pub use detect::{Detection, Gpu, HostGpus, detect, use_library};
 #[cfg(test)]
 pub(crate) use failures::{FrameworkFailure, VisibleMismatch};
 pub use failures::{GpuCheckError, PreflightError};
-
-/// The in-container probe: Python and ctypes only.
-pub const PROBE_SCRIPT: &str = include_str!("probe.py");
-/// The framework check: imports torch, TensorFlow or JAX and uses the GPUs it was given.
-pub const FRAMEWORK_SCRIPT: &str = include_str!("framework.py");

@@ -6,7 +6,7 @@
 //! it. That is how a notebook stopped at its deadline or by a dead kernel still names the cell
 //! that was running, and how a failed notebook keeps the outputs of the cells that did run.
 
-use super::{source_text, strip_ansi};
+use super::strip_ansi;
 use crate::verdict::{CellFailure, FailureKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -238,6 +238,15 @@ pub(crate) fn excerpt(source: &str, lines: usize) -> String {
         kept.push("...");
     }
     kept.join("\n")
+}
+
+/// A cell's source as one string, whether nbformat stored it as a string or a list of lines.
+fn source_text(source: &serde_json::Value) -> String {
+    match source {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Array(lines) => lines.iter().filter_map(|line| line.as_str()).collect(),
+        _ => String::new(),
+    }
 }
 
 #[cfg(test)]
