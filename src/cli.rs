@@ -325,20 +325,25 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
     }
     let s = &report.summary;
     println!(
-        "merged {} trial records from {} run(s): {} passed, {} failed, {} expected failures, {} unexpected passes, {} excluded",
+        "merged {} trial records from {} run(s): {} passed, {} failed, {} expected failures, {} unexpected passes, {} excluded, {} not run",
         s.total,
         report.runs.len(),
         s.passed,
         s.failed,
         s.expected_failures,
         s.unexpected_passes,
-        s.excluded
+        s.excluded,
+        s.not_run
     );
     println!(
         "reports written to {} (report.md, report.json, junit.xml)",
         out.display()
     );
-    ExitCode::from(if report.has_failures() {
+    let incomplete = report.incomplete();
+    if let Some(problem) = &incomplete {
+        eprintln!("error: {problem}");
+    }
+    ExitCode::from(if report.has_failures() || incomplete.is_some() {
         EXIT_TRIALS_FAILED
     } else {
         EXIT_OK

@@ -4,9 +4,12 @@
 //! Options libtest has no flag for come from `RUNTIME_MATRIX_*` environment variables,
 //! parsed once into [`Options`] before anything is listed or run.
 //!
-//! On SIGINT or SIGTERM the executor's handler removes what the run has running, which ends
-//! the trials waiting on it; [`Harness::run`] then writes the reports of what finished and
-//! returns 130 or 143. Nothing here calls `process::exit`.
+//! Before any trial starts, the run folder gets the trials this process will run (`planned/`):
+//! those the matrix selects and libtest's filters keep. On SIGINT or SIGTERM the run folder is
+//! marked `interrupted.json` at once, the executor's handler removes what the run has running,
+//! which ends the trials waiting on it; [`Harness::run`] then writes the reports, which say the
+//! run was interrupted and list the planned trials that did not finish, and returns 130 or 143.
+//! Nothing here calls `process::exit`.
 
 use crate::config::Matrix;
 use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain};
@@ -14,7 +17,7 @@ use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
 };
 use crate::plan::{Plan, Selection, TrialSpec};
-use crate::record::{Expectation, Failure, RunDir, Status, TrialRecord};
+use crate::record::{Expectation, Failure, Interruption, Planned, RunDir, Status, TrialRecord};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::process::ExitCode;
@@ -136,7 +139,13 @@ impl Harness {
             Ok(run) => run,
             Err(error) => return fail_setup(&error),
         };
+        let under_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
         if let Err(error) = run.write_excluded(&plan.excluded) {
+            return fail_setup(&error);
+        }
+        // Under cargo-nextest the processes of one run share its folder, and one that starts
+        // after another was interrupted must not erase that mark.
+        if !under_nextest && let Err(error) = run.clear_interrupted() {
             return fail_setup(&error);
         }
         crate::exec::reap_orphan_processes();
@@ -146,23 +155,28 @@ impl Harness {
         };
         let executor = Executor::new(&matrix, cache, options.keep, &run_id)
             .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout);
-        let under_nextest = std::env::var_os("NEXTEST_RUN_ID").is_some();
         install_interrupt_handler(executor.handle());
         let context = Arc::new(Context {
             run: run.clone(),
             executor,
             host: hostname(),
         });
-        let trials = plan
+        let (planned, trials): (Vec<Planned>, Vec<Trial>) = plan
             .trials
             .into_iter()
-            .map(|spec| trial(spec, Some(context.clone())))
-            .collect();
-        let conclusion = match run_trials(self.args, trials) {
+            .map(|spec| (planned_of(&spec), trial(spec, Some(context.clone()))))
+            .unzip();
+        if let Err(error) = run.write_planned(&to_run(&self.args, planned, &trials)) {
+            return fail_setup(&error);
+        }
+        let mut marked = false;
+        let conclusion = match run_trials(self.args, trials, || mark_interrupted(&run, &mut marked))
+        {
             Ok(conclusion) => conclusion,
             Err(error) => return fail_setup(&error),
         };
         if let Some(signal) = interrupted() {
+            mark_interrupted(&run, &mut marked);
             // The handler is removing what the trials had running; the reports follow it.
             let start = Instant::now();
             while interrupt_cleaned_up().is_none() && start.elapsed() < CLEAN_UP_LIMIT {
@@ -189,9 +203,47 @@ impl Harness {
     }
 }
 
+fn planned_of(spec: &TrialSpec) -> Planned {
+    Planned {
+        name: spec.name.clone(),
+        runtime: spec.runtime.name.clone(),
+        machine: spec.machine.name.clone(),
+        check: spec.check.name.clone(),
+    }
+}
+
+/// Of `planned`, the trials libtest will run: those its filters keep and it does not ignore.
+/// Under cargo-nextest that is the one trial of this process.
+fn to_run(args: &Arguments, planned: Vec<Planned>, trials: &[Trial]) -> Vec<Planned> {
+    planned
+        .into_iter()
+        .zip(trials)
+        .filter(|(_, t)| !args.is_filtered_out(t) && !args.is_ignored(t))
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Marks `run` as interrupted, once, as soon as the signal is seen: a process killed during
+/// the clean-up still leaves the mark.
+fn mark_interrupted(run: &RunDir, marked: &mut bool) {
+    let Some(signal) = interrupted() else { return };
+    if std::mem::replace(marked, true) {
+        return;
+    }
+    if let Err(error) = run.write_interrupted(&Interruption::now(&run.run_id, &hostname(), signal))
+    {
+        eprintln!("error: {}", chain(&error));
+    }
+}
+
 /// Runs `trials` on a thread of their own, and waits for them, or, after an interrupt, for
 /// no more than [`STRAGGLERS`] past its clean-up: `None` then, or when the runner panicked.
-fn run_trials(args: Arguments, trials: Vec<Trial>) -> std::io::Result<Option<Conclusion>> {
+/// `on_interrupt` is called on each wait after an interrupt.
+fn run_trials(
+    args: Arguments,
+    trials: Vec<Trial>,
+    mut on_interrupt: impl FnMut(),
+) -> std::io::Result<Option<Conclusion>> {
     let (sender, receiver) = mpsc::channel();
     // With one test thread, libtest-mimic runs trials on this thread: give it main's stack.
     std::thread::Builder::new()
@@ -205,6 +257,9 @@ fn run_trials(args: Arguments, trials: Vec<Trial>) -> std::io::Result<Option<Con
             Ok(conclusion) => return Ok(Some(conclusion)),
             Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if interrupted().is_some() {
+                    on_interrupt();
+                }
                 if interrupt_cleaned_up().is_some_and(|done| done.elapsed() >= STRAGGLERS) {
                     eprintln!(
                         "runtime-matrix: trials still running {}s after the clean-up are left behind",

@@ -84,7 +84,90 @@ pub struct TrialImage {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The folder of one run: `records/`, `artifacts/`, `excluded.json` and the reports.
+/// A trial a run set out to run, written before any trial starts, so that a report can name
+/// the trials an interrupted or killed run never finished.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Planned {
+    /// `runtime::machine::check`.
+    pub name: String,
+    /// The runtime.
+    pub runtime: String,
+    /// The machine.
+    pub machine: String,
+    /// The check.
+    pub check: String,
+}
+
+/// How a run was interrupted: its `interrupted.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interruption {
+    /// The run.
+    pub run_id: String,
+    /// The signal's number.
+    pub signal: i32,
+    /// `SIGINT` or `SIGTERM`.
+    pub signal_name: String,
+    /// When it was received, RFC 3339.
+    pub at: String,
+    /// The host the run was on.
+    pub host: String,
+}
+
+impl Interruption {
+    /// An interruption of `run_id` on `host` by `signal`, now.
+    pub(crate) fn now(run_id: &str, host: &str, signal: i32) -> Interruption {
+        let signal_name = match signal {
+            libc::SIGINT => "SIGINT".to_owned(),
+            libc::SIGTERM => "SIGTERM".to_owned(),
+            other => format!("signal {other}"),
+        };
+        Interruption {
+            run_id: run_id.to_owned(),
+            signal,
+            signal_name,
+            at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            host: host.to_owned(),
+        }
+    }
+}
+
+/// Everything the run folders under one path hold, as `report` merges it.
+#[derive(Debug, Clone, Default)]
+pub struct RunContents {
+    /// Every record.
+    pub records: Vec<TrialRecord>,
+    /// Every exclusion.
+    pub excluded: Vec<Excluded>,
+    /// Every planned trial, with the run that planned it.
+    pub planned: Vec<(String, Planned)>,
+    /// Runs that recorded no plan (made by a runtime-matrix older than plans): what they
+    /// planned but did not finish cannot be known.
+    pub runs_without_plan: Vec<String>,
+    /// The runs that were interrupted.
+    pub interruptions: Vec<Interruption>,
+}
+
+impl RunContents {
+    /// Adds what `other` holds.
+    pub(crate) fn append(&mut self, mut other: RunContents) {
+        self.records.append(&mut other.records);
+        self.excluded.append(&mut other.excluded);
+        self.planned.append(&mut other.planned);
+        self.runs_without_plan.append(&mut other.runs_without_plan);
+        self.interruptions.append(&mut other.interruptions);
+    }
+
+    /// Whether nothing at all was found.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty()
+            && self.excluded.is_empty()
+            && self.planned.is_empty()
+            && self.interruptions.is_empty()
+    }
+}
+
+/// The folder of one run: `records/`, `artifacts/`, `excluded.json`, `planned/`, an
+/// `interrupted.json` when a signal cut it short, and the reports.
 #[derive(Debug, Clone)]
 pub(crate) struct RunDir {
     /// The run's id.
@@ -141,7 +224,45 @@ impl RunDir {
         let json = serde_json::to_vec_pretty(excluded).expect("exclusions always serialise");
         write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
     }
+
+    /// Writes the trials this process is about to run, before it runs any. Each distinct list
+    /// is a file of its own under `planned/`, named after its contents: under cargo-nextest
+    /// every process plans its one trial into the same run folder, and a re-run with another
+    /// filter adds its list; a report reads the union.
+    pub fn write_planned(&self, planned: &[Planned]) -> Result<(), OutputError> {
+        let mut names: Vec<&str> = planned.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        let key = crate::names::folder_key(&names.join("\n"));
+        let path = self.path.join("planned").join(format!("{key:016x}.json"));
+        if path.exists() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(planned).expect("plans always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
+    }
+
+    /// Marks the run as interrupted, so that its reports, and any merge of it, say so.
+    pub fn write_interrupted(&self, interruption: &Interruption) -> Result<(), OutputError> {
+        let path = self.path.join(INTERRUPTED);
+        let json = serde_json::to_vec_pretty(interruption).expect("interruptions always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
+    }
+
+    /// Forgets an earlier interruption of this run id: a run started again under the same id
+    /// replaces it. (Under cargo-nextest processes share the folder and keep the mark.)
+    pub fn clear_interrupted(&self) -> Result<(), OutputError> {
+        let path = self.path.join(INTERRUPTED);
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                Err(OutputError::Write { path, error })
+            }
+            _ => Ok(()),
+        }
+    }
 }
+
+/// The interruption mark in a run folder.
+const INTERRUPTED: &str = "interrupted.json";
 
 /// A file name for a trial's record: readable, and unique even where two names map to the
 /// same characters.
@@ -172,10 +293,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads every record and exclusion under `dir`: a run folder, or a folder of run folders.
-pub(crate) fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputError> {
-    let mut records = Vec::new();
-    let mut excluded = Vec::new();
+/// Reads every record, exclusion, plan and interruption under `dir`: a run folder, or a
+/// folder of run folders.
+pub(crate) fn read_dir(dir: &Path) -> Result<RunContents, OutputError> {
     let runs: Vec<PathBuf> = if dir.join("records").is_dir() {
         vec![dir.to_owned()]
     } else {
@@ -191,41 +311,81 @@ pub(crate) fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), 
         runs.sort();
         runs
     };
+    let mut contents = RunContents::default();
     for run in runs {
-        let records_dir = run.join("records");
-        let entries = std::fs::read_dir(&records_dir).map_err(|error| OutputError::Read {
-            path: records_dir.clone(),
-            error,
-        })?;
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|e| e == "json"))
-            .filter(|path| {
-                !path
-                    .file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        for path in paths {
-            let bytes = std::fs::read(&path).map_err(|error| OutputError::Read {
-                path: path.clone(),
-                error,
-            })?;
-            let record = serde_json::from_slice(&bytes)
-                .map_err(|error| OutputError::BadRecord { path, error })?;
-            records.push(record);
-        }
-        let excluded_path = run.join("excluded.json");
-        if let Ok(bytes) = std::fs::read(&excluded_path) {
-            let list: Vec<Excluded> =
-                serde_json::from_slice(&bytes).map_err(|error| OutputError::BadRecord {
-                    path: excluded_path,
-                    error,
-                })?;
-            excluded.extend(list);
-        }
+        contents.append(read_run(&run)?);
     }
-    Ok((records, excluded))
+    Ok(contents)
+}
+
+/// Reads one run folder.
+fn read_run(run: &Path) -> Result<RunContents, OutputError> {
+    let mut contents = RunContents::default();
+    for path in json_files(&run.join("records"))? {
+        contents.records.push(read_json(&path)?);
+    }
+    let excluded_path = run.join("excluded.json");
+    if excluded_path.exists() {
+        contents.excluded = read_json(&excluded_path)?;
+    }
+    let interrupted_path = run.join(INTERRUPTED);
+    if interrupted_path.exists() {
+        contents.interruptions.push(read_json(&interrupted_path)?);
+    }
+    // A run folder is named after its run id, though it may be given as `.`.
+    let run_id = match contents.interruptions.first() {
+        Some(interruption) => interruption.run_id.clone(),
+        None => std::path::absolute(run)
+            .ok()
+            .and_then(|path| Some(path.file_name()?.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| run.display().to_string()),
+    };
+    let planned_dir = run.join("planned");
+    let plans = if planned_dir.is_dir() {
+        json_files(&planned_dir)?
+    } else {
+        Vec::new()
+    };
+    if plans.is_empty() {
+        contents.runs_without_plan.push(run_id.clone());
+    }
+    for path in plans {
+        let list: Vec<Planned> = read_json(&path)?;
+        contents
+            .planned
+            .extend(list.into_iter().map(|p| (run_id.clone(), p)));
+    }
+    Ok(contents)
+}
+
+/// The `.json` files in `dir`, by name, without the temporary files of unfinished writes.
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>, OutputError> {
+    let entries = std::fs::read_dir(dir).map_err(|error| OutputError::Read {
+        path: dir.to_owned(),
+        error,
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .filter(|path| {
+            !path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Reads and parses one JSON file of a run folder.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OutputError> {
+    let bytes = std::fs::read(path).map_err(|error| OutputError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|error| OutputError::BadRecord {
+        path: path.to_owned(),
+        error,
+    })
 }

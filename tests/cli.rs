@@ -67,7 +67,7 @@ fn report_merges_shards_into_one_report() {
         "failures in the records fail the report: {stdout}{stderr}"
     );
     assert!(
-        stdout.contains("merged 8 trial records from 2 run(s)"),
+        stdout.contains("merged 8 trial records from 2 run(s)") && stdout.contains(", 0 not run\n"),
         "{stdout}"
     );
 
@@ -76,6 +76,10 @@ fn report_merges_shards_into_one_report() {
     assert_eq!(report["schema"], 1);
     assert_eq!(report["summary"]["total"], 8);
     assert_eq!(report["summary"]["unexpected_passes"], 1);
+    // Each shard planned what it ran, so the merge of both is complete.
+    assert_eq!(report["summary"]["not_run"], 0, "{}", report["not_run"]);
+    assert_eq!(report["interrupted"], false);
+    assert_eq!(report["runs_without_plan"], serde_json::json!([]));
     // Shard exclusions vanish once the other shard's record is merged; real ones stay.
     let excluded: Vec<&str> = report["excluded"]
         .as_array()
@@ -111,4 +115,31 @@ fn report_of_a_folder_without_records_is_a_setup_error() {
     let (code, _, stderr) = output(runtime_matrix().arg("report").arg(empty.path()));
     assert_eq!(code, Some(2));
     assert!(stderr.contains("no records found under"), "{stderr}");
+}
+
+#[test]
+fn report_of_runs_without_a_plan_says_what_it_cannot_know() {
+    // A run folder from a runtime-matrix older than plans: its records merge as before.
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/commands.toml");
+    let (code, _, stderr) = output(&mut harness(
+        &config,
+        out.path(),
+        "old",
+        &["alpha::cpu::cmd::ok"],
+    ));
+    assert_eq!(code, Some(0), "{stderr}");
+    std::fs::remove_dir_all(out.path().join("old/planned")).unwrap();
+    let (code, stdout, stderr) = output(runtime_matrix().arg("report").arg(out.path().join("old")));
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let markdown = std::fs::read_to_string(out.path().join("old/report.md")).unwrap();
+    assert!(
+        markdown
+            .contains("Run(s) `old` recorded no plan (made by a runtime-matrix older than plans)"),
+        "{markdown}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("old/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["runs_without_plan"], serde_json::json!(["old"]));
 }

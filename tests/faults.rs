@@ -2,7 +2,8 @@
 //! outside, a container's memory limit, the engine connection dropped, and the harness sent
 //! SIGINT, SIGTERM or SIGKILL at random points of a parallel run. Each time: no container or
 //! process of ours is left (after SIGKILL, once the next run has reaped), every record is whole
-//! JSON, the report is made from what finished, and the exit code says what happened.
+//! JSON, the report is made from what finished and says the run was interrupted, every planned
+//! trial is either recorded or listed as not run, and the exit codes say what happened.
 
 mod support;
 
@@ -60,6 +61,20 @@ fn records_are_whole(out: &Path, run_id: &str) -> usize {
         count += 1;
     }
     count
+}
+
+/// How many trials run `run_id` planned, from its `planned/` lists.
+fn planned(out: &Path, run_id: &str) -> usize {
+    let Ok(entries) = std::fs::read_dir(out.join(run_id).join("planned")) else {
+        return 0;
+    };
+    let mut names = std::collections::BTreeSet::new();
+    for entry in entries.flatten() {
+        let list: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+        names.extend(list.into_iter().map(|p| p["name"].to_string()));
+    }
+    names.len()
 }
 
 #[test]
@@ -261,12 +276,30 @@ fn signals_at_random_points_of_a_parallel_run_lose_nothing_and_leak_nothing() {
             ));
         } else {
             assert_eq!(code, Some(128 + signal), "round {round}");
-            let report = std::fs::read(out.path().join(&run_id).join("report.json"));
-            if whole > 0 {
-                let report: serde_json::Value =
-                    serde_json::from_slice(&report.expect("a report of what finished")).unwrap();
-                assert_eq!(report["summary"]["total"].as_u64().unwrap() as usize, whole);
-            }
+            // Reports are written even when nothing finished, and never read as passing.
+            let report: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(out.path().join(&run_id).join("report.json"))
+                    .expect("a report of the interrupted run"),
+            )
+            .unwrap();
+            assert_eq!(report["summary"]["total"].as_u64().unwrap() as usize, whole);
+            assert_eq!(report["interrupted"], true, "round {round}");
+            let not_run = report["summary"]["not_run"].as_u64().unwrap() as usize;
+            assert_eq!(
+                whole + not_run,
+                planned(out.path(), &run_id),
+                "round {round}"
+            );
+        }
+        // An interrupted run, or a killed one that left planned trials unrecorded, fails the
+        // report command, which CI gates on.
+        let (code, stdout, stderr) = output(
+            support::runtime_matrix()
+                .arg("report")
+                .arg(out.path().join(&run_id)),
+        );
+        if signal != libc::SIGKILL || whole < planned(out.path(), &run_id) {
+            assert_eq!(code, Some(101), "round {round}: {stdout}{stderr}");
         }
         assert_eq!(
             containers_of_run(&run_id),

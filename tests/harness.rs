@@ -339,6 +339,22 @@ fn under_nextest_the_run_id_is_shared_and_reports_are_left_to_the_report_command
     assert_eq!(records(out.path(), "nextest-run").len(), 1);
     assert!(!out.path().join("nextest-run/report.md").exists());
     assert!(out.path().join("nextest-run/excluded.json").exists());
+    // Each nextest process plans the one trial it runs, so that the merged plan is what
+    // nextest ran, whatever its filters were.
+    let plans: Vec<_> = std::fs::read_dir(out.path().join("nextest-run/planned"))
+        .unwrap()
+        .flatten()
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap())
+        .collect();
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    let planned: serde_json::Value = serde_json::from_str(&plans[0]).unwrap();
+    assert_eq!(planned[0]["name"], "alpha::cpu::cmd::ok", "{planned}");
+    assert_eq!(planned.as_array().unwrap().len(), 1, "{planned}");
+    let (code, stdout, stderr) = report(
+        &[out.path().join("nextest-run")],
+        &out.path().join("merged"),
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
 }
 
 #[test]
@@ -522,4 +538,200 @@ fn sigint_while_a_trial_waits_for_its_gpu_still_ends_the_run() {
         "the interrupted trial left a record"
     );
     drop(held);
+}
+
+/// Starts run `run_id` of `config` with `args`, waits until its `sleep 600` runs, and sends it
+/// `signal`: the caller's matrix orders its trials so that those before the sleep are done.
+fn interrupt_while_sleeping(
+    config: &std::path::Path,
+    out: &std::path::Path,
+    run_id: &str,
+    args: &[&str],
+    signal: i32,
+) -> (Option<i32>, String) {
+    let child = harness(config, out, run_id, args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        leftover_processes(run_id)
+            .iter()
+            .any(|p| p.contains("sleep 600"))
+    };
+    assert!(
+        support::wait_for(std::time::Duration::from_secs(60), sleeping),
+        "the sleeping command never started"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(leftover_processes(run_id), Vec::<String>::new());
+    (output.status.code(), stderr)
+}
+
+/// `runtime-matrix report DIRS --out OUT`.
+fn report(dirs: &[std::path::PathBuf], out: &std::path::Path) -> (Option<i32>, String, String) {
+    output(
+        support::runtime_matrix()
+            .arg("report")
+            .args(dirs)
+            .arg("--out")
+            .arg(out),
+    )
+}
+
+#[test]
+fn sigterm_after_some_trials_reports_the_run_as_interrupted_and_the_report_command_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        "[machines.cpu]\ngpus = 0\n[runtimes.host]\npython = \"python3\"\n\
+         commands.a-quick = \"true\"\ncommands.b-quick = \"true\"\ncommands.c-sleeps = \"sleep 600\"\n\
+         commands.d-queued = \"true\"\ncommands.e-queued = \"true\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    // One trial at a time, in name order: once the sleep runs, both quick trials are recorded.
+    let (code, stderr) = interrupt_while_sleeping(
+        &config,
+        &out,
+        "cancelled",
+        &["--test-threads", "1"],
+        libc::SIGTERM,
+    );
+    assert_eq!(
+        code,
+        Some(143),
+        "the harness's own code stays 128 + signal: {stderr}"
+    );
+    assert_eq!(records(&out, "cancelled").len(), 2);
+    let not_run = [
+        "host::cpu::cmd::c-sleeps",
+        "host::cpu::cmd::d-queued",
+        "host::cpu::cmd::e-queued",
+    ];
+
+    let run = out.join("cancelled");
+    let markdown = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("**⛔ interrupted**: 2 trials ran: 2 passed, 0 failed, 0 expected failures, 0 unexpected passes; 3 not run; 0 excluded."),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("Run `cancelled` was interrupted by SIGTERM"),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("passing"), "{markdown}");
+    for name in not_run {
+        assert!(
+            markdown.contains(&format!(
+                "| `{name}` | `cancelled` | the run was interrupted |"
+            )),
+            "{name} is not listed as not run:\n{markdown}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["interrupted"], true);
+    assert_eq!(json["interruptions"][0]["signal_name"], "SIGTERM");
+    assert_eq!(json["summary"]["not_run"], 3);
+    let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("tests=\"5\" failures=\"0\" errors=\"3\""),
+        "{junit}"
+    );
+    assert_eq!(
+        junit
+            .matches("<error message=\"not run: the run was interrupted\" type=\"not-run\"/>")
+            .count(),
+        3,
+        "{junit}"
+    );
+
+    // The report command agrees, on the folder alone and merged with a good shard.
+    let (code, stdout, stderr) = report(std::slice::from_ref(&run), &dir.path().join("again"));
+    assert_eq!(code, Some(101), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(
+            "error: run `cancelled` was interrupted by SIGTERM; 3 planned trial(s) did not run: \
+             `host::cpu::cmd::c-sleeps`, `host::cpu::cmd::d-queued`, `host::cpu::cmd::e-queued`"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = output(&mut harness(&config, &out, "good", &["--skip", "sleeps"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = report(&[out.join("good")], &dir.path().join("good-only"));
+    assert_eq!(
+        code,
+        Some(0),
+        "a filtered run plans only what it runs: {stdout}{stderr}"
+    );
+    let merged = dir.path().join("merged");
+    let (code, stdout, stderr) = report(&[run, out.join("good")], &merged);
+    assert_eq!(code, Some(101), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "4 passed, 0 failed, 0 expected failures, 0 unexpected passes, 0 excluded, 1 not run"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 planned trial(s) did not run: `host::cpu::cmd::c-sleeps`"),
+        "{stderr}"
+    );
+    let markdown = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    assert!(
+        markdown.starts_with("# runtime-matrix report\n\n**⛔ interrupted**"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn an_interrupt_before_any_trial_finished_still_writes_reports_that_fail_a_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        "[machines.cpu]\ngpus = 0\n[runtimes.host]\npython = \"python3\"\n\
+         commands.a-sleeps = \"sleep 600\"\ncommands.b-queued = \"true\"\ncommands.c-elsewhere = \"true\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    // This "shard" runs the first two trials and is cancelled at once; another runs the third.
+    let (code, stderr) = interrupt_while_sleeping(
+        &config,
+        &out,
+        "empty",
+        &["--test-threads", "1", "--skip", "elsewhere"],
+        libc::SIGINT,
+    );
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(records(&out, "empty").is_empty());
+    let run = out.join("empty");
+    for report in ["report.md", "report.json", "junit.xml"] {
+        assert!(run.join(report).exists(), "no {report}: {stderr}");
+    }
+    let markdown = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("**⛔ interrupted**: 0 trials ran: 0 passed, 0 failed, 0 expected failures, 0 unexpected passes; 2 not run; 0 excluded."),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("| `host::cpu::cmd::a-sleeps` | `empty` | the run was interrupted |"),
+        "{markdown}"
+    );
+
+    let (code, _, stderr) = output(&mut harness(&config, &out, "good", &["elsewhere"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stdout, stderr) = report(&[run, out.join("good")], &dir.path().join("merged"));
+    assert_eq!(code, Some(101), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("error: run `empty` was interrupted by SIGINT; 2 planned trial(s) did not run: `host::cpu::cmd::a-sleeps`, `host::cpu::cmd::b-queued`"),
+        "{stderr}"
+    );
 }

@@ -1,20 +1,25 @@
 //! `junit.xml`: one test suite per runtime, one test case per trial. Expected failures pass;
-//! excluded trials are skipped with their reason.
+//! excluded trials are skipped with their reason. Planned trials that did not run are errors,
+//! not skips: CI gates and test-report tools pass a suite whose cases were skipped, and a
+//! trial an interrupted run never finished proved nothing.
 
 use super::Report;
 use crate::verdict::Status;
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// Writes `report` as JUnit XML.
-pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    struct Case {
-        name: String,
-        seconds: f64,
-        body: String,
-        failed: bool,
-        skipped: bool,
-    }
+/// One `<testcase>`.
+struct Case {
+    name: String,
+    seconds: f64,
+    body: String,
+    failed: bool,
+    skipped: bool,
+    error: bool,
+}
+
+/// The cases of `report`, by runtime: records, then trials not run, then exclusions.
+fn suites(report: &Report) -> BTreeMap<&str, Vec<Case>> {
     let mut suites: BTreeMap<&str, Vec<Case>> = BTreeMap::new();
     for t in &report.trials {
         let body = match t.status {
@@ -47,7 +52,21 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             seconds: t.seconds,
             failed: t.status.is_failure(),
             skipped: false,
+            error: false,
             body,
+        });
+    }
+    for n in &report.not_run {
+        suites.entry(&n.runtime).or_default().push(Case {
+            name: format!("{}::{}", n.machine, n.check),
+            seconds: 0.0,
+            failed: false,
+            skipped: false,
+            error: true,
+            body: format!(
+                "<error message=\"not run: {}\" type=\"not-run\"/>",
+                escape(&n.reason)
+            ),
         });
     }
     for e in &report.excluded {
@@ -56,27 +75,36 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             seconds: 0.0,
             failed: false,
             skipped: true,
+            error: false,
             body: format!("<skipped message=\"{}\"/>", escape(&e.reason)),
         });
     }
+    suites
+}
+
+/// Writes `report` as JUnit XML.
+pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let suites = suites(report);
     let count = |cases: &[Case], f: fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
     let all: Vec<&Case> = suites.values().flatten().collect();
     writeln!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>")?;
     writeln!(
         out,
-        "<testsuites name=\"runtime-matrix\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+        "<testsuites name=\"runtime-matrix\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
         all.len(),
         all.iter().filter(|c| c.failed).count(),
+        all.iter().filter(|c| c.error).count(),
         all.iter().filter(|c| c.skipped).count(),
         all.iter().map(|c| c.seconds).sum::<f64>()
     )?;
     for (runtime, cases) in &suites {
         writeln!(
             out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
             escape(runtime),
             cases.len(),
             count(cases, |c| c.failed),
+            count(cases, |c| c.error),
             count(cases, |c| c.skipped),
             cases.iter().map(|c| c.seconds).sum::<f64>()
         )?;

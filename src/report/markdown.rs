@@ -13,16 +13,39 @@ const SLOWEST: usize = 10;
 pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let s = &report.summary;
     writeln!(out, "# runtime-matrix report\n")?;
-    let verdict = if report.has_failures() {
+    // An incomplete run never reads as passing: what did not run proved nothing.
+    let verdict = if report.interrupted {
+        "⛔ interrupted"
+    } else if !report.not_run.is_empty() {
+        "⛔ incomplete"
+    } else if report.has_failures() {
         "❌ failing"
     } else {
         "✅ passing"
     };
+    let not_run_count = match s.not_run {
+        0 => String::new(),
+        n => format!("; {n} not run"),
+    };
     writeln!(
         out,
-        "**{verdict}**: {} trials ran: {} passed, {} failed, {} expected failures, {} unexpected passes; {} excluded.\n",
+        "**{verdict}**: {} trials ran: {} passed, {} failed, {} expected failures, {} unexpected passes{not_run_count}; {} excluded.\n",
         s.total, s.passed, s.failed, s.expected_failures, s.unexpected_passes, s.excluded
     )?;
+    for i in &report.interruptions {
+        writeln!(
+            out,
+            "Run `{}` was interrupted by {} at {} on `{}`: its trials that had not finished are listed under *Not run*.\n",
+            i.run_id, i.signal_name, i.at, i.host
+        )?;
+    }
+    if !report.runs_without_plan.is_empty() {
+        writeln!(
+            out,
+            "Run(s) {} recorded no plan (made by a runtime-matrix older than plans): trials they planned but did not finish are not known, so none of theirs is listed as not run.\n",
+            code_list(&report.runs_without_plan)
+        )?;
+    }
     if !report.runs.is_empty() {
         writeln!(
             out,
@@ -32,6 +55,7 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     grid(report, out)?;
+    not_run(report, out)?;
     failures(report, out)?;
     expected(report, out)?;
     excluded(report, out)?;
@@ -52,6 +76,7 @@ struct Tally {
     failed: usize,
     expected: usize,
     excluded: usize,
+    not_run: usize,
 }
 
 fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
@@ -69,6 +94,10 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     for e in &report.excluded {
         machines.insert(e.machine.as_str());
         cells.entry((&e.runtime, &e.machine)).or_default().excluded += 1;
+    }
+    for n in &report.not_run {
+        machines.insert(n.machine.as_str());
+        cells.entry((&n.runtime, &n.machine)).or_default().not_run += 1;
     }
     let runtimes: BTreeSet<&str> = cells.keys().map(|(runtime, _)| *runtime).collect();
     writeln!(out, "## Runtime × machine\n")?;
@@ -88,6 +117,9 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
                 None => "".to_owned(),
                 Some(t) => {
                     let mut parts = Vec::new();
+                    if t.not_run > 0 {
+                        parts.push(format!("⛔ {} not run", t.not_run));
+                    }
                     if t.failed > 0 {
                         parts.push(format!("❌ {} failed", t.failed));
                     }
@@ -106,6 +138,25 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             write!(out, " {text} |")?;
         }
         writeln!(out)?;
+    }
+    writeln!(out)
+}
+
+/// Every planned trial without a record, so that none is mistaken for passing.
+fn not_run(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    if report.not_run.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Not run\n")?;
+    writeln!(out, "| trial | run | why |\n|---|---|---|")?;
+    for n in &report.not_run {
+        writeln!(
+            out,
+            "| `{}` | `{}` | {} |",
+            n.name,
+            n.run_id,
+            cell(&n.reason)
+        )?;
     }
     writeln!(out)
 }

@@ -8,7 +8,7 @@ pub(crate) mod text;
 
 use crate::error::OutputError;
 use crate::plan::Excluded;
-use crate::record::{TrialRecord, read_dir, write_atomic};
+use crate::record::{Interruption, RunContents, TrialRecord, read_dir, write_atomic};
 use crate::verdict::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -32,6 +32,25 @@ pub struct Summary {
     pub unexpected_passes: usize,
     /// Declared but not run.
     pub excluded: usize,
+    /// Planned, but left no record: interrupted, killed, or in a shard not merged.
+    pub not_run: usize,
+}
+
+/// A trial a merged run planned but did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotRun {
+    /// `runtime::machine::check`.
+    pub name: String,
+    /// The runtime.
+    pub runtime: String,
+    /// The machine.
+    pub machine: String,
+    /// The check.
+    pub check: String,
+    /// The run that planned it.
+    pub run_id: String,
+    /// Why it has no record, e.g. `the run was interrupted`.
+    pub reason: String,
 }
 
 /// Records of one or more runs, merged: one entry per trial.
@@ -49,12 +68,30 @@ pub struct Report {
     pub trials: Vec<TrialRecord>,
     /// Trials declared but not run anywhere in the merged runs, by name.
     pub excluded: Vec<Excluded>,
+    /// Whether a merged run was cut short by SIGINT or SIGTERM.
+    pub interrupted: bool,
+    /// How each interrupted run was interrupted.
+    pub interruptions: Vec<Interruption>,
+    /// Trials a merged run planned that have no record, by name.
+    pub not_run: Vec<NotRun>,
+    /// Runs that recorded no plan (made by a runtime-matrix older than plans): trials they
+    /// planned but did not finish cannot be listed.
+    pub runs_without_plan: Vec<String>,
 }
 
 impl Report {
-    /// Merges `records` and `excluded`. When a trial has several records (a re-run), the one
-    /// that started last wins; a trial excluded in one shard but run in another counts as run.
-    pub fn merge(records: Vec<TrialRecord>, excluded: Vec<Excluded>) -> Report {
+    /// Merges what run folders hold. When a trial has several records (a re-run), the one
+    /// that started last wins; a trial excluded in one shard but run in another counts as run;
+    /// a trial planned by any run but recorded by none is not run, even where another shard
+    /// excluded it.
+    pub fn merge(contents: RunContents) -> Report {
+        let RunContents {
+            records,
+            excluded,
+            planned,
+            mut runs_without_plan,
+            mut interruptions,
+        } = contents;
         let mut by_name: BTreeMap<String, TrialRecord> = BTreeMap::new();
         for record in records {
             match by_name.get(&record.trial) {
@@ -64,14 +101,34 @@ impl Report {
                 }
             }
         }
+        let mut not_run: BTreeMap<String, NotRun> = BTreeMap::new();
+        for (run_id, p) in planned {
+            if by_name.contains_key(&p.name) {
+                continue;
+            }
+            let reason = if interruptions.iter().any(|i| i.run_id == run_id) {
+                "the run was interrupted"
+            } else {
+                "the run left no record of it (killed, or it crashed)"
+            };
+            not_run.entry(p.name.clone()).or_insert(NotRun {
+                name: p.name,
+                runtime: p.runtime,
+                machine: p.machine,
+                check: p.check,
+                run_id,
+                reason: reason.to_owned(),
+            });
+        }
         let mut excluded_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
         for entry in excluded {
-            if !by_name.contains_key(&entry.name) {
+            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
                 excluded_by_name.entry(entry.name.clone()).or_insert(entry);
             }
         }
         let trials: Vec<TrialRecord> = by_name.into_values().collect();
         let excluded: Vec<Excluded> = excluded_by_name.into_values().collect();
+        let not_run: Vec<NotRun> = not_run.into_values().collect();
         let count = |status: Status| trials.iter().filter(|t| t.status == status).count();
         let summary = Summary {
             total: trials.len(),
@@ -80,13 +137,19 @@ impl Report {
             expected_failures: count(Status::ExpectedFailure),
             unexpected_passes: count(Status::UnexpectedPass),
             excluded: excluded.len(),
+            not_run: not_run.len(),
         };
         let mut runs: Vec<String> = trials.iter().map(|t| t.run_id.clone()).collect();
+        runs.extend(interruptions.iter().map(|i| i.run_id.clone()));
+        runs.extend(not_run.iter().map(|n| n.run_id.clone()));
         runs.sort();
         runs.dedup();
         let mut hosts: Vec<String> = trials.iter().map(|t| t.host.clone()).collect();
         hosts.sort();
         hosts.dedup();
+        interruptions.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        runs_without_plan.sort();
+        runs_without_plan.dedup();
         Report {
             schema: REPORT_SCHEMA,
             runs,
@@ -94,12 +157,54 @@ impl Report {
             summary,
             trials,
             excluded,
+            interrupted: !interruptions.is_empty(),
+            interruptions,
+            not_run,
+            runs_without_plan,
         }
     }
 
     /// Whether any trial failed the run.
     pub fn has_failures(&self) -> bool {
         self.summary.failed + self.summary.unexpected_passes > 0
+    }
+
+    /// Why the merged runs do not prove what they planned: an interruption, or planned trials
+    /// without a record, naming how many and a few of them. `None` when nothing is missing
+    /// that the runs' plans know of.
+    pub fn incomplete(&self) -> Option<String> {
+        if !self.interrupted && self.not_run.is_empty() {
+            return None;
+        }
+        let mut text = match self.interruptions.as_slice() {
+            [] => String::new(),
+            [one] => format!(
+                "run `{}` was interrupted by {}",
+                one.run_id, one.signal_name
+            ),
+            many => format!("{} runs were interrupted", many.len()),
+        };
+        if !self.not_run.is_empty() {
+            let shown: Vec<String> = self
+                .not_run
+                .iter()
+                .take(3)
+                .map(|n| format!("`{}`", n.name))
+                .collect();
+            let more = match self.not_run.len() {
+                n if n > 3 => format!(" and {} more", n - 3),
+                _ => String::new(),
+            };
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(&format!(
+                "{} planned trial(s) did not run: {}{more}",
+                self.not_run.len(),
+                shown.join(", ")
+            ));
+        }
+        Some(text)
     }
 }
 
@@ -113,18 +218,15 @@ pub fn write_from_dirs(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, OutputEr
 
 /// Reads and merges the records under each of `dirs`.
 pub fn read_report(dirs: &[PathBuf]) -> Result<Report, OutputError> {
-    let mut records = Vec::new();
-    let mut excluded = Vec::new();
+    let mut contents = RunContents::default();
     for dir in dirs {
-        let (mut r, mut e) = read_dir(dir)?;
-        records.append(&mut r);
-        excluded.append(&mut e);
+        contents.append(read_dir(dir)?);
     }
-    if records.is_empty() && excluded.is_empty() {
+    if contents.is_empty() {
         let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
         return Err(OutputError::NoRecords(names.join(", ")));
     }
-    Ok(Report::merge(records, excluded))
+    Ok(Report::merge(contents))
 }
 
 type Renderer = fn(&Report, &mut Vec<u8>) -> std::io::Result<()>;
