@@ -26,6 +26,7 @@ pub mod notebook;
 pub mod plan;
 pub mod record;
 pub mod report;
+mod sanitise;
 pub mod settings;
 pub mod verdict;
 

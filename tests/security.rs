@@ -1,6 +1,7 @@
 //! Security defaults, verified from inside real containers: not privileged, Docker's default
 //! capabilities only, no new privileges, no network unless configured; notebooks cannot change
-//! the project's files; and reaping never touches a container whose owner is alive.
+//! the project's files; reaping never touches a container whose owner is alive; and output
+//! cannot drive the user's terminal or reach a report raw.
 
 mod support;
 
@@ -152,4 +153,111 @@ fn reaping_leaves_containers_whose_owner_is_alive() {
         .args(["rm", "-f", &id])
         .output();
     assert!(survived, "a container of a live owner was removed");
+}
+
+/// Runs `command` on a pseudo-terminal (util-linux `script`), with its environment, and
+/// returns its exit code and every byte it wrote there.
+fn on_a_terminal(command: &std::process::Command) -> (Option<i32>, Vec<u8>) {
+    let quote =
+        |word: &std::ffi::OsStr| format!("'{}'", word.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(quote)
+        .collect();
+    let mut script = std::process::Command::new("script");
+    script.args(["-qefc", &line.join(" "), "/dev/null"]);
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    let done = script
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("util-linux `script` runs");
+    (done.status.code(), done.stdout)
+}
+
+/// The control sequences hostile output tries, as they would reach a terminal or a file.
+const HOSTILE: [(&str, &str); 7] = [
+    ("an OSC sequence (window title, clipboard)", "\u{1b}]"),
+    ("a cleared screen", "\u{1b}[2J"),
+    ("a terminal reset", "\u{1b}c"),
+    ("a bell, which ends an OSC sequence", "\u{7}"),
+    ("a C1 CSI", "\u{9b}"),
+    ("the window title's text", "pwned-command"),
+    ("the title set in the notebook's source", "pwned-source"),
+];
+
+#[test]
+fn hostile_output_reaches_no_terminal_report_or_record() {
+    let out = tempfile::tempdir().unwrap();
+    let command = harness(
+        &fixtures().join("matrices/hostile.toml"),
+        out.path(),
+        "hostile",
+        &["--test-threads", "1"],
+    );
+    let (code, printed) = on_a_terminal(&command);
+    let printed = String::from_utf8_lossy(&printed).into_owned();
+    assert_eq!(code, Some(101), "{printed}");
+    // Both trials failed with their texts shown, on the terminal that ran them.
+    for shown in [
+        "runtime `host` on machine `cpu`: notebook `hostile_output.ipynb` failed: a cell raised an exception",
+        "runtime `host` on machine `cpu`: command `hostile` failed: exited with a non-zero code",
+        "RuntimeError: hostile ",
+        "out ",
+    ] {
+        assert!(printed.contains(shown), "`{shown}` is missing:\n{printed}");
+    }
+    for (what, sequence) in HOSTILE {
+        assert!(
+            !printed.contains(sequence),
+            "{what} reached the terminal:\n{printed:?}"
+        );
+    }
+    // Colours are the one thing a terminal may show: the exception's and the output's.
+    assert!(
+        printed.contains("RuntimeError: hostile \u{1b}[38;5;199mcoloured\u{1b}[0m end"),
+        "{printed:?}"
+    );
+    assert!(
+        printed.contains("out \u{1b}[38;5;199mcoloured\u{1b}[0m end"),
+        "{printed:?}"
+    );
+
+    // Reports and records hold the words, and no control sequence at all, colours included.
+    let run = out.path().join("hostile");
+    let mut files: Vec<_> = ["report.md", "report.json", "junit.xml"]
+        .iter()
+        .map(|name| run.join(name))
+        .collect();
+    files.extend(
+        std::fs::read_dir(run.join("records"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path()),
+    );
+    assert_eq!(files.len(), 5, "{files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains("coloured end"), "{}: {text}", file.display());
+        let control = text
+            .chars()
+            .find(|c| c.is_control() && !matches!(c, '\n' | '\t'));
+        assert_eq!(
+            control,
+            None,
+            "{} holds a control character",
+            file.display()
+        );
+        for (what, sequence) in HOSTILE {
+            assert!(!text.contains(sequence), "{} holds {what}", file.display());
+        }
+    }
+    let records = records(out.path(), "hostile");
+    let failure = &records["host::cpu::nb::hostile_output"]["failure"];
+    // The C1 CSI took its parameters (`2J`) with it, as a terminal would have.
+    assert_eq!(failure["summary"], "RuntimeError: hostile coloured end");
+    assert_eq!(failure["cell"]["evalue"], "hostile coloured end");
 }

@@ -117,6 +117,8 @@ pub fn read_report(dirs: &[PathBuf]) -> Result<Report, OutputError> {
     let mut excluded = Vec::new();
     for dir in dirs {
         let (mut r, mut e) = read_dir(dir)?;
+        // Records written elsewhere (an older version, by hand) are cleaned like ours.
+        r.iter_mut().for_each(crate::sanitise::record);
         records.append(&mut r);
         excluded.append(&mut e);
     }
