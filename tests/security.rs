@@ -1,11 +1,15 @@
 //! Security defaults, verified from inside real containers: not privileged, Docker's default
 //! capabilities only, no new privileges, no network unless configured; notebooks cannot change
-//! the project's files; reaping never touches a container whose owner is alive; and output
-//! cannot drive the user's terminal or reach a report raw.
+//! the project's files; reaping never touches a container whose owner is alive; output cannot
+//! drive the user's terminal or reach a report raw; and secrets are never masked inside the
+//! harness's own words nor stored where `docker inspect` shows them.
 
 mod support;
 
-use support::{container_exists, fixtures, harness, output, records, runtime_matrix};
+use std::path::Path;
+use support::{
+    container_exists, containers_of_run, fixtures, harness, output, records, runtime_matrix,
+};
 
 #[test]
 fn containers_run_with_careful_defaults_and_cannot_change_the_project() {
@@ -260,4 +264,110 @@ fn hostile_output_reaches_no_terminal_report_or_record() {
     // The C1 CSI took its parameters (`2J`) with it, as a terminal would have.
     assert_eq!(failure["summary"], "RuntimeError: hostile coloured end");
     assert_eq!(failure["cell"]["evalue"], "hostile coloured end");
+}
+
+/// The harness on the Docker fixture matrix as run `run_id`, with `token` as the secret of its
+/// `base` runtime.
+fn with_secret(out: &Path, run_id: &str, token: &str, args: &[&str]) -> std::process::Command {
+    let mut command = harness(&fixtures().join("matrices/docker.toml"), out, run_id, args);
+    command.env("RUNTIME_MATRIX_TEST_TOKEN", token);
+    command
+}
+
+#[test]
+fn a_secret_too_short_to_mask_is_refused_and_never_masks_the_harness_words() {
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(&mut with_secret(
+        out.path(),
+        "short-secret",
+        "e",
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] base::cpu::cmd::leaks-secret",
+        ],
+    ));
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let refusal = "secret `RUNTIME_MATRIX_TEST_TOKEN` of runtime `base` is shorter than 6 bytes: \
+                   masking so short a value in the output would reveal it";
+    assert!(
+        stdout.contains(
+            "runtime `base` on machine `cpu`: command `leaks-secret` failed: could not be started"
+        ) && stdout.contains(refusal),
+        "{stdout}"
+    );
+    let records = records(out.path(), "short-secret");
+    let summary = records["base::cpu::cmd::leaks-secret"]["failure"]["summary"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(summary.starts_with(refusal), "{summary}");
+    // Nothing was masked: the words are whole, everywhere.
+    for (name, text) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("record", &summary),
+    ] {
+        assert!(!text.contains("***"), "{name} masks a word: {text}");
+    }
+    for name in ["report.md", "report.json", "junit.xml"] {
+        let text = std::fs::read_to_string(out.path().join("short-secret").join(name)).unwrap();
+        assert!(
+            text.contains(refusal) && !text.contains("***"),
+            "{name}: {text}"
+        );
+    }
+    assert_eq!(containers_of_run("short-secret"), Vec::<String>::new());
+}
+
+#[test]
+fn a_kept_container_does_not_show_its_secrets_to_docker_inspect() {
+    const SECRET: &str = "kept-s3cr3t-for-the-inspect-test";
+    let out = tempfile::tempdir().unwrap();
+    let mut command = with_secret(
+        out.path(),
+        "keep-secret",
+        SECRET,
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] base::cpu::cmd::leaks-secret",
+        ],
+    );
+    let (code, stdout, stderr) = output(command.env("RUNTIME_MATRIX_KEEP", "failed"));
+    let kept = containers_of_run("keep-secret");
+    let inspected = kept.first().map(|id| {
+        std::process::Command::new("docker")
+            .args(["inspect", id])
+            .output()
+            .unwrap()
+    });
+    for id in &kept {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", id])
+            .output();
+    }
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    // The check had the secret (and the output masks it)...
+    assert!(stdout.contains("the token is ***"), "{stdout}");
+    // ...but the kept container's configuration does not hold it.
+    assert_eq!(kept.len(), 1, "{stderr}");
+    let inspected = inspected.unwrap();
+    assert!(inspected.status.success());
+    let inspected = String::from_utf8_lossy(&inspected.stdout);
+    assert!(
+        inspected.contains("RUNTIME_MATRIX_TEST_TOKEN=<secret>") && !inspected.contains(SECRET),
+        "{inspected}"
+    );
+    // The hint says how to pass the secret again.
+    let short = &kept[0][..12];
+    assert!(
+        stderr.contains(&format!(
+            "-e RUNTIME_MATRIX_TEST_TOKEN {short} timeout -s KILL"
+        )) && stderr.contains(
+            "its secrets (RUNTIME_MATRIX_TEST_TOKEN) are not stored in the container, so `docker inspect` does not show them"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
 }
