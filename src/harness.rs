@@ -268,7 +268,7 @@ impl Context {
             .as_ref()
             .map(|failure| crate::sanitise::failure(failure, crate::sanitise::plain));
         let (status, verdict) = judge(spec, failure.as_ref());
-        let record = TrialRecord {
+        let mut record = TrialRecord {
             schema: crate::record::RECORD_SCHEMA,
             run_id: self.run.run_id.clone(),
             trial: spec.name.clone(),
@@ -296,6 +296,7 @@ impl Context {
             gpus: outcome.gpus,
             note: outcome.note,
         };
+        crate::sanitise::record(&mut record);
         let written = self.run.write_record(&record);
         if !status.is_failure() {
             return written.map(|_| ()).map_err(|error| chain(&error).into());

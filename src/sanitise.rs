@@ -54,14 +54,26 @@ pub fn failure(failure: &Failure, clean: fn(&str) -> String) -> Failure {
     failure
 }
 
-/// Makes a record read from disk (perhaps written by an older version, or by hand) as clean
-/// as the harness writes them: the texts that come from outside, in [`plain`] form.
+/// Puts a record's free texts in [`plain`] form: its failure, its note (a GPU check's
+/// finding), its image's labels (the image author's words) and the reason of its expected
+/// failure. The harness does this before it writes a record, and the reports again to records
+/// read from disk (written by an older version, or by hand).
 pub fn record(record: &mut TrialRecord) {
     if let Some(found) = &record.failure {
         record.failure = Some(failure(found, plain));
     }
-    if let Some(note) = record.note.as_mut() {
-        *note = plain(note);
+    let image_labels = record
+        .image
+        .iter_mut()
+        .flat_map(|image| image.labels.values_mut());
+    let texts = record.note.iter_mut().chain(image_labels).chain(
+        record
+            .expected
+            .iter_mut()
+            .map(|expected| &mut expected.reason),
+    );
+    for text in texts {
+        *text = plain(text);
     }
 }
 
@@ -212,6 +224,57 @@ mod tests {
     #[case("no colour", "no colour")]
     fn terminals_keep_colours_only(#[case] input: &str, #[case] expected: &str) {
         assert_eq!(for_terminal(input), expected);
+    }
+
+    #[test]
+    fn records_keep_no_control_sequence_in_any_free_text() {
+        use crate::record::{Expectation, TrialImage, TrialRecord};
+        use crate::verdict::{Category, Failure, FailureKind, Status};
+        let hostile = "x\u{1b}]0;title\u{7}\u{1b}[31my";
+        let mut record = TrialRecord {
+            schema: 1,
+            run_id: "r".into(),
+            trial: "a::b::cmd::c".into(),
+            runtime: "a".into(),
+            machine: "b".into(),
+            check: "cmd::c".into(),
+            executor: "docker".into(),
+            tags: vec![],
+            status: Status::ExpectedFailure,
+            failure: Some(Failure {
+                kind: FailureKind::ExitCode,
+                category: Category::Runtime,
+                summary: hostile.into(),
+                cell: None,
+                exit_code: Some(1),
+                output_tail: Some(hostile.into()),
+                cause: None,
+            }),
+            expected: Some(Expectation {
+                reason: hostile.into(),
+                matches: None,
+            }),
+            started_at: "2026-12-01T00:00:00Z".into(),
+            seconds: 1.0,
+            cells: vec![],
+            artifact: None,
+            gpus: vec![],
+            note: Some(hostile.into()),
+            image: Some(TrialImage {
+                reference: "img".into(),
+                id: "sha256:0".into(),
+                digest: None,
+                labels: [("l".to_owned(), hostile.to_owned())].into(),
+            }),
+            host: "h".into(),
+        };
+        super::record(&mut record);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            !json.contains("\\u001b") && !json.contains("\\u0007"),
+            "{json}"
+        );
+        assert_eq!(json.matches("\"xy\"").count(), 5, "{json}");
     }
 
     #[rstest]
