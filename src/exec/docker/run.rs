@@ -102,11 +102,10 @@ impl DockerExecutor {
             Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
         let trial = Trial::new(spec, docker, run, gpus, secrets);
-        let outcome = match self.run_in_container(&trial) {
+        match self.run_in_container(&trial) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
-        };
-        redact(outcome, trial.secrets.values())
+        }
     }
 
     /// The steps of a trial once its container is known: each step's errors end the trial as
@@ -151,7 +150,11 @@ impl DockerExecutor {
             // The in-container limit did not act: the container cannot be trusted any more.
             lease.poison();
         }
-        let outcome = self.judge(&engine, &lease, trial, &exec, original, host)?;
+        // Secrets are masked in what the check left, before the harness adds its own words.
+        let outcome = redact(
+            self.judge(&engine, &lease, trial, &exec, original, host)?,
+            trial.secrets.values(),
+        );
         let mut outcome = Outcome {
             image: Some((&image).into()),
             ..outcome
