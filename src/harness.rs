@@ -322,8 +322,13 @@ impl Context {
         if let Some(signal) = interrupted() {
             return Err(format!("interrupted by signal {signal} before it finished").into());
         }
-        let (status, verdict) = judge(spec, outcome.failure.as_ref());
-        let record = TrialRecord {
+        // The terminal may show the outcome's colours; records and reports keep plain text.
+        let shown = outcome.failure;
+        let failure = shown
+            .as_ref()
+            .map(|failure| crate::sanitise::failure(failure, crate::sanitise::plain));
+        let (status, verdict) = judge(spec, failure.as_ref());
+        let mut record = TrialRecord {
             schema: crate::record::RECORD_SCHEMA,
             run_id: self.run.run_id.clone(),
             trial: spec.name.clone(),
@@ -333,7 +338,7 @@ impl Context {
             executor: spec.kind().to_owned(),
             tags: spec.tags.clone(),
             status,
-            failure: outcome.failure,
+            failure,
             expected: spec.expected_failure.as_ref().map(|rule| Expectation {
                 reason: rule.reason.clone(),
                 matches: rule.matches.clone(),
@@ -351,13 +356,18 @@ impl Context {
             gpus: outcome.gpus,
             note: outcome.note,
         };
+        crate::sanitise::record(&mut record);
         let written = self.run.write_record(&record);
         if !status.is_failure() {
             return written.map(|_| ()).map_err(|error| chain(&error).into());
         }
         let mut message = verdict;
+        let shown = TrialRecord {
+            failure: shown,
+            ..record
+        };
         message.push_str(&crate::report::text::failure_details(
-            &record,
+            &shown,
             Some(&self.run.path),
         ));
         match written {
@@ -366,7 +376,8 @@ impl Context {
                 message.push_str(&format!("\nthe record was not saved: {}", chain(&error)))
             }
         }
-        Err(message.into())
+        // Once more as it is printed: names and reasons from the config are outside text too.
+        Err(crate::sanitise::for_terminal(&message).into())
     }
 }
 

@@ -30,6 +30,7 @@ mod notebook;
 pub mod plan;
 pub mod record;
 pub mod report;
+mod sanitise;
 mod settings;
 #[doc(hidden)]
 pub mod testing;

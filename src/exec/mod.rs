@@ -39,7 +39,8 @@ use std::path::PathBuf;
 /// What running one check produced.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// `None` when the check passed.
+    /// `None` when the check passed. Its texts may hold colour codes for a terminal, and no
+    /// other control sequence; records keep them plain.
     pub failure: Option<Failure>,
     /// Per-cell durations of a notebook.
     pub cells: Vec<CellTiming>,
@@ -178,8 +179,14 @@ impl Executor {
             }
             ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
         };
+        // Every path, whatever built its failure, leaves with texts a terminal may show.
+        let failure = outcome
+            .failure
+            .as_ref()
+            .map(|failure| crate::sanitise::failure(failure, crate::sanitise::for_terminal));
         Outcome {
             gpus: gpus.to_vec(),
+            failure,
             ..outcome
         }
     }

@@ -3,8 +3,18 @@
 //! Docker runtimes today); it lives here so that any executor can.
 
 use super::Outcome;
+use crate::sanitise::plain;
+use crate::verdict::{Failure, FailureKind};
 
-/// Replaces every secret value in the outcome's texts with `***`.
+/// Secrets shorter than this are refused at the start of a trial: masking one letter, or a
+/// short word, inside ordinary text reveals it (`***xit***d` gives `e` away).
+pub(crate) const MIN_SECRET_BYTES: usize = 6;
+
+/// Replaces every secret value in what the check's process and notebook left with `***`:
+/// the output's last lines, the cell's source, exception and traceback, the executed notebook,
+/// and a summary made of those. The harness's own words (an exit code, a deadline, a setup
+/// failure) are never rewritten. Texts with a secret lose their colours, so that no colour
+/// code can split a secret in two and hide it from the mask.
 pub(crate) fn redact<'a>(
     mut outcome: Outcome,
     secrets: impl Iterator<Item = &'a String>,
@@ -14,6 +24,7 @@ pub(crate) fn redact<'a>(
         return outcome;
     }
     let scrub = |text: &mut String| {
+        *text = plain(text);
         for secret in &secrets {
             if text.contains(secret.as_str()) {
                 *text = text.replace(secret.as_str(), "***");
@@ -21,7 +32,9 @@ pub(crate) fn redact<'a>(
         }
     };
     if let Some(failure) = outcome.failure.as_mut() {
-        scrub(&mut failure.summary);
+        if captured_summary(failure) {
+            scrub(&mut failure.summary);
+        }
         if let Some(tail) = failure.output_tail.as_mut() {
             scrub(tail);
         }
@@ -29,6 +42,7 @@ pub(crate) fn redact<'a>(
             for text in [&mut cell.source_excerpt]
                 .into_iter()
                 .chain(cell.evalue.as_mut())
+                .chain(cell.ename.as_mut())
                 .chain(cell.traceback.as_mut())
             {
                 scrub(text);
@@ -39,7 +53,19 @@ pub(crate) fn redact<'a>(
         && let Ok(mut text) = std::fs::read_to_string(artifact)
     {
         let before = text.clone();
-        scrub(&mut text);
+        for secret in &secrets {
+            // As JSON spells it, too: a secret with a quote or a backslash is escaped there.
+            let escaped = serde_json::to_string(secret.as_str()).unwrap_or_default();
+            let escaped = escaped
+                .strip_prefix('"')
+                .and_then(|e| e.strip_suffix('"'))
+                .unwrap_or_default();
+            for form in [secret.as_str(), escaped] {
+                if !form.is_empty() && text.contains(form) {
+                    text = text.replace(form, "***");
+                }
+            }
+        }
         if text != before {
             let _ = crate::record::write_atomic(artifact, text.as_bytes());
         }
@@ -47,17 +73,55 @@ pub(crate) fn redact<'a>(
     outcome
 }
 
+/// Whether the failure's summary is the check's own text (an exception, nbconvert's last
+/// words, a GPU check's finding) rather than the harness's words about how it ended.
+fn captured_summary(failure: &Failure) -> bool {
+    match failure.kind {
+        FailureKind::CellError
+        | FailureKind::CellTimeout
+        | FailureKind::KernelDied
+        | FailureKind::NoSuchKernel
+        | FailureKind::GpuCheck => true,
+        FailureKind::ExitCode
+        | FailureKind::Deadline
+        | FailureKind::MissingTool
+        | FailureKind::Setup => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verdict::FailureKind;
-    use crate::verdict::{Category, Failure};
+    use crate::verdict::Category;
+
+    #[test]
+    fn the_harness_words_are_never_masked_and_colours_cannot_hide_a_secret() {
+        let outcome = Outcome {
+            failure: Some(Failure {
+                kind: FailureKind::ExitCode,
+                category: Category::Runtime,
+                summary: "`sh check.sh` exited with code 3".into(),
+                cell: None,
+                exit_code: Some(3),
+                output_tail: Some("the loader exited early\nkey ex\u{1b}[1mited\u{1b}[0m".into()),
+                cause: None,
+            }),
+            ..Outcome::default()
+        };
+        let secret = "exited".to_owned();
+        let failure = redact(outcome, [&secret].into_iter()).failure.unwrap();
+        assert_eq!(failure.summary, "`sh check.sh` exited with code 3");
+        assert_eq!(
+            failure.output_tail.as_deref(),
+            Some("the loader *** early\nkey ***")
+        );
+    }
 
     #[test]
     fn secrets_are_redacted_from_failures() {
         let outcome = Outcome {
             failure: Some(Failure {
-                kind: FailureKind::ExitCode,
+                kind: FailureKind::CellError,
                 category: Category::Runtime,
                 summary: "token hunter2 rejected".into(),
                 cell: None,

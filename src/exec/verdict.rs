@@ -5,9 +5,10 @@ use super::Outcome;
 use super::provision::tail;
 use crate::error::{EngineError, chain};
 use crate::gpu::{GpuCheckError, PreflightError};
-use crate::notebook::{ExecutionReport, ProcessEnd, Progress, strip_ansi};
+use crate::notebook::{ExecutionReport, ProcessEnd, Progress};
 use crate::plan::TrialSpec;
 use crate::record::RunDir;
+use crate::sanitise::{for_terminal, plain};
 use crate::verdict::{Category, Failure, FailureKind, GpuCause};
 use serde_json::Value;
 
@@ -26,7 +27,7 @@ fn setup(category: Category, summary: String, cause: Option<GpuCause>) -> Outcom
         failure: Some(Failure {
             kind: FailureKind::Setup,
             category,
-            summary,
+            summary: for_terminal(&summary),
             cell: None,
             exit_code: None,
             output_tail: None,
@@ -54,8 +55,13 @@ pub(super) fn engine_failure(category: Category, error: &EngineError) -> Outcome
 /// hold what came from outside the harness (the process's output, the cell's exception, the
 /// words of NVML, the framework or the engine), and this is the one place they are read for a
 /// cause.
-fn with_cause(mut failure: Failure, detected: Option<GpuCause>) -> Failure {
-    failure.cause = detected.or_else(|| GpuCause::recognise(&failure.text()));
+///
+/// Those texts are made safe here, where they enter: every control sequence but colours is
+/// removed (the harness removes colours too before it writes a record), and causes are looked
+/// for in the plain text.
+fn with_cause(failure: Failure, detected: Option<GpuCause>) -> Failure {
+    let mut failure = crate::sanitise::failure(&failure, for_terminal);
+    failure.cause = detected.or_else(|| GpuCause::recognise(&plain(&failure.text())));
     failure
 }
 
@@ -123,7 +129,7 @@ pub(super) fn notebook(
                 ProcessEnd::Failed(code) => Some(code),
                 _ => None,
             },
-            output_tail: Some(tail(&strip_ansi(result.output), 30)),
+            output_tail: Some(tail(&for_terminal(result.output), 30)),
             cause: None,
         }
     });
@@ -137,7 +143,7 @@ pub(super) fn notebook(
 
 /// The outcome of a command check.
 pub(super) fn command(spec: &TrialSpec, line: &str, end: ProcessEnd, output: &str) -> Outcome {
-    let output_tail = Some(tail(&strip_ansi(output), 30));
+    let output_tail = Some(tail(&for_terminal(output), 30));
     let failure = match end {
         ProcessEnd::Success => None,
         ProcessEnd::Failed(code) => Some(Failure {
@@ -175,7 +181,7 @@ pub(super) fn gpu_check(
     end: ProcessEnd,
     output: &str,
 ) -> Outcome {
-    let output_tail = Some(tail(&strip_ansi(output), 30));
+    let output_tail = Some(tail(&for_terminal(output), 30));
     let (failure, detected) = match (end, verdict) {
         (ProcessEnd::Deadline, _) => (
             Failure {

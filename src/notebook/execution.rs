@@ -6,7 +6,7 @@
 //! it. That is how a notebook stopped at its deadline or by a dead kernel still names the cell
 //! that was running, and how a failed notebook keeps the outputs of the cells that did run.
 
-use super::strip_ansi;
+use crate::sanitise::{for_terminal, plain};
 use crate::verdict::{CellFailure, FailureKind};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -138,7 +138,7 @@ impl ExecutionReport {
         end: ProcessEnd,
     ) -> ExecutionReport {
         let cells = progress.timings();
-        let output = strip_ansi(output);
+        let output = plain(output);
         let running = progress
             .running()
             .map(|index| cell_failure(notebook, index, None));
@@ -212,18 +212,18 @@ fn cell_failure(notebook: &Value, index: usize, error: Option<&Value>) -> CellFa
         error
             .and_then(|e| e.get(key))
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(for_terminal)
     };
     let traceback = error
         .and_then(|e| e.get("traceback"))
         .and_then(Value::as_array)
         .map(|lines| {
             let lines: Vec<&str> = lines.iter().filter_map(Value::as_str).collect();
-            strip_ansi(&lines.join("\n"))
+            for_terminal(&lines.join("\n"))
         });
     CellFailure {
         index,
-        source_excerpt: excerpt(&source, 6),
+        source_excerpt: for_terminal(&excerpt(&source, 6)),
         ename: text("ename"),
         evalue: text("evalue"),
         traceback,
@@ -289,8 +289,14 @@ mod tests {
         let cell = cell.unwrap();
         assert_eq!(cell.index, 1);
         assert_eq!(cell.source_excerpt, "x / 0");
+        // Colours stay for terminals; records keep the plain text.
+        let traceback = cell.traceback.unwrap();
+        assert!(
+            traceback.contains("\u{1b}[31mZeroDivisionError"),
+            "{traceback:?}"
+        );
         assert_eq!(
-            cell.traceback.unwrap(),
+            plain(&traceback),
             "---------\nZeroDivisionError: division by zero"
         );
         assert_eq!(

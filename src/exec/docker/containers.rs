@@ -65,7 +65,6 @@ impl DockerExecutor {
             let id = self.runtime.block_on(self.create(
                 engine,
                 &body,
-                &trial.secrets,
                 &spec.name,
                 &spec.machine.name,
             ))?;
@@ -82,7 +81,7 @@ impl DockerExecutor {
         let cell = lock(&self.reused).entry(key).or_default().clone();
         let body = body.with_label(LABEL_TRIAL, &shared);
         let id = self.runtime.block_on(cell.get_or_init(|| async {
-            self.create(engine, &body, &trial.secrets, &shared, &spec.machine.name)
+            self.create(engine, &body, &shared, &spec.machine.name)
                 .await
                 .map_err(|e| chain(&e))
         }));
@@ -101,11 +100,13 @@ impl DockerExecutor {
         }
     }
 
+    /// Creates and starts a container. Secrets are not passed here but to each exec (see
+    /// `execute`): a container's create body is what `docker inspect` shows, and containers
+    /// kept with `RUNTIME_MATRIX_KEEP` outlive the run.
     async fn create(
         &self,
         engine: &Engine,
         container: &ContainerSpec,
-        secrets: &BTreeMap<String, String>,
         name: &str,
         machine: &str,
     ) -> Result<String, EngineError> {
@@ -130,7 +131,7 @@ impl DockerExecutor {
             });
         }
         let id = engine
-            .create_container(&unique, container.create_body(secrets), machine)
+            .create_container(&unique, container.create_body(&BTreeMap::new()), machine)
             .await?;
         live::track_container(&id, engine);
         drop(creating);

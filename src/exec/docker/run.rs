@@ -11,7 +11,7 @@ use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
 use crate::exec::live::{Owner, lock};
-use crate::exec::redact::redact;
+use crate::exec::redact::{MIN_SECRET_BYTES, redact};
 use crate::exec::verdict::{self, NotebookRun, setup_failure};
 use crate::gpu::HostGpus;
 use crate::notebook::ProcessEnd;
@@ -99,14 +99,13 @@ impl DockerExecutor {
     ) -> Outcome {
         let secrets = match secrets_of(spec, docker) {
             Ok(secrets) => secrets,
-            Err(unset) => return setup_failure(Category::Infrastructure, unset.to_string()),
+            Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
         let trial = Trial::new(spec, docker, run, gpus, secrets);
-        let outcome = match self.run_in_container(&trial) {
+        match self.run_in_container(&trial) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
-        };
-        redact(outcome, trial.secrets.values())
+        }
     }
 
     /// The steps of a trial once its container is known: each step's errors end the trial as
@@ -151,7 +150,11 @@ impl DockerExecutor {
             // The in-container limit did not act: the container cannot be trusted any more.
             lease.poison();
         }
-        let outcome = self.judge(&engine, &lease, trial, &exec, original, host)?;
+        // Secrets are masked in what the check left, before the harness adds its own words.
+        let outcome = redact(
+            self.judge(&engine, &lease, trial, &exec, original, host)?,
+            trial.secrets.values(),
+        );
         let mut outcome = Outcome {
             image: Some((&image).into()),
             ..outcome
@@ -293,8 +296,20 @@ impl DockerExecutor {
             };
             let id = lease.keep();
             let short: String = id.chars().take(12).collect();
+            // Secrets went to the check's exec only: say how to pass them again.
+            let (pass, note) = match container.secrets.as_slice() {
+                [] => (String::new(), String::new()),
+                names => (
+                    names.iter().map(|name| format!("-e {name} ")).collect(),
+                    format!(
+                        "\n  its secrets ({}) are not stored in the container, so `docker inspect` \
+                         does not show them; `-e NAME` passes each from your environment",
+                        names.join(", ")
+                    ),
+                ),
+            };
             eprintln!(
-                "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {short} {}",
+                "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
                 spec.name,
                 container.workdir,
                 shell_words(&container.command)
@@ -352,31 +367,41 @@ impl<'a> Trial<'a> {
     }
 }
 
-/// The values of the runtime's secrets, from this process's environment: an unset one fails
-/// the trial before any engine is asked.
+/// The values of the runtime's secrets, from this process's environment: an unset one, or one
+/// too short to mask, fails the trial before any engine is asked. An empty one has nothing to
+/// hide.
 fn secrets_of(
     spec: &TrialSpec,
     docker: &DockerRuntime,
-) -> Result<BTreeMap<String, String>, UnsetSecret> {
+) -> Result<BTreeMap<String, String>, SecretError> {
     let mut secrets = BTreeMap::new();
     for name in &docker.secrets {
-        let value = std::env::var(name).map_err(|_| UnsetSecret {
-            name: name.clone(),
-            runtime: spec.runtime.name.clone(),
-        })?;
-        secrets.insert(name.clone(), value);
+        let (name, runtime) = (name.clone(), spec.runtime.name.clone());
+        let Ok(value) = std::env::var(&name) else {
+            return Err(SecretError::Unset { name, runtime });
+        };
+        if !value.is_empty() && value.len() < MIN_SECRET_BYTES {
+            return Err(SecretError::TooShort { name, runtime });
+        }
+        secrets.insert(name, value);
     }
     Ok(secrets)
 }
 
-/// A secret a runtime declares that the environment does not set.
+/// A secret a runtime declares that cannot be passed safely.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "secret `{name}` of runtime `{runtime}` is not set in the environment (export it before the run)"
-)]
-pub(super) struct UnsetSecret {
-    name: String,
-    runtime: String,
+pub(super) enum SecretError {
+    /// The environment does not set it.
+    #[error(
+        "secret `{name}` of runtime `{runtime}` is not set in the environment (export it before the run)"
+    )]
+    Unset { name: String, runtime: String },
+    /// Its value is too short to be masked without revealing it.
+    #[error(
+        "secret `{name}` of runtime `{runtime}` is shorter than {} bytes: masking so short a value in the output would reveal it (use a longer secret, or pass the value in `env` if it is not secret)",
+        MIN_SECRET_BYTES
+    )]
+    TooShort { name: String, runtime: String },
 }
 
 /// A GPU trial whose image declares a CUDA newer than this host's driver supports fails
