@@ -1,0 +1,252 @@
+//! Merging the records, plans and interruptions of any runs into one [`Report`], and writing
+//! its three renderings.
+
+use super::{json, junit, markdown};
+use crate::error::OutputError;
+use crate::plan::Excluded;
+use crate::record::{Interruption, RunContents, TrialRecord, read_dir, write_atomic};
+use crate::verdict::Status;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The report schema version; bumped on incompatible changes.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// Counts over a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Trials that ran.
+    pub total: usize,
+    /// Passed.
+    pub passed: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Failed the declared way.
+    pub expected_failures: usize,
+    /// Passed though declared to fail.
+    pub unexpected_passes: usize,
+    /// Declared but not run.
+    pub excluded: usize,
+    /// Planned, but left no record: interrupted, killed, or in a shard not merged.
+    pub not_run: usize,
+}
+
+/// A trial a merged run planned but did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotRun {
+    /// `runtime::machine::check`.
+    pub name: String,
+    /// The runtime.
+    pub runtime: String,
+    /// The machine.
+    pub machine: String,
+    /// The check.
+    pub check: String,
+    /// The run that planned it.
+    pub run_id: String,
+    /// Why it has no record, e.g. `the run was interrupted`.
+    pub reason: String,
+}
+
+/// Records of one or more runs, merged: one entry per trial.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: u32,
+    /// The run ids merged.
+    pub runs: Vec<String>,
+    /// The hosts that ran trials.
+    pub hosts: Vec<String>,
+    /// Counts.
+    pub summary: Summary,
+    /// One record per trial, by name.
+    pub trials: Vec<TrialRecord>,
+    /// Trials declared but not run anywhere in the merged runs, by name.
+    pub excluded: Vec<Excluded>,
+    /// Whether a merged run was cut short by SIGINT or SIGTERM.
+    pub interrupted: bool,
+    /// How each interrupted run was interrupted.
+    pub interruptions: Vec<Interruption>,
+    /// Trials a merged run planned that have no record, by name.
+    pub not_run: Vec<NotRun>,
+    /// Runs that recorded no plan (made by a runtime-matrix older than plans): trials they
+    /// planned but did not finish cannot be listed.
+    pub runs_without_plan: Vec<String>,
+}
+
+impl Report {
+    /// Merges what run folders hold. When a trial has several records (a re-run), the one
+    /// that started last wins; a trial excluded in one shard but run in another counts as run;
+    /// a trial planned by any run but recorded by none is not run, even where another shard
+    /// excluded it.
+    pub fn merge(contents: RunContents) -> Report {
+        let RunContents {
+            records,
+            excluded,
+            planned,
+            mut runs_without_plan,
+            mut interruptions,
+        } = contents;
+        let mut by_name: BTreeMap<String, TrialRecord> = BTreeMap::new();
+        for record in records {
+            match by_name.get(&record.trial) {
+                Some(existing) if existing.started_at >= record.started_at => {}
+                _ => {
+                    by_name.insert(record.trial.clone(), record);
+                }
+            }
+        }
+        let mut not_run: BTreeMap<String, NotRun> = BTreeMap::new();
+        for (run_id, p) in planned {
+            if by_name.contains_key(&p.name) {
+                continue;
+            }
+            let reason = if interruptions.iter().any(|i| i.run_id == run_id) {
+                "the run was interrupted"
+            } else {
+                "the run left no record of it (killed, or it crashed)"
+            };
+            not_run.entry(p.name.clone()).or_insert(NotRun {
+                name: p.name,
+                runtime: p.runtime,
+                machine: p.machine,
+                check: p.check,
+                run_id,
+                reason: reason.to_owned(),
+            });
+        }
+        let mut excluded_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
+        for entry in excluded {
+            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
+                excluded_by_name.entry(entry.name.clone()).or_insert(entry);
+            }
+        }
+        let trials: Vec<TrialRecord> = by_name.into_values().collect();
+        let excluded: Vec<Excluded> = excluded_by_name.into_values().collect();
+        let not_run: Vec<NotRun> = not_run.into_values().collect();
+        let count = |status: Status| trials.iter().filter(|t| t.status == status).count();
+        let summary = Summary {
+            total: trials.len(),
+            passed: count(Status::Passed),
+            failed: count(Status::Failed),
+            expected_failures: count(Status::ExpectedFailure),
+            unexpected_passes: count(Status::UnexpectedPass),
+            excluded: excluded.len(),
+            not_run: not_run.len(),
+        };
+        let mut runs: Vec<String> = trials.iter().map(|t| t.run_id.clone()).collect();
+        runs.extend(interruptions.iter().map(|i| i.run_id.clone()));
+        runs.extend(not_run.iter().map(|n| n.run_id.clone()));
+        runs.sort();
+        runs.dedup();
+        let mut hosts: Vec<String> = trials.iter().map(|t| t.host.clone()).collect();
+        hosts.sort();
+        hosts.dedup();
+        interruptions.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        runs_without_plan.sort();
+        runs_without_plan.dedup();
+        Report {
+            schema: REPORT_SCHEMA,
+            runs,
+            hosts,
+            summary,
+            trials,
+            excluded,
+            interrupted: !interruptions.is_empty(),
+            interruptions,
+            not_run,
+            runs_without_plan,
+        }
+    }
+
+    /// Whether any trial failed the run.
+    pub fn has_failures(&self) -> bool {
+        self.summary.failed + self.summary.unexpected_passes > 0
+    }
+
+    /// Why the merged runs do not prove what they planned: an interruption, or planned trials
+    /// without a record, naming how many and a few of them. `None` when nothing is missing
+    /// that the runs' plans know of.
+    pub fn incomplete(&self) -> Option<String> {
+        if !self.interrupted && self.not_run.is_empty() {
+            return None;
+        }
+        let mut text = match self.interruptions.as_slice() {
+            [] => String::new(),
+            [one] => format!(
+                "run `{}` was interrupted by {}",
+                one.run_id, one.signal_name
+            ),
+            many => format!("{} runs were interrupted", many.len()),
+        };
+        if !self.not_run.is_empty() {
+            let shown: Vec<String> = self
+                .not_run
+                .iter()
+                .take(3)
+                .map(|n| format!("`{}`", n.name))
+                .collect();
+            let more = match self.not_run.len() {
+                n if n > 3 => format!(" and {} more", n - 3),
+                _ => String::new(),
+            };
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(&format!(
+                "{} planned trial(s) did not run: {}{more}",
+                self.not_run.len(),
+                shown.join(", ")
+            ));
+        }
+        Some(text)
+    }
+}
+
+/// Reads the records under each of `dirs`, merges them, and writes `report.json`,
+/// `report.md` and `junit.xml` into `out`. Returns `out`.
+pub fn write_from_dirs(dirs: &[PathBuf], out: &Path) -> Result<PathBuf, OutputError> {
+    let report = read_report(dirs)?;
+    write_all(&report, out)?;
+    Ok(out.to_owned())
+}
+
+/// Reads and merges the records under each of `dirs`.
+pub fn read_report(dirs: &[PathBuf]) -> Result<Report, OutputError> {
+    let mut contents = RunContents::default();
+    for dir in dirs {
+        let mut more = read_dir(dir)?;
+        // Records written elsewhere (an older version, by hand) are cleaned like ours.
+        more.records.iter_mut().for_each(crate::sanitise::record);
+        contents.append(more);
+    }
+    if contents.is_empty() {
+        let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(OutputError::NoRecords(names.join(", ")));
+    }
+    Ok(Report::merge(contents))
+}
+
+type Renderer = fn(&Report, &mut Vec<u8>) -> std::io::Result<()>;
+
+/// Writes the three report files into `out`, each atomically.
+pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
+    std::fs::create_dir_all(out).map_err(|error| OutputError::CreateDir {
+        path: out.to_owned(),
+        error,
+    })?;
+    let renderers: [(&str, Renderer); 3] = [
+        ("report.json", json::write),
+        ("report.md", markdown::write),
+        ("junit.xml", junit::write),
+    ];
+    for (name, render) in renderers {
+        let path = out.join(name);
+        let mut bytes = Vec::new();
+        render(report, &mut bytes)
+            .and_then(|()| write_atomic(&path, &bytes))
+            .map_err(|error| OutputError::Write { path, error })?;
+    }
+    Ok(())
+}
