@@ -3,7 +3,7 @@
 //! matrix without a cargo project.
 
 use clap::{Parser, Subcommand};
-use runtime_matrix::engine::{ContainerSpec, Engine, GpuRequest};
+use runtime_matrix::engine::{ContainerSpec, GpuRequest};
 use runtime_matrix::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use runtime_matrix::exec::trial_container;
 use runtime_matrix::harness::{self, Harness, Options, fail_setup};
@@ -123,7 +123,9 @@ fn main() -> ExitCode {
             options.configure_detection();
             let config = options.config.clone();
             let report =
-                runtime_matrix::doctor::examine(&config, |matrix| options.out_root(matrix));
+                runtime_matrix::doctor::examine(&config, options.engine_timeout, |matrix| {
+                    options.out_root(matrix)
+                });
             let mut stdout = std::io::stdout().lock();
             let _ = report.write(&mut stdout);
             ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
@@ -294,6 +296,10 @@ fn clean(config: &std::path::Path) -> ExitCode {
         );
     }
     endpoints.dedup();
+    let options = match Options::from_env() {
+        Ok(options) => options,
+        Err(error) => return fail_setup(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,18 +307,19 @@ fn clean(config: &std::path::Path) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail_setup(&error),
     };
-    for endpoint in endpoints {
-        let result = runtime.block_on(async {
-            let engine = Engine::connect(endpoint.as_deref()).await?;
-            let removed = runtime_matrix::exec::clean(&engine).await?;
-            Ok::<_, runtime_matrix::error::EngineError>((engine.endpoint().to_owned(), removed))
-        });
+    // An engine that fails or stays silent is reported; the others are still cleaned.
+    let mut code = EXIT_OK;
+    let cleaned = runtime_matrix::exec::clean_all(&endpoints, options.engine_timeout);
+    for result in runtime.block_on(cleaned) {
         match result {
             Ok((endpoint, removed)) => println!("removed {removed} container(s) from {endpoint}"),
-            Err(error) => return fail_setup(&error),
+            Err(error) => {
+                eprintln!("error: {}", chain(&error));
+                code = EXIT_SETUP;
+            }
         }
     }
-    ExitCode::from(EXIT_OK)
+    ExitCode::from(code)
 }
 
 fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
