@@ -5,7 +5,7 @@
 //! It lives in the library, beside what it drives, so that the crate's public API stays the
 //! small part embedders need; `src/main.rs` only calls [`main`].
 
-use crate::engine::{ContainerSpec, Engine, GpuRequest};
+use crate::engine::{ContainerSpec, GpuRequest};
 use crate::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use crate::exec::trial_container;
 use crate::harness::{self, Harness, Options, fail_setup};
@@ -126,7 +126,9 @@ pub fn main() -> ExitCode {
             };
             options.configure_detection();
             let config = options.config.clone();
-            let report = crate::doctor::examine(&config, |matrix| options.out_root(matrix));
+            let report = crate::doctor::examine(&config, options.engine_timeout, |matrix| {
+                options.out_root(matrix)
+            });
             let mut stdout = std::io::stdout().lock();
             let _ = report.write(&mut stdout);
             ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
@@ -292,6 +294,10 @@ fn clean(config: &std::path::Path) -> ExitCode {
         );
     }
     endpoints.dedup();
+    let options = match Options::from_env() {
+        Ok(options) => options,
+        Err(error) => return fail_setup(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -299,18 +305,19 @@ fn clean(config: &std::path::Path) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail_setup(&error),
     };
-    for endpoint in endpoints {
-        let result = runtime.block_on(async {
-            let engine = Engine::connect(endpoint.as_deref()).await?;
-            let removed = crate::exec::clean(&engine).await?;
-            Ok::<_, crate::error::EngineError>((engine.endpoint().to_owned(), removed))
-        });
+    // An engine that fails or stays silent is reported; the others are still cleaned.
+    let mut code = EXIT_OK;
+    let cleaned = crate::exec::clean_all(&endpoints, options.engine_timeout);
+    for result in runtime.block_on(cleaned) {
         match result {
             Ok((endpoint, removed)) => println!("removed {removed} container(s) from {endpoint}"),
-            Err(error) => return fail_setup(&error),
+            Err(error) => {
+                eprintln!("error: {}", chain(&error));
+                code = EXIT_SETUP;
+            }
         }
     }
-    ExitCode::from(EXIT_OK)
+    ExitCode::from(code)
 }
 
 fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {

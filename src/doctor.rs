@@ -109,8 +109,14 @@ impl Report {
     }
 }
 
-/// Examines the host for the matrix at `config`, with `out_root` as the output folder.
-pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) -> Report {
+/// Examines the host for the matrix at `config`, with `out_root` as the output folder; each
+/// engine call is given `engine_limit` to answer, so a silent engine fails its checks instead
+/// of holding the doctor.
+pub fn examine(
+    config: &Path,
+    engine_limit: Duration,
+    out_root: impl Fn(&Matrix) -> std::path::PathBuf,
+) -> Report {
     let mut report = Report::default();
     let Some(matrix) = report_config(&mut report, config) else {
         return report;
@@ -121,7 +127,7 @@ pub fn examine(config: &Path, out_root: impl Fn(&Matrix) -> std::path::PathBuf) 
             report_host_python(&mut report, &runtime.name, python, packages);
         }
     }
-    if !report_engines(&mut report, &matrix, host_has_gpus) {
+    if !report_engines(&mut report, &matrix, host_has_gpus, engine_limit) {
         return report;
     }
     let out = out_root(&matrix);
@@ -222,7 +228,12 @@ fn report_nvml(report: &mut Report, matrix: &Matrix) -> bool {
 type DockerRuntimes<'a> = [(&'a Runtime, &'a DockerRuntime)];
 
 /// Every engine the matrix's Docker runtimes use; `false` when none could be examined at all.
-fn report_engines(report: &mut Report, matrix: &Matrix, host_has_gpus: bool) -> bool {
+fn report_engines(
+    report: &mut Report,
+    matrix: &Matrix,
+    host_has_gpus: bool,
+    engine_limit: Duration,
+) -> bool {
     let docker_runtimes: Vec<_> = matrix
         .runtimes
         .iter()
@@ -267,6 +278,7 @@ fn report_engines(report: &mut Report, matrix: &Matrix, host_has_gpus: bool) -> 
             &docker_runtimes,
             endpoint,
             host_has_gpus,
+            engine_limit,
         );
     }
     true
@@ -280,14 +292,18 @@ fn report_engine(
     docker_runtimes: &DockerRuntimes<'_>,
     endpoint: Option<String>,
     host_has_gpus: bool,
+    engine_limit: Duration,
 ) {
     let label = endpoint.clone().unwrap_or_else(|| "docker".into());
-    let engine = match tokio.block_on(Engine::connect(endpoint.as_deref())) {
+    let engine = match tokio.block_on(Engine::connect_within(endpoint.as_deref(), engine_limit)) {
         Ok(engine) => engine,
         Err(error) => {
             let fix = match &error {
                 crate::error::EngineError::PermissionDenied { .. } => {
                     "add your user to the `docker` group, or run as root"
+                }
+                crate::error::EngineError::Silent { .. } => {
+                    "restart the Docker engine, or point DOCKER_HOST or machines.NAME.docker at one that answers"
                 }
                 _ => "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST",
             };

@@ -220,6 +220,13 @@ pub(crate) enum ProvisionError {
     },
 }
 
+/// `duration` in whole seconds, as a user sets limits: `8s`, `2m 30s`.
+fn seconds(duration: &std::time::Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(std::time::Duration::from_secs(
+        duration.as_secs_f64().round() as u64,
+    ))
+}
+
 /// A Docker engine operation failed. Each variant names what was being done and to what; the
 /// engine's own error is the source.
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +313,35 @@ pub(crate) enum EngineError {
         /// The cause.
         #[source]
         error: Box<bollard::errors::Error>,
+    },
+    /// The engine accepted the connection but did not answer a call in time.
+    #[error(
+        "the Docker engine at {endpoint} did not answer `{call}` for {target} within {} (it accepts connections but stopped answering: \
+         check it with `docker info`, and restart it if that hangs too; what it still holds of this run is removed by the next run \
+         on this host, or by `runtime-matrix clean`)",
+        seconds(limit)
+    )]
+    Silent {
+        /// The engine.
+        endpoint: String,
+        /// The call that went unanswered: `create container`, `exec`...
+        call: &'static str,
+        /// The image or container.
+        target: String,
+        /// How long it was given.
+        limit: std::time::Duration,
+    },
+    /// A check's command did not end at its deadline because its container was paused.
+    #[error(
+        "container {container} was paused (`docker pause`) while the check ran, so its deadline of {} could not act \
+         (nothing of this project pauses containers: find what did, e.g. a monitoring tool, and keep it away from them)",
+        seconds(deadline)
+    )]
+    Paused {
+        /// The container.
+        container: String,
+        /// The check's deadline.
+        deadline: std::time::Duration,
     },
     /// An earlier trial of this process already failed the same way (image resolution and
     /// shared containers are done once per process); the message is that failure's.

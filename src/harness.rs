@@ -154,7 +154,8 @@ impl Harness {
             None => default_cache(&out_root),
         };
         let executor = Executor::new(&matrix, cache, options.keep, &run_id)
-            .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout);
+            .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout)
+            .with_engine_timeout(options.engine_timeout);
         install_interrupt_handler(executor.handle());
         let context = Arc::new(Context {
             run: run.clone(),

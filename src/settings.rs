@@ -46,6 +46,9 @@ pub struct Options {
     /// `RUNTIME_MATRIX_NVML`: the NVML library, when not `libnvidia-ml.so.1` on the loader's
     /// path.
     pub nvml: Option<PathBuf>,
+    /// `RUNTIME_MATRIX_ENGINE_TIMEOUT`: how long one Docker engine call may go unanswered
+    /// (default 30s); checks' own deadlines bound their commands.
+    pub engine_timeout: Duration,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             lease_timeout: DEFAULT_LEASE_TIMEOUT,
             lock_dir: crate::gpu::lease::default_lock_dir(),
             nvml: None,
+            engine_timeout: crate::engine::DEFAULT_REQUEST_LIMIT,
         }
     }
 }
@@ -93,6 +97,17 @@ impl Options {
             })?,
             None => defaults.lease_timeout,
         };
+        let engine_timeout = match var("RUNTIME_MATRIX_ENGINE_TIMEOUT") {
+            Some(text) => humantime::parse_duration(text.trim())
+                .ok()
+                .filter(|limit| *limit >= Duration::from_secs(1))
+                .ok_or_else(|| SettingsError {
+                    variable: "RUNTIME_MATRIX_ENGINE_TIMEOUT",
+                    value: text.trim().to_owned(),
+                    accepted: "a duration of at least 1s, e.g. `30s` or `2m`",
+                })?,
+            None => defaults.engine_timeout,
+        };
         Ok(Options {
             config: var("RUNTIME_MATRIX_CONFIG")
                 .map(PathBuf::from)
@@ -110,6 +125,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or(defaults.lock_dir),
             nvml: var("RUNTIME_MATRIX_NVML").map(PathBuf::from),
+            engine_timeout,
         })
     }
 
@@ -178,6 +194,7 @@ mod tests {
         assert_eq!(options.lease_timeout, Duration::from_secs(1800));
         assert_eq!(options.lock_dir, crate::gpu::lease::default_lock_dir());
         assert_eq!(options.nvml, None);
+        assert_eq!(options.engine_timeout, Duration::from_secs(30));
     }
 
     #[test]
@@ -188,8 +205,10 @@ mod tests {
             ("RUNTIME_MATRIX_LOCK_DIR", "/run/locks"),
             ("RUNTIME_MATRIX_NVML", "/opt/libnvidia-ml.so.1"),
             ("NEXTEST_RUN_ID", "nextest-run"),
+            ("RUNTIME_MATRIX_ENGINE_TIMEOUT", "5s"),
         ])
         .unwrap();
+        assert_eq!(options.engine_timeout, Duration::from_secs(5));
         assert_eq!(options.lease_timeout, Duration::from_secs(90));
         assert_eq!(options.keep, Keep::Failed);
         assert_eq!(options.lock_dir, PathBuf::from("/run/locks"));
@@ -208,6 +227,12 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid RUNTIME_MATRIX_KEEP `sometimes` (use `failed` or `always`)"
+        );
+        // Under a second, a loaded engine would miss it for every call.
+        let error = parse(&[("RUNTIME_MATRIX_ENGINE_TIMEOUT", "500ms")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid RUNTIME_MATRIX_ENGINE_TIMEOUT `500ms` (use a duration of at least 1s, e.g. `30s` or `2m`)"
         );
     }
 }

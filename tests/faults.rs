@@ -1,6 +1,7 @@
 //! Faults injected while trials run: a kernel killed mid-cell, a container killed from
-//! outside, a container's memory limit, the engine connection dropped, and the harness sent
-//! SIGINT, SIGTERM or SIGKILL at random points of a parallel run. Each time: no container or
+//! outside or paused, a container's memory limit, the engine connection dropped, an engine
+//! that never answers or freezes mid-trial, and the harness sent SIGINT, SIGTERM or SIGKILL at
+//! random points of a parallel run. Each time: no container or
 //! process of ours is left (after SIGKILL, once the next run has reaped), every record is whole
 //! JSON, the report is made from what finished and says the run was interrupted, every planned
 //! trial is either recorded or listed as not run, and the exit codes say what happened.
@@ -27,7 +28,16 @@ fn spawn(out: &Path, run_id: &str, args: &[&str]) -> Child {
 }
 
 /// Waits for `child` at most `limit`: a harness that hangs fails the test instead of the run.
-fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
+fn finish(child: Child, limit: Duration) -> (Option<i32>, String) {
+    let output = finish_output(child, limit);
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// [`finish`], with the whole output.
+fn finish_output(mut child: Child, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
@@ -36,11 +46,7 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+    child.wait_with_output().unwrap()
 }
 
 /// Every record of a run parses: none was left torn.
@@ -313,4 +319,157 @@ fn signals_at_random_points_of_a_parallel_run_lose_nothing_and_leak_nothing() {
             leftover_processes(&run_id)
         );
     }
+}
+
+/// The matrix whose one trial (`sleep 120` under a 5 s deadline) outlives its deadline.
+fn engine_faults() -> PathBuf {
+    fixtures().join("matrices/engine_faults.toml")
+}
+
+const STALLING: &str = "[docker] stall::cpu::cmd::sleeps";
+const DEADLINE: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_silent_engine_fails_the_trial_and_doctor_and_clean_give_up_with_a_message() {
+    let out = tempfile::tempdir().unwrap();
+    let endpoint = support::silent_engine(&out.path().join("silent.sock"));
+    let says =
+        format!("the Docker engine at {endpoint} did not answer `negotiate the API version`");
+
+    // With the default engine limit (30s): the trial's own deadline bounds its calls.
+    let run = harness(
+        &engine_faults(),
+        out.path(),
+        "silent",
+        &["--include-ignored", "--exact", STALLING],
+    )
+    .env("DOCKER_HOST", &endpoint)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let (code, stdout) = finish(run, DEADLINE + Duration::from_secs(10));
+    assert_eq!(code, Some(101), "{stdout}");
+    assert!(stdout.contains(&says), "{stdout}");
+    assert!(stdout.contains("category: infrastructure"), "{stdout}");
+    let record = &records(out.path(), "silent")["stall::cpu::cmd::sleeps"];
+    assert_eq!(record["failure"]["kind"], "setup", "{record}");
+
+    // No trial deadline here: `RUNTIME_MATRIX_ENGINE_TIMEOUT` bounds each engine's calls.
+    for (command, stream) in [("doctor", "stdout"), ("clean", "stderr")] {
+        let child = support::runtime_matrix()
+            .arg(command)
+            .arg("--config")
+            .arg(engine_faults())
+            .env("DOCKER_HOST", &endpoint)
+            .env("RUNTIME_MATRIX_ENGINE_TIMEOUT", "3s")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = finish_output(child, Duration::from_secs(3 + 10));
+        let text = String::from_utf8_lossy(match stream {
+            "stdout" => &output.stdout,
+            _ => &output.stderr,
+        });
+        assert!(
+            text.contains(&format!("{says} for the engine within 3s")),
+            "{command}: {text}"
+        );
+        assert_eq!(output.status.code(), Some(2), "{command} fails: {text}");
+    }
+}
+
+#[test]
+fn an_engine_frozen_mid_trial_fails_it_soon_after_its_deadline_and_clean_reaps() {
+    let out = tempfile::tempdir().unwrap();
+    support::ensure_base_image();
+    let proxy = support::tcp_proxy();
+    let endpoint = format!("tcp://127.0.0.1:{}", proxy.port);
+    let child = harness(
+        &engine_faults(),
+        out.path(),
+        "frozen",
+        &["--include-ignored", "--exact", STALLING],
+    )
+    .env("DOCKER_HOST", &endpoint)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || containers_of_run("frozen")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
+    );
+    let started = Instant::now();
+    proxy.freeze();
+    let (code, stdout) = finish(child, DEADLINE + Duration::from_secs(10));
+    eprintln!(
+        "ended {:?} after the check started:\n{stdout}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(101), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "the Docker engine at {endpoint} did not answer `exec` for container"
+        )),
+        "{stdout}"
+    );
+    assert!(stdout.contains("category: infrastructure"), "{stdout}");
+    assert_eq!(records_are_whole(out.path(), "frozen"), 1);
+
+    // The frozen engine could not remove the container; `clean` through the real one does.
+    let (code, stdout, _) = output(
+        support::runtime_matrix()
+            .arg("clean")
+            .arg("--config")
+            .arg(engine_faults()),
+    );
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(containers_of_run("frozen"), Vec::<String>::new());
+}
+
+#[test]
+fn a_container_paused_mid_check_is_reported_as_paused_and_removed() {
+    let out = tempfile::tempdir().unwrap();
+    support::ensure_base_image();
+    let child = spawn_on(&engine_faults(), out.path(), "paused", STALLING);
+    assert!(
+        wait_for(Duration::from_secs(60), || containers_of_run("paused")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
+    );
+    let started = Instant::now();
+    let id = containers_of_run("paused").remove(0);
+    let paused = std::process::Command::new("docker")
+        .args(["pause", &id])
+        .output()
+        .unwrap();
+    assert!(paused.status.success(), "{paused:?}");
+    let (code, stdout) = finish(child, DEADLINE + Duration::from_secs(10));
+    eprintln!(
+        "ended {:?} after the check started:\n{stdout}",
+        started.elapsed()
+    );
+    assert_eq!(code, Some(101), "{stdout}");
+    assert!(stdout.contains(&format!("container {} was paused (`docker pause`) while the check ran, so its deadline of 5s could not act", &id[..12])), "{stdout}");
+    let record = &records(out.path(), "paused")["stall::cpu::cmd::sleeps"];
+    assert_eq!(record["failure"]["category"], "infrastructure", "{record}");
+    assert_eq!(containers_of_run("paused"), Vec::<String>::new());
+}
+
+fn spawn_on(config: &Path, out: &Path, run_id: &str, trial: &str) -> Child {
+    harness(
+        config,
+        out,
+        run_id,
+        &["--include-ignored", "--exact", trial],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
 }

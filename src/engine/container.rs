@@ -56,7 +56,16 @@ impl Engine {
             .as_ref()
             .is_some_and(|h| h.device_requests.is_some());
         let options = CreateContainerOptionsBuilder::new().name(name).build();
-        match self.docker.create_container(Some(options), body).await {
+        let create = async { Ok(self.docker.create_container(Some(options), body).await) };
+        let created = self
+            .bounded(
+                "create container",
+                format!("image `{image}`"),
+                self.limit,
+                create,
+            )
+            .await?;
+        match created {
             Ok(created) => Ok(created.id),
             Err(error) if status(&error) == Some(404) => Err(EngineError::ImageMissing {
                 image,
@@ -77,24 +86,35 @@ impl Engine {
 
     /// Starts a created container.
     pub async fn start_container(&self, id: &str, machine: &str) -> Result<(), EngineError> {
-        self.docker
-            .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
-            .await
-            .map_err(|error| {
-                if is_missing_gpu_runtime(&error) {
-                    EngineError::NoNvidiaRuntime {
-                        endpoint: self.endpoint.clone(),
-                        machine: machine.to_owned(),
-                        error,
-                    }
-                } else {
-                    self.error("start container", short(id), error)
+        let start = async {
+            Ok(self
+                .docker
+                .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+                .await)
+        };
+        self.bounded(
+            "start container",
+            format!("container {}", short(id)),
+            self.limit,
+            start,
+        )
+        .await?
+        .map_err(|error| {
+            if is_missing_gpu_runtime(&error) {
+                EngineError::NoNvidiaRuntime {
+                    endpoint: self.endpoint.clone(),
+                    machine: machine.to_owned(),
+                    error,
                 }
-            })
+            } else {
+                self.error("start container", short(id), error)
+            }
+        })
     }
 
     /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
-    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]).
+    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]). The
+    /// calls around the command (create, start, inspect) each have the engine's limit.
     pub async fn exec(
         &self,
         id: &str,
@@ -112,23 +132,35 @@ impl Engine {
             working_dir: Some(workdir.to_owned()),
             ..Default::default()
         };
+        let failed = |error| self.error("start a command in container", short(id), error);
+        let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
         let exec = self
-            .docker
-            .create_exec(id, config)
-            .await
-            .map_err(|error| self.error("start a command in container", short(id), error))?;
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
+            .bounded(
+                "create exec",
+                format!("container {}", short(id)),
+                self.limit,
+                create,
             )
-            .await
-            .map_err(|error| self.error("start a command in container", short(id), error))?;
+            .await?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        let attach = async {
+            self.docker
+                .start_exec(&exec.id, Some(options))
+                .await
+                .map_err(failed)
+        };
+        let started = self
+            .bounded(
+                "start exec",
+                format!("container {}", short(id)),
+                self.limit,
+                attach,
+            )
+            .await?;
         let mut output = Vec::new();
         let finished = match started {
             StartExecResults::Attached {
@@ -136,19 +168,16 @@ impl Engine {
             } => {
                 let read = async {
                     while let Some(chunk) = stream.next().await {
-                        match chunk {
-                            Ok(chunk) => {
-                                output.extend_from_slice(&chunk.into_bytes());
-                                if output.len() > 2 * OUTPUT_LIMIT {
-                                    output.drain(..output.len() - OUTPUT_LIMIT);
-                                }
-                            }
-                            Err(error) => return Err(error),
+                        output.extend_from_slice(&chunk?.into_bytes());
+                        if output.len() > 2 * OUTPUT_LIMIT {
+                            output.drain(..output.len() - OUTPUT_LIMIT);
                         }
                     }
                     Ok(())
                 };
-                match tokio::time::timeout(wait, read).await {
+                // The stream ends when the command does: the whole wait is the trial's.
+                let left = wait.saturating_sub(start.elapsed());
+                match tokio::time::timeout(left, read).await {
                     Ok(result) => {
                         result.map_err(|error| {
                             self.error(
@@ -168,11 +197,20 @@ impl Engine {
             output.drain(..output.len() - OUTPUT_LIMIT);
         }
         let exit_code = if finished {
-            let inspect =
-                self.docker.inspect_exec(&exec.id).await.map_err(|error| {
-                    self.error("inspect a command in container", short(id), error)
-                })?;
-            inspect.exit_code
+            let inspect = async {
+                self.docker
+                    .inspect_exec(&exec.id)
+                    .await
+                    .map_err(|error| self.error("inspect a command in container", short(id), error))
+            };
+            self.bounded(
+                "inspect exec",
+                format!("container {}", short(id)),
+                self.limit,
+                inspect,
+            )
+            .await?
+            .exit_code
         } else {
             None
         };
@@ -186,10 +224,19 @@ impl Engine {
     /// Unpacks the tar archive `tar` at `path` (a folder that exists) in container `id`.
     pub async fn upload(&self, id: &str, path: &str, tar: Vec<u8>) -> Result<(), EngineError> {
         let options = UploadToContainerOptionsBuilder::new().path(path).build();
-        self.docker
-            .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
-            .await
-            .map_err(|error| self.error("copy files into container", short(id), error))
+        let upload = async {
+            self.docker
+                .upload_to_container(id, Some(options), bollard::body_full(tar.into()))
+                .await
+                .map_err(|error| self.error("copy files into container", short(id), error))
+        };
+        self.bounded(
+            "upload archive",
+            format!("container {}", short(id)),
+            self.limit,
+            upload,
+        )
+        .await
     }
 
     /// The file at `path` in container `id`, or `None` when it does not exist.
@@ -201,17 +248,31 @@ impl Engine {
         let options = DownloadFromContainerOptionsBuilder::new()
             .path(path)
             .build();
-        let mut stream = self.docker.download_from_container(id, Some(options));
-        let mut archive = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            match chunk {
-                Ok(bytes) => archive.extend_from_slice(&bytes),
-                Err(error) if status(&error) == Some(404) => return Ok(None),
-                Err(error) => {
-                    return Err(self.error("copy files out of container", short(id), error));
+        let download = async {
+            let mut stream = self.docker.download_from_container(id, Some(options));
+            let mut archive = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(bytes) => archive.extend_from_slice(&bytes),
+                    Err(error) if status(&error) == Some(404) => return Ok(None),
+                    Err(error) => {
+                        return Err(self.error("copy files out of container", short(id), error));
+                    }
                 }
             }
-        }
+            Ok(Some(archive))
+        };
+        let Some(archive) = self
+            .bounded(
+                "download archive",
+                format!("container {}", short(id)),
+                self.limit,
+                download,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
         let mut entries = tar::Archive::new(archive.as_slice());
         let read = |error: std::io::Error| EngineError::Operation {
             operation: "read the archive from container",
@@ -236,7 +297,16 @@ impl Engine {
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(options)).await {
+        let remove = async { Ok(self.docker.remove_container(id, Some(options)).await) };
+        let removed = self
+            .bounded(
+                "remove container",
+                format!("container {}", short(id)),
+                self.cleanup_limit(),
+                remove,
+            )
+            .await?;
+        match removed {
             Ok(()) => Ok(()),
             Err(error) if status(&error) == Some(404) => Ok(()),
             // Already being removed by another process (a reaper, a signal handler).
@@ -252,10 +322,14 @@ impl Engine {
             .all(true)
             .filters(&filters)
             .build();
-        self.docker
-            .list_containers(Some(options))
+        let list = async {
+            self.docker
+                .list_containers(Some(options))
+                .await
+                .map_err(|error| self.error("list containers of", "this project", error))
+        };
+        self.bounded("list containers", "this project", self.limit, list)
             .await
-            .map_err(|error| self.error("list containers of", "this project", error))
     }
 
     /// How container `id` stands after a check failed in it: whether it still runs, and how
@@ -267,18 +341,10 @@ impl Engine {
         // processes die before that.
         let mut running = false;
         for _ in 0..if killed { 5 } else { 1 } {
-            let inspect = self
-                .docker
-                .inspect_container(
-                    id,
-                    None::<bollard::query_parameters::InspectContainerOptions>,
-                )
-                .await;
-            running = inspect
-                .ok()
-                .and_then(|c| c.state)
-                .and_then(|s| s.running)
-                .unwrap_or(false);
+            running = matches!(
+                self.condition(id, self.limit).await,
+                Ok(Condition::Running | Condition::Paused)
+            );
             if !running {
                 break;
             }
@@ -309,6 +375,57 @@ impl Engine {
         };
         (true, kills)
     }
+}
+
+impl Engine {
+    /// How container `id` stands, asked with `limit` to answer: for a command that did not
+    /// end at its deadline, whether the container was paused, or the engine stopped answering.
+    pub async fn condition(&self, id: &str, limit: Duration) -> Result<Condition, EngineError> {
+        let inspect = async {
+            Ok(self
+                .docker
+                .inspect_container(
+                    id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await)
+        };
+        match self
+            .bounded(
+                "inspect container",
+                format!("container {}", short(id)),
+                limit,
+                inspect,
+            )
+            .await?
+        {
+            Ok(container) => {
+                let state = container.state.unwrap_or_default();
+                Ok(if state.paused == Some(true) {
+                    Condition::Paused
+                } else if state.running == Some(true) {
+                    Condition::Running
+                } else {
+                    Condition::Stopped
+                })
+            }
+            Err(error) if status(&error) == Some(404) => Ok(Condition::Gone),
+            Err(error) => Err(self.error("inspect container", short(id), error)),
+        }
+    }
+}
+
+/// How a container stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// Its processes run.
+    Running,
+    /// Frozen by `docker pause`: its processes, deadlines included, do not run.
+    Paused,
+    /// It exited or was killed.
+    Stopped,
+    /// It no longer exists.
+    Gone,
 }
 
 /// The engine's answer when it has no runtime for `--gpus`.

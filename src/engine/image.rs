@@ -8,6 +8,11 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
+
+/// How long a pull or a build may go without a word from the engine: a build step may compute
+/// quietly for minutes, but not for this long.
+const STREAM_IDLE: Duration = Duration::from_secs(600);
 
 /// An image as the engine has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +46,16 @@ pub struct PullProgress {
 impl Engine {
     /// The image `reference`, or `None` when the engine does not have it.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, EngineError> {
-        match self.docker.inspect_image(reference).await {
+        let inspect = async { Ok(self.docker.inspect_image(reference).await) };
+        let inspected = self
+            .bounded(
+                "inspect image",
+                format!("`{reference}`"),
+                self.limit,
+                inspect,
+            )
+            .await?;
+        match inspected {
             Ok(image) => {
                 let config = image.config.unwrap_or_default();
                 Ok(Some(ImageInfo {
@@ -64,11 +78,20 @@ impl Engine {
 
     /// Whether `reference` could be pulled: asks its registry, pulling nothing.
     pub async fn pullable(&self, reference: &str) -> Result<(), EngineError> {
-        self.docker
-            .inspect_registry_image(reference, super::auth::credentials_for(reference))
-            .await
-            .map(|_| ())
-            .map_err(|error| self.pull_error(reference, error))
+        let ask = async {
+            self.docker
+                .inspect_registry_image(reference, super::auth::credentials_for(reference))
+                .await
+                .map(|_| ())
+                .map_err(|error| self.pull_error(reference, error))
+        };
+        self.bounded(
+            "inspect registry image",
+            format!("`{reference}`"),
+            self.limit,
+            ask,
+        )
+        .await
     }
 
     /// Pulls `reference`, calling `progress` as layers advance.
@@ -85,7 +108,14 @@ impl Engine {
         let credentials = super::auth::credentials_for(reference);
         let mut stream = self.docker.create_image(Some(options), None, credentials);
         let mut layers: BTreeMap<String, (bool, i64, i64)> = BTreeMap::new();
-        while let Some(item) = stream.next().await {
+        let target = format!("`{reference}`");
+        let idle = self.limit.max(STREAM_IDLE);
+        while let Some(item) = self
+            .bounded("pull image", &target, idle, async {
+                Ok(stream.next().await)
+            })
+            .await?
+        {
             let info = item.map_err(|error| self.pull_error(reference, error))?;
             let (Some(id), Some(state)) = (info.id, info.status) else {
                 continue;
@@ -169,7 +199,14 @@ impl Engine {
             self.docker
                 .build_image(options, None, Some(bollard::body_full(archive.into())));
         let mut tail: Vec<String> = Vec::new();
-        while let Some(item) = stream.next().await {
+        let target = format!("`{reference}`");
+        let idle = self.limit.max(STREAM_IDLE);
+        while let Some(item) = self
+            .bounded("build image", &target, idle, async {
+                Ok(stream.next().await)
+            })
+            .await?
+        {
             let info = match item {
                 Ok(info) => info,
                 Err(error) if super::client::io_kind(&error).is_some() => {

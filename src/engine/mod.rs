@@ -11,9 +11,10 @@ mod container;
 mod image;
 mod spec;
 
-pub use client::Engine;
+pub use client::{DEFAULT_REQUEST_LIMIT, Engine};
 pub use container::{
-    ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START, LABEL_RUN, LABEL_TRIAL,
+    Condition, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START, LABEL_RUN,
+    LABEL_TRIAL,
 };
 pub use image::{ImageInfo, PullProgress};
 pub use spec::{CONTAINER_ROOT, ContainerSpec, GpuRequest};

@@ -14,7 +14,7 @@ mod provision;
 mod redact;
 mod verdict;
 
-pub use docker::{Keep, clean};
+pub use docker::{Keep, clean_all};
 pub(crate) use docker::{missing_tool, run_once};
 pub use invocation::trial_container;
 pub use live::{install_interrupt_handler, interrupt_cleaned_up, interrupted};
@@ -153,6 +153,12 @@ impl Executor {
     pub fn with_gpu_leases(mut self, lock_dir: PathBuf, timeout: std::time::Duration) -> Executor {
         self.lock_dir = lock_dir;
         self.lease_timeout = timeout;
+        self
+    }
+
+    /// Gives each Docker engine call `limit` to answer (`RUNTIME_MATRIX_ENGINE_TIMEOUT`).
+    pub fn with_engine_timeout(mut self, limit: std::time::Duration) -> Executor {
+        self.docker.engine_limit = limit;
         self
     }
 

@@ -169,6 +169,12 @@ pub fn container_exists(id: &str) -> bool {
     status.success()
 }
 
+/// Whether a process whose command line contains `needle` runs in container `id`.
+pub fn runs_in_container(id: &str, needle: &str) -> bool {
+    let top = Command::new("docker").args(["top", id]).output().unwrap();
+    String::from_utf8_lossy(&top.stdout).contains(needle)
+}
+
 /// Waits up to `limit` for `condition`.
 pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
@@ -181,12 +187,14 @@ pub fn wait_for(limit: std::time::Duration, mut condition: impl FnMut() -> bool)
     false
 }
 
-/// A TCP proxy on 127.0.0.1 to the local engine's socket, for testing `tcp://` endpoints and
-/// an engine connection that drops. It lives as long as the test process.
+/// A TCP proxy on 127.0.0.1 to the local engine's socket, for testing `tcp://` endpoints, an
+/// engine connection that drops, and an engine that freezes. It lives as long as the test
+/// process.
 pub struct Proxy {
     /// The port it listens on.
     pub port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
     clients: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -198,6 +206,29 @@ impl Proxy {
             let _ = client.shutdown(std::net::Shutdown::Both);
         }
     }
+
+    /// Stops forwarding, as a frozen engine (or a SIGSTOPped proxy) would: connections stay
+    /// open, new ones are accepted, and nothing more is said either way.
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to` until either closes, holding what it read while `frozen` is set.
+fn forward(
+    mut from: impl std::io::Read,
+    mut to: impl std::io::Write,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut buffer = [0u8; 16 * 1024];
+    while let Ok(read) = from.read(&mut buffer) {
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if read == 0 || to.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+    }
 }
 
 /// Starts a [`Proxy`].
@@ -207,8 +238,9 @@ pub fn tcp_proxy() -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let frozen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (cut_flag, client_list) = (cut.clone(), clients.clone());
+    let (cut_flag, frozen_flag, client_list) = (cut.clone(), frozen.clone(), clients.clone());
     std::thread::spawn(move || {
         for client in listener.incoming().flatten() {
             if cut_flag.load(std::sync::atomic::Ordering::SeqCst) {
@@ -219,23 +251,45 @@ pub fn tcp_proxy() -> Proxy {
                 .lock()
                 .unwrap()
                 .push(client.try_clone().unwrap());
+            if frozen_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                continue; // held open, and never answered
+            }
             let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
                 continue;
             };
-            let (mut client_read, mut engine_write) =
+            let (client_read, engine_write) =
                 (client.try_clone().unwrap(), engine.try_clone().unwrap());
-            let (mut engine_read, mut client_write) = (engine, client);
+            let (engine_read, client_write) = (engine, client);
+            let (up, down) = (frozen_flag.clone(), frozen_flag.clone());
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut client_read, &mut engine_write);
+                forward(client_read, &engine_write, up);
                 let _ = engine_write.shutdown(std::net::Shutdown::Write);
             });
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut engine_read, &mut client_write);
+                forward(engine_read, &client_write, down);
                 let _ = client_write.shutdown(std::net::Shutdown::Write);
             });
         }
     });
-    Proxy { port, cut, clients }
+    Proxy {
+        port,
+        cut,
+        frozen,
+        clients,
+    }
+}
+
+/// A Docker engine that accepts connections and never answers: a unix socket at `path` whose
+/// connections are held open, silent, as long as the test process lives.
+pub fn silent_engine(path: &Path) -> String {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming().flatten() {
+            held.push(connection);
+        }
+    });
+    format!("unix://{}", path.display())
 }
 
 /// The fake `libnvidia-ml.so.1` (`fixtures/fake-nvml`), compiled once per change of its source.

@@ -2,6 +2,7 @@
 //! removes it when dropped, after a success, a failure or a panic alike. Containers are labelled
 //! with their owner process, so that a later run reaps those of a run that was killed.
 
+use super::diagnosis::category_of;
 use super::run::{Cell, DockerExecutor, Trial};
 use crate::engine::{
     ContainerSpec, Engine, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START,
@@ -9,6 +10,7 @@ use crate::engine::{
 };
 use crate::error::{EngineError, chain};
 use crate::exec::live::{self, Owner, lock};
+use crate::verdict::Category;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -83,7 +85,7 @@ impl DockerExecutor {
         let id = self.runtime.block_on(cell.get_or_init(|| async {
             self.create(engine, &body, &shared, &spec.machine.name)
                 .await
-                .map_err(|e| chain(&e))
+                .map_err(|e| (chain(&e), category_of(&e) == Category::Runtime))
         }));
         match id {
             Ok(id) => Ok(Lease {
@@ -93,9 +95,9 @@ impl DockerExecutor {
                 reused: true,
                 armed: false,
             }),
-            Err(message) => Err(EngineError::Earlier {
+            Err((message, image)) => Err(EngineError::Earlier {
                 message: message.clone(),
-                image: false,
+                image: *image,
             }),
         }
     }
@@ -257,6 +259,26 @@ pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
     Ok(removed)
 }
 
+/// `runtime-matrix clean` over several engines (`None` is `DOCKER_HOST` or the local socket),
+/// each call given `limit` to answer: an engine that fails or stays silent is reported and
+/// the others are still cleaned. Each result is the engine's endpoint and how many containers
+/// went.
+pub async fn clean_all(
+    endpoints: &[Option<String>],
+    limit: Duration,
+) -> Vec<Result<(String, usize), EngineError>> {
+    let mut results = Vec::new();
+    for endpoint in endpoints {
+        let result = async {
+            let engine = Engine::connect_within(endpoint.as_deref(), limit).await?;
+            let removed = clean(&engine).await?;
+            Ok((engine.endpoint().to_owned(), removed))
+        };
+        results.push(result.await);
+    }
+    results
+}
+
 /// Runs `command` once in a short-lived container of `image`, labelled with this process as
 /// its owner and `purpose` as its trial, and removes it whatever happened: for probes outside
 /// any trial (`doctor`). `wait` bounds the exec.
@@ -320,7 +342,7 @@ impl crate::exec::Executor {
         let trial = Trial::new(spec, docker, &run, &[], BTreeMap::new());
         let engine = executor
             .runtime
-            .block_on(executor.engine(spec.machine.docker.as_deref()))?;
+            .block_on(executor.engine(spec.machine.docker.as_deref(), executor.engine_limit))?;
         executor.runtime.block_on(executor.image(
             &engine,
             &docker.image,

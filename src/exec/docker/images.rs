@@ -1,12 +1,13 @@
 //! Images: resolved once per process, and built or pulled at most once per run across
 //! processes, under a file lock per image. The main function is [`DockerExecutor::image`].
 
-use super::diagnosis::io_error;
+use super::diagnosis::{category_of, io_error};
 use super::run::DockerExecutor;
 use crate::config::{Build, PullPolicy};
 use crate::engine::{Engine, ImageInfo, PullProgress};
 use crate::error::{EngineError, chain};
 use crate::exec::live::lock;
+use crate::verdict::Category;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,14 +28,15 @@ impl DockerExecutor {
             .get_or_init(|| async {
                 self.resolve(engine, reference, pull, build)
                     .await
-                    .map_err(|e| chain(&e))
+                    .map_err(|e| (chain(&e), category_of(&e) == Category::Runtime))
             })
             .await;
         match resolved {
             Ok(info) => Ok(info.clone()),
-            Err(message) => Err(EngineError::Earlier {
+            // A silent or unreachable engine is not the image's fault.
+            Err((message, image)) => Err(EngineError::Earlier {
                 message: message.clone(),
-                image: true,
+                image: *image,
             }),
         }
     }

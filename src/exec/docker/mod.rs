@@ -17,6 +17,6 @@ mod run;
 mod staging;
 
 pub(crate) use containers::run_once;
-pub use containers::{Keep, clean};
+pub use containers::{Keep, clean_all};
 pub(crate) use diagnosis::missing_tool;
 pub(crate) use run::DockerExecutor;

@@ -6,7 +6,7 @@ use super::containers::{Keep, Lease, reap};
 use super::diagnosis::{after_failure_note, category_of, io_error, missing_tool};
 use super::staging::{archive, trial_files};
 use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
-use crate::engine::{ContainerSpec, Engine, ExecOutcome, GpuRequest, ImageInfo};
+use crate::engine::{Condition, ContainerSpec, Engine, ExecOutcome, GpuRequest, ImageInfo};
 use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
@@ -24,11 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
-/// How long past a check's deadline the harness waits for the in-container limit to act.
-const GRACE: Duration = Duration::from_secs(30);
+/// How long past a check's deadline the harness waits for the in-container limit to act; it
+/// acts at once unless the container is paused or the engine stopped answering.
+const GRACE: Duration = Duration::from_secs(2);
 
-/// A value computed once per process and shared; an error is kept as its message.
-pub(super) type Cell<T> = Arc<OnceCell<Result<T, String>>>;
+/// How long the engine may take, past the deadline, to say how a container stands.
+const AFTER_DEADLINE: Duration = Duration::from_secs(3);
+
+/// A value computed once per process and shared; an error is kept as its message, and whether
+/// the runtime's image is to blame (rather than the engine or the host).
+pub(super) type Cell<T> = Arc<OnceCell<Result<T, (String, bool)>>>;
 
 /// Runs Docker trials; one per process, shared by its trials.
 pub(crate) struct DockerExecutor {
@@ -37,6 +42,8 @@ pub(crate) struct DockerExecutor {
     pub(super) keep: Keep,
     pub(super) run_id: String,
     pub(super) locks: std::path::PathBuf,
+    /// How long one engine call may take (`RUNTIME_MATRIX_ENGINE_TIMEOUT`).
+    pub(crate) engine_limit: Duration,
     /// Every image the matrix knows how to build, so that a Dockerfile's `FROM` one of them
     /// builds it first.
     pub(super) builds: BTreeMap<String, Build>,
@@ -79,6 +86,7 @@ impl DockerExecutor {
             keep,
             run_id: run_id.to_owned(),
             locks: cache.join("images"),
+            engine_limit: crate::engine::DEFAULT_REQUEST_LIMIT,
             builds,
             engines: Mutex::default(),
             images: Mutex::default(),
@@ -112,9 +120,12 @@ impl DockerExecutor {
     /// a setup failure, and the container is removed (or kept) whatever happens.
     fn run_in_container(&self, trial: &Trial<'_>) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
+        // No call of the trial waits longer than the trial itself may take.
+        let limit = self.engine_limit.min(spec.check.timeout + GRACE);
         let engine = self
             .runtime
-            .block_on(self.engine(spec.machine.docker.as_deref()))?;
+            .block_on(self.engine(spec.machine.docker.as_deref(), limit))?
+            .with_limit(limit);
         let image = self.runtime.block_on(self.image(
             &engine,
             &docker.image,
@@ -149,6 +160,9 @@ impl DockerExecutor {
         if exec.exit_code.is_none() {
             // The in-container limit did not act: the container cannot be trusted any more.
             lease.poison();
+            if let Some(error) = self.why_no_end(&engine, &lease, trial, &exec) {
+                return Err(error);
+            }
         }
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
@@ -193,6 +207,34 @@ impl DockerExecutor {
             env,
             trial.spec.check.timeout + GRACE,
         ))
+    }
+
+    /// Why a command outlived its deadline when the cause is not the check's: its container
+    /// was paused, or the engine stopped answering. `None` when the container runs on (a
+    /// process escaped the in-container limit), which the check's verdict reports.
+    fn why_no_end(
+        &self,
+        engine: &Engine,
+        lease: &Lease<'_>,
+        trial: &Trial<'_>,
+        exec: &ExecOutcome,
+    ) -> Option<EngineError> {
+        let limit = engine.request_limit().min(AFTER_DEADLINE);
+        match self.runtime.block_on(engine.condition(&lease.id, limit)) {
+            Ok(Condition::Paused) => Some(EngineError::Paused {
+                container: short_id(&lease.id),
+                deadline: trial.spec.check.timeout,
+            }),
+            Ok(_) => None,
+            // The command's output stopped with the engine: name the call that hung.
+            Err(EngineError::Silent { .. }) => Some(EngineError::Silent {
+                endpoint: engine.endpoint().to_owned(),
+                call: "exec",
+                target: format!("container {}", short_id(&lease.id)),
+                limit: exec.elapsed,
+            }),
+            Err(error) => Some(error),
+        }
     }
 
     /// The verdict on what the check printed and left in its trial folder.
@@ -295,7 +337,7 @@ impl DockerExecutor {
                 endpoint => format!("DOCKER_HOST={endpoint} "),
             };
             let id = lease.keep();
-            let short: String = id.chars().take(12).collect();
+            let short = short_id(&id);
             // Secrets went to the check's exec only: say how to pass them again.
             let (pass, note) = match container.secrets.as_slice() {
                 [] => (String::new(), String::new()),
@@ -318,16 +360,22 @@ impl DockerExecutor {
         outcome
     }
 
-    /// The engine at `endpoint`, connected once per process; the first connection reaps the
-    /// containers of runs on this host whose process is gone.
-    pub(super) async fn engine(&self, endpoint: Option<&str>) -> Result<Engine, EngineError> {
+    /// The engine at `endpoint`, connected once per process (given `limit` to answer then);
+    /// the first connection reaps the containers of runs on this host whose process is gone.
+    pub(super) async fn engine(
+        &self,
+        endpoint: Option<&str>,
+        limit: Duration,
+    ) -> Result<Engine, EngineError> {
         let key = endpoint.unwrap_or("").to_owned();
         let cell = lock(&self.engines).entry(key).or_default().clone();
         if let Some(engine) = cell.get() {
             return Ok(engine.clone());
         }
         // A failed connection is not cached: the engine may come back for later trials.
-        let engine = Engine::connect(endpoint).await?;
+        let engine = Engine::connect_within(endpoint, limit)
+            .await?
+            .with_limit(self.engine_limit);
         let engine = cell
             .get_or_init(|| async {
                 reap(&engine, self.owner).await;
@@ -415,6 +463,11 @@ fn preflight(trial: &Trial<'_>, image: &ImageInfo, host: Option<&HostGpus>) -> O
         image: Some(image.into()),
         ..verdict::preflight_failure(&error)
     })
+}
+
+/// The first 12 characters of a container id, as `docker ps` shows it.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }
 
 /// `command` as a line a shell would split back into the same words.
