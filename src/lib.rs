@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod exec;
+mod fsx;
 pub mod gpu;
 pub mod harness;
 mod names;
