@@ -94,8 +94,13 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or reopens) the folder of `run_id` under `root`.
+    /// Creates (or reopens) the folder of `run_id` under `root`; `run_id` must be a plain file
+    /// name ([`crate::settings::RUN_ID_RULE`]).
     pub fn create(root: &Path, run_id: &str) -> Result<RunDir, OutputError> {
+        // Settings refuse a bad one first; this keeps every caller inside `root`.
+        if !crate::settings::is_plain_run_id(run_id) {
+            return Err(OutputError::RunId(run_id.to_owned()));
+        }
         let path = root.join(run_id);
         for dir in [path.join("records"), path.join("artifacts")] {
             std::fs::create_dir_all(&dir)
@@ -143,8 +148,12 @@ impl RunDir {
     }
 }
 
+/// The most characters of a trial's name a record file name keeps, so that with its key the
+/// name stays within the 255 bytes file systems allow.
+const READABLE_MAX: usize = 200;
+
 /// A file name for a trial's record: readable, and unique even where two names map to the
-/// same characters.
+/// same characters or share their first 200 (the key is the whole name's).
 pub fn record_file_name(trial: &str) -> String {
     let readable: String = trial
         .replace("::", ".")
@@ -156,6 +165,7 @@ pub fn record_file_name(trial: &str) -> String {
                 '_'
             }
         })
+        .take(READABLE_MAX)
         .collect();
     format!("{readable}.{:08x}.json", crate::names::record_key(trial))
 }
@@ -173,6 +183,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Reads every record and exclusion under `dir`: a run folder, or a folder of run folders.
+/// Each is a regular file of bounded size (16 MiB a record, 64 MiB an `excluded.json`).
 pub fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputError> {
     let mut records = Vec::new();
     let mut excluded = Vec::new();
@@ -209,16 +220,26 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputE
             .collect();
         paths.sort();
         for path in paths {
-            let bytes = std::fs::read(&path).map_err(|error| OutputError::Read {
-                path: path.clone(),
-                error,
+            let bytes = crate::fsx::read_bounded(&path, crate::fsx::RECORD).map_err(|error| {
+                OutputError::Read {
+                    path: path.clone(),
+                    error,
+                }
             })?;
             let record = serde_json::from_slice(&bytes)
                 .map_err(|error| OutputError::BadRecord { path, error })?;
             records.push(record);
         }
         let excluded_path = run.join("excluded.json");
-        if let Ok(bytes) = std::fs::read(&excluded_path) {
+        // A run folder without one is a run still starting; one that cannot be read is an
+        // error, since the report would lose what it says was not run.
+        if excluded_path.symlink_metadata().is_ok() {
+            let bytes = crate::fsx::read_bounded(&excluded_path, crate::fsx::EXCLUDED).map_err(
+                |error| OutputError::Read {
+                    path: excluded_path.clone(),
+                    error,
+                },
+            )?;
             let list: Vec<Excluded> =
                 serde_json::from_slice(&bytes).map_err(|error| OutputError::BadRecord {
                     path: excluded_path,
@@ -228,4 +249,43 @@ pub fn read_dir(dir: &Path) -> Result<(Vec<TrialRecord>, Vec<Excluded>), OutputE
         }
     }
     Ok((records, excluded))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_file_names_keep_their_names_and_fit_any_file_system() {
+        assert_eq!(
+            record_file_name("base::cpu::cmd::ok"),
+            "base.cpu.cmd.ok.803470d1.json"
+        );
+        // The longest trial name a valid matrix makes: two 100-character names and a notebook
+        // path of 200.
+        let longest = format!(
+            "{}::{}::nb::{}",
+            "r".repeat(100),
+            "m".repeat(100),
+            "n".repeat(200)
+        );
+        let name = record_file_name(&longest);
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        let other = format!("{longest}x");
+        assert_ne!(record_file_name(&other), name, "the key tells them apart");
+    }
+
+    #[test]
+    fn a_run_folder_stays_under_its_root() {
+        let root = tempfile::tempdir().unwrap();
+        let error = RunDir::create(&root.path().join("out"), "../x").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid run id `../x` (use {})",
+                crate::settings::RUN_ID_RULE
+            )
+        );
+        assert!(!root.path().join("x").exists());
+    }
 }
