@@ -188,14 +188,28 @@ pub(super) fn key_part(name: &str) -> String {
 
 /// `text` as a message shows it: control characters escaped, and cut after 40 characters.
 pub(super) fn shown(text: &str) -> String {
-    let mut shown: String = text
-        .chars()
-        .take(40)
-        .collect::<String>()
-        .escape_debug()
-        .to_string();
+    let mut shown = String::new();
+    for c in text.chars().take(40) {
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
     if text.chars().count() > 40 {
         shown.push_str("...");
     }
     shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_shown_on_one_line_and_cut() {
+        assert_eq!(shown("Bob's \"nb\"\n\0.ipynb"), "Bob's \"nb\"\\n\\0.ipynb");
+        assert_eq!(shown(&"r".repeat(10_000)), format!("{}...", "r".repeat(40)));
+        assert_eq!(key_part(&"r".repeat(100)), "r".repeat(100));
+    }
 }

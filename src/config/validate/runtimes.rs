@@ -66,7 +66,11 @@ impl Compiler {
                     ),
                 );
             } else {
-                self.no_nul(&format!("{key}.env.{env_name}"), "the value", value);
+                self.no_nul(
+                    &format!("{key}.env.{}", key_part(env_name)),
+                    "the value",
+                    value,
+                );
             }
         }
         for (text, setting) in [
