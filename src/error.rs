@@ -163,6 +163,10 @@ pub enum OutputError {
         #[source]
         error: serde_json::Error,
     },
+    /// A run id that is not a plain file name, so its folder would not be under the output
+    /// folder.
+    #[error("invalid run id `{0}` (use {rule})", rule = crate::settings::RUN_ID_RULE)]
+    RunId(String),
     /// `report` was given folders that hold no records.
     #[error(
         "no records found under {0} (give the run folder, e.g. target/runtime-matrix/<run-id>)"

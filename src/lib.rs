@@ -23,6 +23,7 @@ mod doctor;
 mod engine;
 pub mod error;
 mod exec;
+mod fsx;
 mod gpu;
 mod harness;
 mod names;

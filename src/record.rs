@@ -177,8 +177,13 @@ pub(crate) struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or reopens) the folder of `run_id` under `root`.
+    /// Creates (or reopens) the folder of `run_id` under `root`; `run_id` must be a plain file
+    /// name ([`crate::settings::RUN_ID_RULE`]).
     pub fn create(root: &Path, run_id: &str) -> Result<RunDir, OutputError> {
+        // Settings refuse a bad one first; this keeps every caller inside `root`.
+        if !crate::settings::is_plain_run_id(run_id) {
+            return Err(OutputError::RunId(run_id.to_owned()));
+        }
         let path = root.join(run_id);
         for dir in [path.join("records"), path.join("artifacts")] {
             std::fs::create_dir_all(&dir)
@@ -264,8 +269,12 @@ impl RunDir {
 /// The interruption mark in a run folder.
 const INTERRUPTED: &str = "interrupted.json";
 
+/// The most characters of a trial's name a record file name keeps, so that with its key the
+/// name stays within the 255 bytes file systems allow.
+const READABLE_MAX: usize = 200;
+
 /// A file name for a trial's record: readable, and unique even where two names map to the
-/// same characters.
+/// same characters or share their first 200 (the key is the whole name's).
 pub(crate) fn record_file_name(trial: &str) -> String {
     let readable: String = trial
         .replace("::", ".")
@@ -277,6 +286,7 @@ pub(crate) fn record_file_name(trial: &str) -> String {
                 '_'
             }
         })
+        .take(READABLE_MAX)
         .collect();
     format!("{readable}.{:08x}.json", crate::names::record_key(trial))
 }
@@ -322,15 +332,19 @@ pub(crate) fn read_dir(dir: &Path) -> Result<RunContents, OutputError> {
 fn read_run(run: &Path) -> Result<RunContents, OutputError> {
     let mut contents = RunContents::default();
     for path in json_files(&run.join("records"))? {
-        contents.records.push(read_json(&path)?);
+        contents.records.push(read_json(&path, crate::fsx::RECORD)?);
     }
+    // A file that is there but cannot be read (a dangling link, a device) is an error: the
+    // report would lose what it says.
     let excluded_path = run.join("excluded.json");
-    if excluded_path.exists() {
-        contents.excluded = read_json(&excluded_path)?;
+    if excluded_path.symlink_metadata().is_ok() {
+        contents.excluded = read_json(&excluded_path, crate::fsx::EXCLUDED)?;
     }
     let interrupted_path = run.join(INTERRUPTED);
-    if interrupted_path.exists() {
-        contents.interruptions.push(read_json(&interrupted_path)?);
+    if interrupted_path.symlink_metadata().is_ok() {
+        contents
+            .interruptions
+            .push(read_json(&interrupted_path, crate::fsx::INTERRUPTION)?);
     }
     // A run folder is named after its run id, though it may be given as `.`.
     let run_id = match contents.interruptions.first() {
@@ -350,7 +364,7 @@ fn read_run(run: &Path) -> Result<RunContents, OutputError> {
         contents.runs_without_plan.push(run_id.clone());
     }
     for path in plans {
-        let list: Vec<Planned> = read_json(&path)?;
+        let list: Vec<Planned> = read_json(&path, crate::fsx::PLANNED)?;
         contents
             .planned
             .extend(list.into_iter().map(|p| (run_id.clone(), p)));
@@ -378,9 +392,12 @@ fn json_files(dir: &Path) -> Result<Vec<PathBuf>, OutputError> {
     Ok(paths)
 }
 
-/// Reads and parses one JSON file of a run folder.
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OutputError> {
-    let bytes = std::fs::read(path).map_err(|error| OutputError::Read {
+/// Reads and parses one JSON file of a run folder: a regular file of at most `limit`.
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    limit: crate::fsx::Limit,
+) -> Result<T, OutputError> {
+    let bytes = crate::fsx::read_bounded(path, limit).map_err(|error| OutputError::Read {
         path: path.to_owned(),
         error,
     })?;
@@ -388,4 +405,43 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OutputErr
         path: path.to_owned(),
         error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_file_names_keep_their_names_and_fit_any_file_system() {
+        assert_eq!(
+            record_file_name("base::cpu::cmd::ok"),
+            "base.cpu.cmd.ok.803470d1.json"
+        );
+        // The longest trial name a valid matrix makes: two 100-character names and a notebook
+        // path of 200.
+        let longest = format!(
+            "{}::{}::nb::{}",
+            "r".repeat(100),
+            "m".repeat(100),
+            "n".repeat(200)
+        );
+        let name = record_file_name(&longest);
+        assert!(name.len() <= 255, "{} bytes", name.len());
+        let other = format!("{longest}x");
+        assert_ne!(record_file_name(&other), name, "the key tells them apart");
+    }
+
+    #[test]
+    fn a_run_folder_stays_under_its_root() {
+        let root = tempfile::tempdir().unwrap();
+        let error = RunDir::create(&root.path().join("out"), "../x").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid run id `../x` (use {})",
+                crate::settings::RUN_ID_RULE
+            )
+        );
+        assert!(!root.path().join("x").exists());
+    }
 }

@@ -16,6 +16,21 @@ use std::time::Duration;
 /// How long a trial waits for its GPUs when `RUNTIME_MATRIX_LEASE_TIMEOUT` is not set.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// The run ids [`Options::from_vars`] accepts, as its message says them.
+pub const RUN_ID_RULE: &str =
+    "1 to 128 letters, digits, `.`, `_` or `-`, not `.` or `..`: run ids name a folder";
+
+/// Whether `id` is a plain, bounded file-name component, so that the run's folder is one
+/// folder under the output folder ([`RUN_ID_RULE`]). nextest's UUIDs are.
+pub fn is_plain_run_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && id != "."
+        && id != ".."
+}
+
 /// Settings read from the environment. Every field has a documented variable.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -24,7 +39,8 @@ pub struct Options {
     /// `RUNTIME_MATRIX_OUT`: where run folders go (default `target/runtime-matrix` beside the
     /// matrix, or under `CARGO_TARGET_DIR`).
     pub out: Option<PathBuf>,
-    /// `RUNTIME_MATRIX_RUN_ID` (else `NEXTEST_RUN_ID`, else a timestamp and the process id).
+    /// `RUNTIME_MATRIX_RUN_ID` (else `NEXTEST_RUN_ID`, else a timestamp and the process id),
+    /// a plain file name: 1 to 128 letters, digits, `.`, `_` or `-`, not `.` or `..`.
     pub run_id: Option<String>,
     /// `RUNTIME_MATRIX_STAGE`.
     pub stage: Option<String>,
@@ -97,6 +113,21 @@ impl Options {
             })?,
             None => defaults.lease_timeout,
         };
+        let mut run_id = None;
+        for variable in ["RUNTIME_MATRIX_RUN_ID", "NEXTEST_RUN_ID"] {
+            if let Some(text) = var(variable) {
+                // Not trimmed: a run id with spaces is refused rather than changed.
+                if !is_plain_run_id(&text) {
+                    return Err(SettingsError {
+                        variable,
+                        value: text.escape_debug().to_string(),
+                        accepted: RUN_ID_RULE,
+                    });
+                }
+                run_id = Some(text);
+                break;
+            }
+        }
         let engine_timeout = match var("RUNTIME_MATRIX_ENGINE_TIMEOUT") {
             Some(text) => humantime::parse_duration(text.trim())
                 .ok()
@@ -113,7 +144,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or(defaults.config),
             out: var("RUNTIME_MATRIX_OUT").map(PathBuf::from),
-            run_id: var("RUNTIME_MATRIX_RUN_ID").or_else(|| var("NEXTEST_RUN_ID")),
+            run_id,
             stage: var("RUNTIME_MATRIX_STAGE"),
             tags: var("RUNTIME_MATRIX_TAGS"),
             shard: var("RUNTIME_MATRIX_SHARD"),
@@ -234,5 +265,40 @@ mod tests {
             error.to_string(),
             "invalid RUNTIME_MATRIX_ENGINE_TIMEOUT `500ms` (use a duration of at least 1s, e.g. `30s` or `2m`)"
         );
+    }
+
+    #[rstest::rstest]
+    #[case("../../x")]
+    #[case("/abs")]
+    #[case("a/b")]
+    #[case("..")]
+    #[case(".")]
+    #[case("a b")]
+    #[case("a\nb")]
+    fn a_run_id_that_is_not_a_plain_file_name_is_refused(#[case] id: &str) {
+        let error = parse(&[("RUNTIME_MATRIX_RUN_ID", id)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid RUNTIME_MATRIX_RUN_ID `{}` (use {RUN_ID_RULE})",
+                id.escape_debug()
+            )
+        );
+        let error = parse(&[("NEXTEST_RUN_ID", id)]).unwrap_err();
+        assert_eq!(error.variable, "NEXTEST_RUN_ID");
+    }
+
+    #[test]
+    fn run_ids_nextest_and_the_harness_make_are_plain() {
+        for id in [
+            "f2bc7c69-1dbb-4ab1-9b1c-ac8c0d3b6a0e",
+            "2026-12-01T21-34-53-4242",
+            "ci.1234_shard-2",
+            &"x".repeat(128),
+        ] {
+            let options = parse(&[("NEXTEST_RUN_ID", id)]).unwrap();
+            assert_eq!(options.run_id.as_deref(), Some(id));
+        }
+        assert!(parse(&[("RUNTIME_MATRIX_RUN_ID", &"x".repeat(129))]).is_err());
     }
 }

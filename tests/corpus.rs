@@ -6,6 +6,8 @@
 mod support;
 
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 use support::{
     containers_of_run, fixtures, harness, leftover_processes, output, records, runtime_matrix,
 };
@@ -24,7 +26,7 @@ fn the_corpus_has_at_least_thirty_cases() {
         })
         .count();
     let run_time_cases = 6; // the trials of fixtures/matrices/corpus.toml that must fail or warn
-    let environment_cases = 7; // the tests below that set up a hostile environment
+    let environment_cases = 14; // the tests below that set up a hostile environment
     assert!(
         matrices + run_time_cases + environment_cases >= 30,
         "{matrices} + {run_time_cases} + {environment_cases}"
@@ -141,7 +143,8 @@ fn setup_errors_exit_2_and_leave_earlier_records_alone() {
     let (code, _, stderr) = output(&mut harness(&fixtures(), out.path(), "x", &[]));
     assert_eq!(code, Some(2));
     assert!(
-        stderr.contains("failed to read matrix config at") && stderr.contains("Is a directory"),
+        stderr.contains("failed to read matrix config at")
+            && stderr.contains("caused by: a directory, not a regular file"),
         "{stderr}"
     );
 
@@ -230,4 +233,242 @@ fn permission_denied_on_the_docker_socket_says_how_to_get_access() {
     assert!(stdout.contains(
         "permission denied on the Docker socket at unix:///var/run/docker.sock (add your user to the `docker` group and log in again, or run as root)"
     ), "{stdout}");
+}
+
+/// Runs `command` under a 1 GiB address-space limit and a 20 s deadline: what a file that
+/// never ends (or never opens) does to the binary is an exit, not memory or time.
+fn bounded(command: &mut Command) -> (Option<i32>, String, String, Duration) {
+    let mut shell = Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("ulimit -v 1048576; exec timeout -s KILL 20 \"$@\"")
+        .arg("sh")
+        .arg(command.get_program())
+        .args(command.get_args())
+        .current_dir(command.get_current_dir().unwrap_or(Path::new(".")));
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    let start = Instant::now();
+    let (code, stdout, stderr) = output(&mut shell);
+    (code, stdout, stderr, start.elapsed())
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn configs_that_never_end_or_never_open_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    let zero_link = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero_link).unwrap();
+    let huge = dir.path().join("huge.toml");
+    let mut text = "# padding\n".repeat(500_000);
+    text.push_str("[machines.cpu]\ngpus = 0\n");
+    std::fs::write(&huge, text).unwrap();
+    for (config, cause) in [
+        (
+            Path::new("/dev/zero"),
+            "a character device, not a regular file (give a regular file)",
+        ),
+        (
+            Path::new("/dev/urandom"),
+            "a character device, not a regular file (give a regular file)",
+        ),
+        (
+            zero_link.as_path(),
+            "a character device, not a regular file (give a regular file)",
+        ),
+        (
+            fifo.as_path(),
+            "a named pipe (FIFO), not a regular file (give a regular file)",
+        ),
+        (
+            huge.as_path(),
+            "larger than 4 MiB, the most a matrix config may be",
+        ),
+    ] {
+        // Listing, as cargo-nextest does before anything runs.
+        let mut list = runtime_matrix();
+        list.args(["run", "--", "--list"])
+            .env("RUNTIME_MATRIX_CONFIG", config);
+        let (code, stdout, stderr, took) = bounded(&mut list);
+        assert_eq!(
+            (code, stdout.as_str(), stderr),
+            (
+                Some(2),
+                "",
+                format!(
+                    "error: failed to read matrix config at {} (set RUNTIME_MATRIX_CONFIG to use another file)\n  caused by: {cause}\n",
+                    config.display()
+                )
+            )
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: {took:?}",
+            config.display()
+        );
+    }
+}
+
+#[test]
+fn notebooks_that_never_end_or_never_open_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebooks = dir.path().join("notebooks");
+    std::fs::create_dir(&notebooks).unwrap();
+    std::fs::copy(
+        fixtures().join("corpus-notebooks/passing.ipynb"),
+        notebooks.join("passing.ipynb"),
+    )
+    .unwrap();
+    mkfifo(&notebooks.join("fifo.ipynb"));
+    std::fs::write(
+        dir.path().join("matrix.toml"),
+        "[machines.cpu]\ngpus = 0\n[runtimes.py]\nnotebooks = [\"*.ipynb\"]\n",
+    )
+    .unwrap();
+    let mut list = runtime_matrix();
+    list.args(["run", "--", "--list"]).current_dir(dir.path());
+    let (code, stdout, stderr, took) = bounded(&mut list);
+    assert_eq!(
+        (code, stdout.as_str(), stderr.as_str()),
+        (
+            Some(2),
+            "",
+            "error: invalid matrix config at matrix.toml:\n  - runtimes.py.notebooks: notebook `fifo.ipynb` cannot be read: a named pipe (FIFO), not a regular file (give a regular file)\n"
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[rstest::rstest]
+#[case::parent("../../x")]
+#[case::absolute("/abs")]
+#[case::nested("a/b")]
+fn a_run_id_that_would_leave_the_output_folder_exits_2(#[case] run_id: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a/b/out");
+    let (code, stdout, stderr) = output(&mut harness(
+        &fixtures().join("matrices/commands.toml"),
+        &out,
+        run_id,
+        &["alpha::cpu::cmd::ok", "--exact"],
+    ));
+    assert_eq!(
+        (code, stdout.as_str(), stderr),
+        (
+            Some(2),
+            "",
+            format!(
+                "error: invalid RUNTIME_MATRIX_RUN_ID `{run_id}` (use 1 to 128 letters, digits, `.`, `_` or `-`, not `.` or `..`: run ids name a folder)\n"
+            )
+        )
+    );
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(written.is_empty(), "nothing is written: {written:?}");
+    assert!(!Path::new("/abs").exists());
+}
+
+#[test]
+fn a_nextest_run_id_names_the_run_folder_and_latest() {
+    let out = tempfile::tempdir().unwrap();
+    let id = "f2bc7c69-1dbb-4ab1-9b1c-ac8c0d3b6a0e";
+    let mut run = harness(
+        &fixtures().join("matrices/commands.toml"),
+        out.path(),
+        id,
+        &["alpha::cpu::cmd::ok", "--exact"],
+    );
+    let (code, _, stderr) = output(
+        run.env_remove("RUNTIME_MATRIX_RUN_ID")
+            .env("NEXTEST_RUN_ID", id),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out.path().join(id).join("records").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("latest")).unwrap(),
+        format!("{id}\n")
+    );
+}
+
+#[test]
+fn notebooks_that_resolve_outside_the_notebooks_folder_or_split_lines_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let notebooks = dir.path().join("notebooks");
+    std::fs::create_dir(&notebooks).unwrap();
+    let passing = fixtures().join("corpus-notebooks/passing.ipynb");
+    std::fs::copy(&passing, notebooks.join("passing.ipynb")).unwrap();
+    std::fs::copy(&passing, dir.path().join("outside.ipynb")).unwrap();
+    std::os::unix::fs::symlink(
+        dir.path().join("outside.ipynb"),
+        notebooks.join("escape.ipynb"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/zero", notebooks.join("zero.ipynb")).unwrap();
+    // Inside the folder, a symlink is fine.
+    std::os::unix::fs::symlink("passing.ipynb", notebooks.join("alias.ipynb")).unwrap();
+    std::fs::copy(&passing, notebooks.join("two\nlines.ipynb")).unwrap();
+    std::fs::write(
+        dir.path().join("matrix.toml"),
+        "[machines.cpu]\ngpus = 0\n[runtimes.py]\nnotebooks = [\"*.ipynb\"]\n",
+    )
+    .unwrap();
+    let outside = dir.path().canonicalize().unwrap().join("outside.ipynb");
+    let mut list = runtime_matrix();
+    list.args(["run", "--", "--list"]).current_dir(dir.path());
+    let (code, stdout, stderr, _) = bounded(&mut list);
+    assert_eq!(
+        (code, stdout.as_str(), stderr),
+        (
+            Some(2),
+            "",
+            format!(
+                "error: invalid matrix config at matrix.toml:\n\
+                 \x20 - runtimes.py.notebooks: notebook `escape.ipynb` links to {}, outside the notebooks folder `notebooks` (copy it into the folder instead)\n\
+                 \x20 - runtimes.py.notebooks: notebook file name `two\\nlines.ipynb` has a control character (rename it: trial names are single lines)\n\
+                 \x20 - runtimes.py.notebooks: notebook `zero.ipynb` links to /dev/zero, outside the notebooks folder `notebooks` (copy it into the folder instead)\n",
+                outside.display()
+            )
+        )
+    );
+}
+
+#[test]
+fn records_that_never_end_or_never_open_fail_the_report_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = dir.path().join("run/records");
+    std::fs::create_dir_all(&records).unwrap();
+    let fifo = records.join("a.json");
+    mkfifo(&fifo);
+    let mut report = runtime_matrix();
+    report.arg("report").arg(dir.path().join("run"));
+    let (code, _, stderr, took) = bounded(&mut report);
+    assert_eq!(
+        (code, stderr),
+        (
+            Some(2),
+            format!(
+                "error: cannot read {}\n  caused by: a named pipe (FIFO), not a regular file (give a regular file)\n",
+                fifo.display()
+            )
+        )
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    std::fs::remove_file(&fifo).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("run/excluded.json")).unwrap();
+    let (code, _, stderr, _) = bounded(&mut report);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("excluded.json\n  caused by: a character device, not a regular file"),
+        "{stderr}"
+    );
 }

@@ -131,9 +131,11 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// A file the check left in the scratch folder.
+    /// A file the check left in the scratch folder; the check may have made it anything, so
+    /// only a regular file of bounded size is read.
     fn collected(&self, relative: &Option<String>) -> Option<Vec<u8>> {
-        std::fs::read(self.scratch.join(relative.as_deref()?)).ok()
+        let path = self.scratch.join(relative.as_deref()?);
+        crate::fsx::read_bounded(&path, crate::fsx::COLLECTED).ok()
     }
 
     fn execute(&self, command: Command) -> Result<Finished, String> {
@@ -143,7 +145,7 @@ impl Job<'_> {
     }
 
     fn notebook(&self, relative: &str, path: &Path) -> Result<Outcome, String> {
-        let original: serde_json::Value = std::fs::read(path)
+        let original: serde_json::Value = crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
             .map_err(|e| e.to_string())
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
             .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
@@ -204,7 +206,9 @@ fn process_end(finished: &Finished) -> ProcessEnd {
     }
 }
 
-/// Copies `from` into `to`, skipping hidden entries (`.ipynb_checkpoints`, `.git`).
+/// Copies `from` into `to`, skipping hidden entries (`.ipynb_checkpoints`, `.git`). Files,
+/// and what symlinks point to, must be regular files: copying a FIFO would block and copying
+/// `/dev/zero` would never end. The error names the file.
 fn copy_folder(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -216,9 +220,36 @@ fn copy_folder(from: &Path, to: &Path) -> std::io::Result<()> {
         let file_type = entry.file_type()?;
         if file_type.is_dir() {
             copy_folder(&entry.path(), &target)?;
-        } else if file_type.is_file() || file_type.is_symlink() {
-            std::fs::copy(entry.path(), &target)?;
+        } else {
+            let path = entry.path();
+            let named = |error: std::io::Error| {
+                std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+            };
+            crate::fsx::regular_file(&path).map_err(named)?;
+            std::fs::copy(&path, &target).map_err(named)?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copying_a_notebooks_folder_refuses_what_is_not_a_regular_file() {
+        let from = tempfile::tempdir().unwrap();
+        let to = tempfile::tempdir().unwrap();
+        std::fs::write(from.path().join("data.csv"), "a,b\n").unwrap();
+        let zero = from.path().join("zero.bin");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let error = copy_folder(from.path(), &to.path().join("work")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: a character device, not a regular file (give a regular file)",
+                zero.display()
+            )
+        );
+    }
 }

@@ -30,9 +30,10 @@ pub enum NotebookError {
     Version(u64),
 }
 
-/// Reads `path` and checks it is an nbformat 4 notebook.
+/// Reads `path`, a regular file of at most 64 MiB, and checks it is an nbformat 4 notebook.
 pub fn check_notebook(path: &Path) -> Result<NotebookSummary, NotebookError> {
-    let bytes = std::fs::read(path).map_err(|error| NotebookError::Read(error.to_string()))?;
+    let bytes = crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
+        .map_err(|error| NotebookError::Read(error.to_string()))?;
     let notebook: Value =
         serde_json::from_slice(&bytes).map_err(|error| NotebookError::Json(error.to_string()))?;
     summarise(&notebook)

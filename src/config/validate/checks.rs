@@ -1,7 +1,7 @@
 //! A runtime's checks: its notebooks (with `[[overrides]]` applied), its commands, and the GPU
 //! checks. The main type is [`Override`].
 
-use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT};
+use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part, shown};
 use crate::config::matrix::{Check, CheckKind};
 use crate::config::raw::{RawCommand, RawMatrix, RawOverride, RawRuntime};
 use crate::config::suggest::did_you_mean;
@@ -62,6 +62,8 @@ pub(super) struct NotebooksDir {
     pub(super) path: PathBuf,
     /// As written in `notebooks-dir`, for messages.
     relative: String,
+    /// With every symlink resolved, if it exists: notebooks must resolve to files inside it.
+    canonical: Option<PathBuf>,
 }
 
 impl NotebooksDir {
@@ -80,7 +82,51 @@ impl NotebooksDir {
                 format!("notebooks folder `{relative}` does not exist"),
             );
         }
-        NotebooksDir { path, relative }
+        let canonical = path.canonicalize().ok();
+        NotebooksDir {
+            path,
+            relative,
+            canonical,
+        }
+    }
+
+    /// Why the notebook at `path` may not be run: it resolves, through symlinks, to a file
+    /// outside the folder, which globs may not leave either.
+    fn escape(&self, path: &Path, relative: &str) -> Option<String> {
+        let (Some(folder), Ok(resolved)) = (&self.canonical, path.canonicalize()) else {
+            // A broken link: reading it says so.
+            return None;
+        };
+        (!resolved.starts_with(folder)).then(|| {
+            format!(
+                "notebook `{}` links to {}, outside the notebooks folder `{}` (copy it into the folder instead)",
+                shown(relative),
+                resolved.display(),
+                self.relative
+            )
+        })
+    }
+}
+
+/// The most characters of a notebook's path under the notebooks folder.
+const MAX_NOTEBOOK_PATH: usize = 200;
+
+/// Why the notebook at `relative` (under the notebooks folder) cannot name a trial: trial
+/// names are single libtest lines, and become file names.
+fn notebook_name_problem(relative: &str) -> Option<String> {
+    if relative.chars().any(char::is_control) {
+        Some(format!(
+            "notebook file name `{}` has a control character (rename it: trial names are single lines)",
+            shown(relative)
+        ))
+    } else if relative.chars().count() > MAX_NOTEBOOK_PATH {
+        Some(format!(
+            "notebook path `{}` is {} characters long; the most is {MAX_NOTEBOOK_PATH} (trial names become file names)",
+            shown(relative),
+            relative.chars().count()
+        ))
+    } else {
+        None
     }
 }
 
@@ -147,7 +193,7 @@ impl Compiler {
             for name in &unnamable {
                 self.problem(
                     &glob_key,
-                    format!("notebook file name `{name}` is not valid UTF-8 (rename it: trial names are text)"),
+                    format!("notebook file name `{}` is not valid UTF-8 (rename it: trial names are text)", shown(name)),
                 );
             }
             if found.is_empty() && unnamable.is_empty() {
@@ -164,6 +210,12 @@ impl Compiler {
         let mut checks = Vec::new();
         for relative in notebooks {
             let path = notebooks_dir.path.join(&relative);
+            if let Some(problem) =
+                notebook_name_problem(&relative).or_else(|| notebooks_dir.escape(&path, &relative))
+            {
+                self.problem(&glob_key, problem);
+                continue;
+            }
             if let Err(error) = self.check_notebook(&path, &relative) {
                 self.problem(&glob_key, format!("notebook `{relative}` {error}"));
                 continue;
@@ -215,7 +267,7 @@ impl Compiler {
     ) -> Vec<Check> {
         let mut checks = Vec::new();
         for (command, raw_command) in commands {
-            let command_key = format!("{key}.commands.{command}");
+            let command_key = format!("{key}.commands.{}", key_part(command));
             self.name(&command_key, "command", command);
             let (run, timeout, tags, stages) = match raw_command {
                 RawCommand::Line(run) => (run.clone(), defaults.timeout, Vec::new(), None),
@@ -237,6 +289,7 @@ impl Compiler {
             if run.trim().is_empty() {
                 self.problem(&command_key, "the command is empty");
             }
+            self.no_nul(&command_key, "the command", &run);
             checks.push(Check {
                 name: format!("cmd::{command}"),
                 kind: CheckKind::Command { run },

@@ -136,7 +136,8 @@ impl Compiler {
         }
     }
 
-    /// Checks that the name of a `what` (stage, machine...) can appear in trial names.
+    /// Checks that the name of a `what` (stage, machine...) can appear in trial names, which
+    /// become file names and single libtest lines.
     pub(super) fn name(&mut self, key: &str, what: &str, name: &str) {
         let valid = !name.is_empty()
             && name
@@ -145,8 +146,70 @@ impl Compiler {
         if !valid {
             self.problem(
                 key,
-                format!("{what} name `{name}` may only use letters, digits, `-`, `_` and `.`"),
+                format!(
+                    "{what} name `{}` may only use letters, digits, `-`, `_` and `.`",
+                    shown(name)
+                ),
+            );
+        } else if name.len() > MAX_NAME {
+            self.problem(
+                key,
+                format!(
+                    "{what} name `{}` is {} characters long; the most is {MAX_NAME} (trial names become file names)",
+                    shown(name),
+                    name.len()
+                ),
             );
         }
+    }
+
+    /// Refuses a NUL byte in `text`, the `what` at `key`: no process can be given one.
+    pub(super) fn no_nul(&mut self, key: &str, what: &str, text: &str) {
+        if text.contains('\0') {
+            self.problem(
+                key,
+                format!("{what} contains a NUL byte, which no process can be given (remove it)"),
+            );
+        }
+    }
+}
+
+/// The most characters a runtime, machine, command or stage name may have.
+pub(super) const MAX_NAME: usize = 100;
+
+/// A name as key paths show it: whole, unless it is too long to be valid.
+pub(super) fn key_part(name: &str) -> String {
+    if name.len() > MAX_NAME {
+        shown(name)
+    } else {
+        name.to_owned()
+    }
+}
+
+/// `text` as a message shows it: control characters escaped, and cut after 40 characters.
+pub(super) fn shown(text: &str) -> String {
+    let mut shown = String::new();
+    for c in text.chars().take(40) {
+        if c.is_control() {
+            shown.extend(c.escape_debug());
+        } else {
+            shown.push(c);
+        }
+    }
+    if text.chars().count() > 40 {
+        shown.push_str("...");
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_shown_on_one_line_and_cut() {
+        assert_eq!(shown("Bob's \"nb\"\n\0.ipynb"), "Bob's \"nb\"\\n\\0.ipynb");
+        assert_eq!(shown(&"r".repeat(10_000)), format!("{}...", "r".repeat(40)));
+        assert_eq!(key_part(&"r".repeat(100)), "r".repeat(100));
     }
 }

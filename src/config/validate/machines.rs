@@ -1,6 +1,6 @@
 //! `[machines.NAME]`: the kinds of machine trials run on.
 
-use super::compiler::Compiler;
+use super::compiler::{Compiler, key_part};
 use crate::config::matrix::Machine;
 use crate::config::raw::RawMachine;
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ impl Compiler {
     pub(super) fn machines(&mut self, raw: &BTreeMap<String, RawMachine>) -> Vec<Machine> {
         let mut machines = Vec::new();
         for (name, m) in raw {
-            let key = format!("machines.{name}");
+            let key = format!("machines.{}", key_part(name));
             self.name(&key, "machine", name);
             if m.gpus == 0 && m.gpu.is_some() {
                 self.problem(

@@ -2,7 +2,7 @@
 //! target machines of each runtime. Its checks are compiled in [`super::checks`].
 
 use super::checks::{CheckDefaults, NotebooksDir, Override};
-use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT};
+use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part, shown};
 use crate::config::matrix::{Build, DockerRuntime, Executor, PullPolicy, Runtime};
 use crate::config::raw::{RawBuild, RawRuntime};
 use crate::config::suggest::did_you_mean;
@@ -53,16 +53,37 @@ impl Compiler {
         scope: &Scope,
         overrides: &mut [Override],
     ) -> Option<Runtime> {
-        let key = format!("runtimes.{name}");
+        let key = format!("runtimes.{}", key_part(name));
         self.name(&key, "runtime", name);
         let executor = self.executor(&key, scope.root, r)?;
-        for env_name in r.env.keys() {
-            if env_name.is_empty() || env_name.contains('=') {
+        for (env_name, value) in &r.env {
+            if env_name.is_empty() || env_name.contains(['=', '\0']) {
                 self.problem(
                     format!("{key}.env"),
-                    format!("`{env_name}` is not a valid environment variable name"),
+                    format!(
+                        "`{}` is not a valid environment variable name",
+                        shown(env_name)
+                    ),
+                );
+            } else {
+                self.no_nul(
+                    &format!("{key}.env.{}", key_part(env_name)),
+                    "the value",
+                    value,
                 );
             }
+        }
+        for (text, setting) in [
+            (&r.python, "python"),
+            (&r.image, "image"),
+            (&r.network, "network"),
+        ] {
+            if let Some(text) = text {
+                self.no_nul(&format!("{key}.{setting}"), "the value", text);
+            }
+        }
+        for package in &r.packages {
+            self.no_nul(&format!("{key}.packages"), "a package", package);
         }
         let machines = self.target_machines(&key, r.machines.as_deref(), scope.machine_names);
         let defaults = CheckDefaults {
@@ -232,10 +253,13 @@ impl Compiler {
             );
         }
         for secret in &r.secrets {
-            if secret.is_empty() || secret.contains('=') {
+            if secret.is_empty() || secret.contains(['=', '\0']) {
                 self.problem(
                     format!("{key}.secrets"),
-                    format!("`{secret}` is not a valid environment variable name"),
+                    format!(
+                        "`{}` is not a valid environment variable name",
+                        shown(secret)
+                    ),
                 );
             }
             if r.env.contains_key(secret) {

@@ -110,7 +110,10 @@ impl DockerExecutor {
                 dockerfile,
             } => {
                 // Images this one is built FROM, when the matrix knows how to build them.
-                let text = std::fs::read_to_string(context.join(dockerfile)).unwrap_or_default();
+                let text =
+                    crate::fsx::read_bounded(&context.join(dockerfile), crate::fsx::DOCKERFILE)
+                        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                        .unwrap_or_default();
                 for base in from_images(&text) {
                     if let Some(base_build) = self.builds.get(&base).filter(|_| base != reference) {
                         Box::pin(self.image(

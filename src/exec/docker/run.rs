@@ -142,7 +142,7 @@ impl DockerExecutor {
         let lease = self.container(&engine, trial)?;
         let original = match &spec.check.kind {
             CheckKind::Notebook { path, .. } => Some(
-                std::fs::read(path)
+                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
                     .ok()
                     .and_then(|bytes| serde_json::from_slice(&bytes).ok())
                     .unwrap_or_default(),

@@ -3,7 +3,9 @@
 //! [`trial_files`].
 
 use crate::exec::invocation::{Invocation, WORK, in_folder};
+use crate::fsx::{Limit, STAGED, read_bounded, size};
 use std::collections::BTreeMap;
+use std::io::ErrorKind;
 use std::path::Path;
 
 /// What goes into the trial folder at `folder`: the work folder (with the notebook's folder
@@ -26,9 +28,12 @@ pub(super) fn trial_files(
     Ok(files)
 }
 
-/// Files under `folder` (hidden ones skipped), keyed by their path under `prefix`.
+/// Files under `folder` (hidden ones skipped), keyed by their path under `prefix`. Each must
+/// be a regular file (or a symlink to one), and all together at most [`STAGED`], since they
+/// are held in memory; an error names the file.
 fn folder_files(folder: &Path, prefix: &str) -> std::io::Result<BTreeMap<String, Option<Vec<u8>>>> {
     let mut files = BTreeMap::from([(prefix.to_owned(), None)]);
+    let mut left = STAGED.bytes;
     let mut stack = vec![folder.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -47,7 +52,25 @@ fn folder_files(folder: &Path, prefix: &str) -> std::io::Result<BTreeMap<String,
                 files.insert(key, None);
                 stack.push(path);
             } else {
-                files.insert(key, Some(std::fs::read(&path)?));
+                let limit = Limit {
+                    bytes: left,
+                    ..STAGED
+                };
+                let bytes = read_bounded(&path, limit).map_err(|error| {
+                    let path = path.display();
+                    let message = match error.kind() {
+                        // The limit is the folder's, whatever is left of it for this file.
+                        ErrorKind::FileTooLarge => format!(
+                            "{path}: the folder holds more than {}, the most {} may hold",
+                            size(STAGED.bytes),
+                            STAGED.what
+                        ),
+                        _ => format!("{path}: {error}"),
+                    };
+                    std::io::Error::new(error.kind(), message)
+                })?;
+                left -= bytes.len() as u64;
+                files.insert(key, Some(bytes));
             }
         }
     }
@@ -78,4 +101,28 @@ pub(super) fn archive(files: &BTreeMap<String, Option<Vec<u8>>>) -> std::io::Res
         }
     }
     builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_in_the_notebooks_folder_is_named_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.csv"), "a,b\n").unwrap();
+        let files = folder_files(dir.path(), "/w").unwrap();
+        assert_eq!(files["/w/data.csv"].as_deref(), Some(&b"a,b\n"[..]));
+
+        let zero = dir.path().join("zero.bin");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let error = folder_files(dir.path(), "/w").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "{}: a character device, not a regular file (give a regular file)",
+                zero.display()
+            )
+        );
+    }
 }
