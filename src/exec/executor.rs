@@ -1,0 +1,199 @@
+//! The executor every trial of a process shares: it leases a trial's GPUs, dispatches it to
+//! its runtime's executor (host or Docker) and cleans what comes back into an [`Outcome`].
+
+use super::docker::{self, Keep};
+use super::host;
+use super::provision::Provisioner;
+use super::verdict;
+use crate::config::{Executor as ExecutorKind, Matrix};
+use crate::notebook::CellTiming;
+use crate::plan::TrialSpec;
+use crate::record::{RunDir, TrialImage};
+use crate::verdict::Failure;
+use std::path::PathBuf;
+
+/// What running one check produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// `None` when the check passed. Its texts may hold colour codes for a terminal, and no
+    /// other control sequence; records keep them plain.
+    pub failure: Option<Failure>,
+    /// Per-cell durations of a notebook.
+    pub cells: Vec<CellTiming>,
+    /// The executed notebook, kept under the run folder.
+    pub artifact: Option<PathBuf>,
+    /// The image a container trial ran in.
+    pub image: Option<TrialImage>,
+    /// What a passing check found worth keeping.
+    pub note: Option<String>,
+    /// The GPUs the trial held, by UUID.
+    pub gpus: Vec<String>,
+}
+
+impl From<&crate::engine::ImageInfo> for TrialImage {
+    fn from(image: &crate::engine::ImageInfo) -> TrialImage {
+        TrialImage {
+            reference: image.reference.clone(),
+            id: image.id.clone(),
+            digest: image.digest.clone(),
+            labels: image.labels.clone(),
+        }
+    }
+}
+
+/// Why a trial's GPUs could not be leased; the message is the trial's failure summary.
+#[derive(Debug, thiserror::Error)]
+#[error("{trial} could not lease its GPUs: {error}")]
+struct TrialLeaseError {
+    /// The trial.
+    trial: String,
+    /// Why.
+    error: crate::gpu::lease::LeaseError,
+}
+
+/// Leases `spec`'s GPUs when this host has enough of the machine's model; `None` when the
+/// machine has none, or when the host cannot tell (no driver: the engine is asked for a count).
+fn lease_gpus(
+    spec: &TrialSpec,
+    lock_dir: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Result<Option<crate::gpu::lease::Lease>, TrialLeaseError> {
+    let machine = &spec.machine;
+    if machine.gpus == 0 {
+        return Ok(None);
+    }
+    let crate::gpu::Detection::Found(host) = crate::gpu::detect() else {
+        return Ok(None);
+    };
+    let candidates: Vec<String> = host
+        .matching(machine)
+        .iter()
+        .map(|gpu| gpu.uuid.clone())
+        .collect();
+    if candidates.len() < machine.gpus as usize {
+        return Ok(None);
+    }
+    let model = machine.gpu_model.as_deref().unwrap_or("*");
+    crate::gpu::lease::acquire(
+        &candidates,
+        machine.gpus as usize,
+        lock_dir,
+        timeout,
+        || {
+            eprintln!(
+                "runtime-matrix: {} waits for {} GPU(s) matching `{model}`; other trials hold them",
+                spec.name, machine.gpus
+            )
+        },
+    )
+    .map(Some)
+    .map_err(|error| TrialLeaseError {
+        trial: spec.name.clone(),
+        error,
+    })
+}
+
+/// Runs checks; shared by every trial of a process.
+pub struct Executor {
+    provisioner: Provisioner,
+    pub(super) docker: docker::DockerExecutor,
+    lock_dir: PathBuf,
+    lease_timeout: std::time::Duration,
+}
+
+impl Executor {
+    /// An executor for `matrix`'s trials in run `run_id`, keeping provisioned virtualenvs and
+    /// image locks under `cache`.
+    pub fn new(matrix: &Matrix, cache: PathBuf, keep: Keep, run_id: &str) -> Executor {
+        let builds = matrix
+            .runtimes
+            .iter()
+            .filter_map(|runtime| match &runtime.executor {
+                ExecutorKind::Docker(docker) => docker
+                    .build
+                    .clone()
+                    .map(|build| (docker.image.clone(), build)),
+                ExecutorKind::Host { .. } => None,
+            })
+            .collect();
+        Executor {
+            docker: docker::DockerExecutor::new(builds, keep, run_id, &cache),
+            provisioner: Provisioner::new(cache),
+            lock_dir: crate::gpu::lease::default_lock_dir(),
+            lease_timeout: crate::settings::DEFAULT_LEASE_TIMEOUT,
+        }
+    }
+
+    /// Leases GPUs through the lock files in `lock_dir`, waiting up to `timeout` for them
+    /// (`RUNTIME_MATRIX_LOCK_DIR`, `RUNTIME_MATRIX_LEASE_TIMEOUT`).
+    pub fn with_gpu_leases(mut self, lock_dir: PathBuf, timeout: std::time::Duration) -> Executor {
+        self.lock_dir = lock_dir;
+        self.lease_timeout = timeout;
+        self
+    }
+
+    /// Gives each Docker engine call `limit` to answer (`RUNTIME_MATRIX_ENGINE_TIMEOUT`).
+    pub fn with_engine_timeout(mut self, limit: std::time::Duration) -> Executor {
+        self.docker.engine_limit = limit;
+        self
+    }
+
+    /// Runs the check of `spec`, keeping artifacts in `run`. A trial on a GPU machine first
+    /// leases that many of this host's matching GPUs, and holds them while its check runs.
+    pub(crate) fn run(&self, spec: &TrialSpec, run: &RunDir) -> Outcome {
+        let lease = match lease_gpus(spec, &self.lock_dir, self.lease_timeout) {
+            Ok(lease) => lease,
+            Err(error) => {
+                return verdict::setup_failure(
+                    crate::verdict::Category::Infrastructure,
+                    error.to_string(),
+                );
+            }
+        };
+        let gpus = lease
+            .as_ref()
+            .map(|lease| lease.uuids.clone())
+            .unwrap_or_default();
+        let gpus = gpus.as_slice();
+        let outcome = match &spec.runtime.executor {
+            ExecutorKind::Host { python, packages } => {
+                host::run(&self.provisioner, python, packages, spec, run, gpus)
+            }
+            ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
+        };
+        // Every path, whatever built its failure, leaves with texts a terminal may show.
+        let failure = outcome
+            .failure
+            .as_ref()
+            .map(|failure| crate::sanitise::failure(failure, crate::sanitise::for_terminal));
+        Outcome {
+            gpus: gpus.to_vec(),
+            failure,
+            ..outcome
+        }
+    }
+
+    /// The tokio runtime the executor blocks on; signal handling runs there.
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        self.docker.handle()
+    }
+
+    /// Removes what outlives single trials: containers shared by a runtime's trials.
+    pub fn shutdown(&self) {
+        self.docker.shutdown();
+    }
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").finish_non_exhaustive()
+    }
+}
+
+/// Kills host processes left by harness runs that were killed outright; says how many.
+pub fn reap_orphan_processes() {
+    let killed = super::process::reap_orphans();
+    if killed > 0 {
+        eprintln!("runtime-matrix: killed {killed} process(es) left by runs that are gone");
+    }
+}
