@@ -298,17 +298,13 @@ fn clean(config: &std::path::Path) -> ExitCode {
         Ok(options) => options,
         Err(error) => return fail_setup(&error),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let cleaned = match crate::exec::clean_all(&endpoints, options.engine_timeout) {
+        Ok(cleaned) => cleaned,
         Err(error) => return fail_setup(&error),
     };
     // An engine that fails or stays silent is reported; the others are still cleaned.
     let mut code = EXIT_OK;
-    let cleaned = crate::exec::clean_all(&endpoints, options.engine_timeout);
-    for result in runtime.block_on(cleaned) {
+    for result in cleaned {
         match result {
             Ok((endpoint, removed)) => println!("removed {removed} container(s) from {endpoint}"),
             Err(error) => {

@@ -262,21 +262,26 @@ pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
 /// `runtime-matrix clean` over several engines (`None` is `DOCKER_HOST` or the local socket),
 /// each call given `limit` to answer: an engine that fails or stays silent is reported and
 /// the others are still cleaned. Each result is the engine's endpoint and how many containers
-/// went.
-pub async fn clean_all(
+/// went. Synchronous, as the rest of the crate sees the engine: it owns its runtime.
+pub fn clean_all(
     endpoints: &[Option<String>],
     limit: Duration,
-) -> Vec<Result<(String, usize), EngineError>> {
-    let mut results = Vec::new();
-    for endpoint in endpoints {
-        let result = async {
-            let engine = Engine::connect_within(endpoint.as_deref(), limit).await?;
-            let removed = clean(&engine).await?;
-            Ok((engine.endpoint().to_owned(), removed))
-        };
-        results.push(result.await);
-    }
-    results
+) -> std::io::Result<Vec<Result<(String, usize), EngineError>>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(async {
+        let mut results = Vec::new();
+        for endpoint in endpoints {
+            let result = async {
+                let engine = Engine::connect_within(endpoint.as_deref(), limit).await?;
+                let removed = clean(&engine).await?;
+                Ok((engine.endpoint().to_owned(), removed))
+            };
+            results.push(result.await);
+        }
+        results
+    }))
 }
 
 /// Runs `command` once in a short-lived container of `image`, labelled with this process as
