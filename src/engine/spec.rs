@@ -122,15 +122,13 @@ impl ContainerSpec {
         self
     }
 
-    /// The engine's create body. `secrets` holds the real values of the secret variables.
-    pub fn create_body(&self, secrets: &BTreeMap<String, String>) -> ContainerCreateBody {
+    /// The engine's create body. Secrets keep their placeholder here: their values go to each
+    /// exec only, so that the container's configuration (`docker inspect`) never holds them.
+    pub fn create_body(&self) -> ContainerCreateBody {
         let env = self
             .env
             .iter()
-            .map(|(key, value)| match secrets.get(key) {
-                Some(secret) if self.secrets.contains(key) => format!("{key}={secret}"),
-                _ => format!("{key}={value}"),
-            })
+            .map(|(key, value)| format!("{key}={value}"))
             .collect();
         let device_requests = match &self.gpus {
             GpuRequest::None => None,

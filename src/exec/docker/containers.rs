@@ -133,7 +133,7 @@ impl DockerExecutor {
             });
         }
         let id = engine
-            .create_container(&unique, container.create_body(&BTreeMap::new()), machine)
+            .create_container(&unique, container.create_body(), machine)
             .await?;
         live::track_container(&id, engine);
         drop(creating);
@@ -302,7 +302,7 @@ pub(crate) async fn run_once(
         .with_label(LABEL_TRIAL, purpose);
     let name = unique_name(purpose, owner.pid);
     let id = engine
-        .create_container(&name, spec.create_body(&BTreeMap::new()), purpose)
+        .create_container(&name, spec.create_body(), purpose)
         .await?;
     live::track_container(&id, engine);
     let result = async {
