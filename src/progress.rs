@@ -213,6 +213,10 @@ impl Heartbeat {
             .name("heartbeat".into())
             .spawn(move || {
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
+                    // After a signal the trials are being stopped, and the clean-up speaks.
+                    if crate::exec::interrupted().is_some() {
+                        break;
+                    }
                     for (first, line) in board.due(period) {
                         let open = if first && one_at_a_time { "\n" } else { "" };
                         eprintln!("{open}{line}");
