@@ -17,6 +17,7 @@ use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
 };
 use crate::plan::{Plan, Selection, TrialSpec};
+use crate::progress::{Board, Heartbeat};
 use crate::record::{Expectation, Failure, Interruption, Planned, RunDir, Status, TrialRecord};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
@@ -153,14 +154,18 @@ impl Harness {
             Some(cache) => std::path::absolute(cache).unwrap_or_else(|_| cache.clone()),
             None => default_cache(&out_root),
         };
+        let board = Arc::new(Board::default());
         let executor = Executor::new(&matrix, cache, options.keep, &run_id)
             .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout)
-            .with_engine_timeout(options.engine_timeout);
+            .with_engine_timeout(options.engine_timeout)
+            .with_progress(board.clone());
         install_interrupt_handler(executor.handle());
         let context = Arc::new(Context {
             run: run.clone(),
             executor,
             host: hostname(),
+            board: board.clone(),
+            heartbeat: options.heartbeat,
         });
         let (planned, trials): (Vec<Planned>, Vec<Trial>) = plan
             .trials
@@ -171,8 +176,19 @@ impl Harness {
             return fail_setup(&error);
         }
         let mut marked = false;
-        let conclusion = match run_trials(self.args, trials, || mark_interrupted(&run, &mut marked))
-        {
+        let one_at_a_time = self
+            .args
+            .test_threads
+            .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+            == Some(1);
+        let heartbeat = options
+            .heartbeat
+            .and_then(|period| Heartbeat::start(board, period, one_at_a_time));
+        let conclusion = run_trials(self.args, trials, || mark_interrupted(&run, &mut marked));
+        // Stopped before anything else is said: trials left behind after an interrupt are not
+        // to be reported as running.
+        drop(heartbeat);
+        let conclusion = match conclusion {
             Ok(conclusion) => conclusion,
             Err(error) => return fail_setup(&error),
         };
@@ -278,6 +294,10 @@ struct Context {
     run: RunDir,
     executor: Executor,
     host: String,
+    /// The trials running now, for the heartbeat.
+    board: Arc<Board>,
+    /// `None` when the heartbeat is off: trials are not put on the board.
+    heartbeat: Option<Duration>,
 }
 
 /// Writes the run's reports and says where; false when they could not be written.
@@ -319,7 +339,11 @@ impl Context {
         }
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
         let start = Instant::now();
+        let begun = self
+            .heartbeat
+            .map(|period| self.board.begin(&spec.name, period));
         let outcome = self.executor.run(spec, &self.run);
+        drop(begun);
         if let Some(signal) = interrupted() {
             return Err(format!("interrupted by signal {signal} before it finished").into());
         }

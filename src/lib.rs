@@ -29,6 +29,7 @@ mod harness;
 mod names;
 mod notebook;
 pub mod plan;
+mod progress;
 pub mod record;
 pub mod report;
 mod sanitise;

@@ -16,6 +16,10 @@ use std::time::Duration;
 /// How long a trial waits for its GPUs when `RUNTIME_MATRIX_LEASE_TIMEOUT` is not set.
 pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// How often a running trial is said to be still running when `RUNTIME_MATRIX_HEARTBEAT` is
+/// not set, and how long it runs before the first time.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
+
 /// The run ids [`Options::from_vars`] accepts, as its message says them.
 pub const RUN_ID_RULE: &str =
     "1 to 128 letters, digits, `.`, `_` or `-`, not `.` or `..`: run ids name a folder";
@@ -65,6 +69,10 @@ pub struct Options {
     /// `RUNTIME_MATRIX_ENGINE_TIMEOUT`: how long one Docker engine call may go unanswered
     /// (default 30s); checks' own deadlines bound their commands.
     pub engine_timeout: Duration,
+    /// `RUNTIME_MATRIX_HEARTBEAT`: how often a trial still running is said on stderr, with
+    /// its notebook's running cell (default 15s, `off` for never). Off by default under
+    /// cargo-nextest, which captures a trial's stderr and prints its own SLOW lines.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for Options {
@@ -83,6 +91,7 @@ impl Default for Options {
             lock_dir: crate::gpu::lease::default_lock_dir(),
             nvml: None,
             engine_timeout: crate::engine::DEFAULT_REQUEST_LIMIT,
+            heartbeat: Some(DEFAULT_HEARTBEAT),
         }
     }
 }
@@ -139,6 +148,23 @@ impl Options {
                 })?,
             None => defaults.engine_timeout,
         };
+        let heartbeat = match var("RUNTIME_MATRIX_HEARTBEAT") {
+            Some(text) if text.trim() == "off" => None,
+            Some(text) => Some(
+                humantime::parse_duration(text.trim())
+                    .ok()
+                    .filter(|period| *period >= Duration::from_secs(1))
+                    .ok_or_else(|| SettingsError {
+                        variable: "RUNTIME_MATRIX_HEARTBEAT",
+                        value: text.trim().to_owned(),
+                        accepted: "a duration of at least 1s, e.g. `15s`, or `off`",
+                    })?,
+            ),
+            // nextest shows only a failed trial's stderr, after it ends, where a heartbeat
+            // would be noise; its own SLOW lines say what runs long.
+            None if var("NEXTEST_RUN_ID").is_some() => None,
+            None => defaults.heartbeat,
+        };
         Ok(Options {
             config: var("RUNTIME_MATRIX_CONFIG")
                 .map(PathBuf::from)
@@ -157,6 +183,7 @@ impl Options {
                 .unwrap_or(defaults.lock_dir),
             nvml: var("RUNTIME_MATRIX_NVML").map(PathBuf::from),
             engine_timeout,
+            heartbeat,
         })
     }
 
@@ -226,6 +253,27 @@ mod tests {
         assert_eq!(options.lock_dir, crate::gpu::lease::default_lock_dir());
         assert_eq!(options.nvml, None);
         assert_eq!(options.engine_timeout, Duration::from_secs(30));
+        assert_eq!(options.heartbeat, Some(Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn the_heartbeat_is_a_period_or_off_and_off_under_nextest_unless_set() {
+        let heartbeat = |vars: &[(&str, &str)]| parse(vars).unwrap().heartbeat;
+        assert_eq!(
+            heartbeat(&[("RUNTIME_MATRIX_HEARTBEAT", "2s")]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(heartbeat(&[("RUNTIME_MATRIX_HEARTBEAT", " off ")]), None);
+        assert_eq!(heartbeat(&[("NEXTEST_RUN_ID", "n")]), None);
+        assert_eq!(
+            heartbeat(&[("NEXTEST_RUN_ID", "n"), ("RUNTIME_MATRIX_HEARTBEAT", "5s")]),
+            Some(Duration::from_secs(5))
+        );
+        let error = parse(&[("RUNTIME_MATRIX_HEARTBEAT", "0s")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid RUNTIME_MATRIX_HEARTBEAT `0s` (use a duration of at least 1s, e.g. `15s`, or `off`)"
+        );
     }
 
     #[test]

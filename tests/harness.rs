@@ -735,3 +735,132 @@ fn an_interrupt_before_any_trial_finished_still_writes_reports_that_fail_a_merge
         "{stderr}"
     );
 }
+
+/// A matrix with one host notebook whose cell 1 waits until the file `release` exists, and, in
+/// a runtime of its own that needs no nbconvert, a command that sleeps 3s.
+fn waiting_matrix(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let release = dir.join("release");
+    let cell = |id: &str, source: &str| {
+        serde_json::json!({"cell_type": "code", "id": id, "metadata": {}, "source": source,
+                           "execution_count": null, "outputs": []})
+    };
+    let notebook = serde_json::json!({
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "cells": [
+            cell("c0", "import os, time"),
+            // Bounded, so that a failing test does not leave it waiting past the deadline.
+            cell("c1", &format!(
+                "for _ in range(1200):\n    if os.path.exists({:?}):\n        break\n    time.sleep(0.1)",
+                release.to_str().unwrap()
+            )),
+        ],
+    });
+    std::fs::write(dir.join("waits.ipynb"), notebook.to_string()).unwrap();
+    let config = dir.join("matrix.toml");
+    std::fs::write(
+        &config,
+        "notebooks-dir = \".\"\n[machines.cpu]\ngpus = 0\n[runtimes.py]\npython = \"python3\"\nnotebooks = [\"waits.ipynb\"]\n\
+         timeout = \"150s\"\n[runtimes.sh]\npython = \"python3\"\ncommands.sleeps = \"sleep 3\"\n",
+    )
+    .unwrap();
+    (config, release)
+}
+
+#[test]
+fn a_running_notebook_is_said_on_stderr_with_its_cell_before_it_ends() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, release) = waiting_matrix(dir.path());
+    let out = dir.path().join("out");
+    let mut child = harness(&config, &out, "heartbeat", &["nb::waits"])
+        .env("RUNTIME_MATRIX_HEARTBEAT", "1s")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    // The first run provisions a virtualenv with nbconvert: minutes at worst.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let mut seen = Vec::new();
+    let slow = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) if line.contains("(cell 1 running for") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no heartbeat naming the cell:\n{}", seen.join("\n"));
+            }
+        }
+    };
+    // The trial cannot end before this: the line was said while it ran.
+    assert!(
+        slow.starts_with("runtime-matrix: SLOW [>")
+            && slow.contains("] py::cpu::nb::waits (cell 1"),
+        "{slow}"
+    );
+    std::fs::write(&release, "").unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let records = records(&out, "heartbeat");
+    assert_eq!(records["py::cpu::nb::waits"]["status"], "passed");
+    // Cell 0 ran before; only cell 1 is ever said to be running.
+    let later: Vec<String> = received.try_iter().collect();
+    assert!(
+        later.iter().all(|line| !line.contains("(cell 0")),
+        "{later:?}"
+    );
+}
+
+#[rstest::rstest]
+#[case::every_second("heartbeat-1s", &[("RUNTIME_MATRIX_HEARTBEAT", "1s")], true)]
+#[case::off("heartbeat-off", &[("RUNTIME_MATRIX_HEARTBEAT", "off")], false)]
+#[case::under_nextest("heartbeat-nextest", &[("NEXTEST_RUN_ID", "n")], false)]
+#[case::under_nextest_when_asked(
+    "heartbeat-nextest-1s",
+    &[("NEXTEST_RUN_ID", "n"), ("RUNTIME_MATRIX_HEARTBEAT", "1s")],
+    true
+)]
+fn the_heartbeat_says_a_slow_command_unless_off_or_under_nextest(
+    #[case] run_id: &str,
+    #[case] vars: &[(&str, &str)],
+    #[case] said: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = waiting_matrix(dir.path());
+    let out = dir.path().join("out");
+    let mut command = harness(
+        &config,
+        &out,
+        run_id,
+        &["[host] sh::cpu::cmd::sleeps", "--exact"],
+    );
+    command.envs(vars.iter().copied());
+    let (code, stdout, stderr) = output(&mut command);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let slow: Vec<&str> = stderr.lines().filter(|l| l.contains("SLOW")).collect();
+    if said {
+        // 3s at a 1s period: said at 1s and 2s, not after the trial ended.
+        assert!(
+            (1..=3).contains(&slow.len())
+                && slow
+                    .iter()
+                    .all(|line| line.starts_with("runtime-matrix: SLOW [>")
+                        && line.ends_with("] sh::cpu::cmd::sleeps")),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(slow, Vec::<&str>::new());
+    }
+}

@@ -99,6 +99,8 @@ pub struct Executor {
     pub(super) docker: docker::DockerExecutor,
     lock_dir: PathBuf,
     lease_timeout: std::time::Duration,
+    /// Where host notebooks' running cells are said, for the heartbeat.
+    progress: std::sync::Arc<crate::progress::Board>,
 }
 
 impl Executor {
@@ -121,6 +123,7 @@ impl Executor {
             provisioner: Provisioner::new(cache),
             lock_dir: crate::gpu::lease::default_lock_dir(),
             lease_timeout: crate::settings::DEFAULT_LEASE_TIMEOUT,
+            progress: Default::default(),
         }
     }
 
@@ -135,6 +138,15 @@ impl Executor {
     /// Gives each Docker engine call `limit` to answer (`RUNTIME_MATRIX_ENGINE_TIMEOUT`).
     pub fn with_engine_timeout(mut self, limit: std::time::Duration) -> Executor {
         self.docker.engine_limit = limit;
+        self
+    }
+
+    /// Says on `board` which cell each running host notebook is in.
+    pub(crate) fn with_progress(
+        mut self,
+        board: std::sync::Arc<crate::progress::Board>,
+    ) -> Executor {
+        self.progress = board;
         self
     }
 
@@ -156,9 +168,15 @@ impl Executor {
             .unwrap_or_default();
         let gpus = gpus.as_slice();
         let outcome = match &spec.runtime.executor {
-            ExecutorKind::Host { python, packages } => {
-                host::run(&self.provisioner, python, packages, spec, run, gpus)
-            }
+            ExecutorKind::Host { python, packages } => host::run(
+                &self.provisioner,
+                &self.progress,
+                python,
+                packages,
+                spec,
+                run,
+                gpus,
+            ),
             ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
         };
         // Every path, whatever built its failure, leaves with texts a terminal may show.

@@ -11,6 +11,7 @@ use crate::config::CheckKind;
 use crate::error::chain;
 use crate::notebook::ProcessEnd;
 use crate::plan::TrialSpec;
+use crate::progress::Board;
 use crate::record::RunDir;
 use crate::verdict::Category;
 use std::path::{Path, PathBuf};
@@ -28,10 +29,13 @@ struct Job<'a> {
     invocation: Invocation,
     /// Marks every process of the trial, so that none outlives it.
     token: String,
+    /// Where the running cell is said.
+    progress: &'a Board,
 }
 
 pub(super) fn run(
     provisioner: &Provisioner,
+    progress: &Board,
     python: &str,
     packages: &[String],
     spec: &TrialSpec,
@@ -70,6 +74,7 @@ pub(super) fn run(
         python,
         scratch: scratch.path(),
         token: format!("{}-{}", run.run_id, crate::names::folder_key(&spec.name)),
+        progress,
     };
     let result = match &spec.check.kind {
         CheckKind::Notebook { relative, path } => job.notebook(relative, path),
@@ -150,6 +155,10 @@ impl Job<'_> {
             .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
             .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
         self.stage()?;
+        if let Some(events) = &self.invocation.progress {
+            self.progress
+                .watch_cells(&self.spec.name, self.scratch.join(events));
+        }
         let finished = self.execute(self.command_line())?;
         let progress = self
             .collected(&self.invocation.progress)

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PROBE: &str = "import sys, importlib.util as u\n\
 print(sys.executable)\n\
@@ -128,39 +128,63 @@ impl Provisioner {
             wanted.join(", "),
             venv.display()
         );
-        let _ = std::fs::remove_dir_all(&venv);
-        let install_error = |step: &str, output: &str| ProvisionError::Install {
-            runtime: runtime.to_owned(),
-            step: step.to_owned(),
-            venv: venv.clone(),
-            output: tail(output, 20),
-        };
-        let mut create = Command::new(executable);
-        create.arg("-m").arg("venv").arg(&venv);
-        step(create, Duration::from_secs(300), "python -m venv")
-            .map_err(|(s, o)| install_error(&s, &o))?;
-        let mut install = Command::new(&venv_python);
-        install
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--progress-bar",
-                "off",
-            ])
-            .args(&wanted);
-        step(install, Duration::from_secs(1800), "pip install")
-            .map_err(|(s, o)| install_error(&s, &o))?;
-        let marker = venv.join(READY_MARKER);
-        std::fs::write(&marker, wanted.join("\n")).map_err(|error| ProvisionError::Cache {
-            path: marker,
-            error,
-        })?;
-        eprintln!("runtime-matrix: virtualenv for runtime `{runtime}` is ready");
-        Ok(venv_python)
+        let start = Instant::now();
+        let installed = install(runtime, executable, &venv, &wanted);
+        // Said on failure too: a trial waiting on it has been silent as long.
+        match &installed {
+            Ok(()) => eprintln!(
+                "runtime-matrix: virtualenv for runtime `{runtime}` is ready, provisioned in {:.1?}",
+                start.elapsed()
+            ),
+            Err(_) => eprintln!(
+                "runtime-matrix: provisioning the virtualenv for runtime `{runtime}` failed after {:.1?}",
+                start.elapsed()
+            ),
+        }
+        installed.map(|()| venv_python)
     }
+}
+
+/// Creates the virtualenv at `venv` with `executable` and installs `wanted` in it, then marks
+/// it ready.
+fn install(
+    runtime: &str,
+    executable: &str,
+    venv: &Path,
+    wanted: &[String],
+) -> Result<(), ProvisionError> {
+    let venv_python = venv.join("bin").join("python");
+    let _ = std::fs::remove_dir_all(venv);
+    let install_error = |step: &str, output: &str| ProvisionError::Install {
+        runtime: runtime.to_owned(),
+        step: step.to_owned(),
+        venv: venv.to_path_buf(),
+        output: tail(output, 20),
+    };
+    let mut create = Command::new(executable);
+    create.arg("-m").arg("venv").arg(venv);
+    step(create, Duration::from_secs(300), "python -m venv")
+        .map_err(|(s, o)| install_error(&s, &o))?;
+    let mut install = Command::new(&venv_python);
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--progress-bar",
+            "off",
+        ])
+        .args(wanted);
+    step(install, Duration::from_secs(1800), "pip install")
+        .map_err(|(s, o)| install_error(&s, &o))?;
+    let marker = venv.join(READY_MARKER);
+    std::fs::write(&marker, wanted.join("\n")).map_err(|error| ProvisionError::Cache {
+        path: marker,
+        error,
+    })?;
+    Ok(())
 }
 
 fn step(command: Command, deadline: Duration, name: &str) -> Result<(), (String, String)> {

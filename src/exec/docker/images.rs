@@ -83,10 +83,24 @@ impl DockerExecutor {
         {
             return Ok(info);
         }
-        match build {
-            Some(build) => self.build(engine, reference, build).await?,
-            None => pull_with_progress(engine, reference).await?,
+        let start = Instant::now();
+        let made = match build {
+            Some(build) => self.build(engine, reference, build).await,
+            None => pull_with_progress(engine, reference).await,
+        };
+        // The start was said; so is the end, when it is a failure too.
+        if made.is_err() {
+            let what = if build.is_some() {
+                "building"
+            } else {
+                "pulling"
+            };
+            eprintln!(
+                "runtime-matrix: {what} image {reference} failed after {:.1?}",
+                start.elapsed()
+            );
         }
+        made?;
         let _ = std::fs::write(&marker, b"");
         engine
             .image(reference)
