@@ -114,21 +114,15 @@ pub fn main() -> ExitCode {
         Command::Report { dirs, out } => report(&dirs, out),
         Command::Clean { config } => clean(&config),
         Command::Doctor { config } => {
-            // The report carries an invalid matrix's problems but not its unknown keys, which
-            // may explain them: those are printed first, as `plan` does. Loading twice costs
-            // milliseconds against the doctor's engine checks.
-            if let Err(error) = crate::Matrix::load(&config) {
-                harness::print_warnings(error.warnings());
-            }
             let options = match Options::from_env() {
                 Ok(options) => Options { config, ..options },
                 Err(error) => return fail_setup(&error),
             };
             options.configure_detection();
-            let config = options.config.clone();
-            let report = crate::doctor::examine(&config, options.engine_timeout, |matrix| {
-                options.out_root(matrix)
-            });
+            let report =
+                crate::doctor::examine(&options.config, options.engine_timeout, |matrix| {
+                    options.out_root(matrix)
+                });
             let mut stdout = std::io::stdout().lock();
             let _ = report.write(&mut stdout);
             ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })

@@ -165,6 +165,9 @@ fn report_config(report: &mut Report, config: &Path) -> Option<Matrix> {
             Some(matrix)
         }
         Err(error) => {
+            // The report carries the problems; the unknown keys that may explain them go
+            // first, as `plan` prints them.
+            crate::config::print_warnings(error.warnings());
             report.add(
                 "config",
                 Verdict::Fail,

@@ -11,7 +11,7 @@
 //! run was interrupted and list the planned trials that did not finish, and returns 130 or 143.
 //! Nothing here calls `process::exit`.
 
-use crate::config::Matrix;
+use crate::config::{Matrix, print_warnings};
 use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain};
 use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
@@ -54,13 +54,6 @@ pub fn plan(options: &Options) -> Result<(Matrix, Selection, Plan), ExitCode> {
         .map_err(|error| fail_setup(&error))?;
     let plan = Plan::new(&matrix, &selection);
     Ok((matrix, selection, plan))
-}
-
-/// Prints a matrix's warnings, one `warning: ` line each.
-pub fn print_warnings(warnings: &[String]) {
-    for warning in warnings {
-        eprintln!("warning: {warning}");
-    }
 }
 
 /// Prints `error` with its causes and returns the setup exit code.

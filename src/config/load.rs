@@ -31,3 +31,11 @@ impl Matrix {
         validate::compile(path, raw, unknown_keys)
     }
 }
+
+/// Prints a matrix's warnings, one `warning: ` line each: those of a valid matrix, or of an
+/// invalid one before its error, since an unknown key may explain the error.
+pub(crate) fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}

@@ -13,6 +13,7 @@ mod raw;
 mod suggest;
 mod validate;
 
+pub(crate) use load::print_warnings;
 pub use matrix::{
     Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Machine, Matrix,
     PullPolicy, Runtime,

@@ -179,14 +179,10 @@ impl Executor {
             ),
             ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
         };
-        // Every path, whatever built its failure, leaves with texts a terminal may show.
-        let failure = outcome
-            .failure
-            .as_ref()
-            .map(|failure| crate::sanitise::failure(failure, crate::sanitise::for_terminal));
+        // Its texts are cleaned where outside text enters (verdict, notebook) and once more by
+        // the harness, plain for the record and for a terminal in the message.
         Outcome {
             gpus: gpus.to_vec(),
-            failure,
             ..outcome
         }
     }
