@@ -96,6 +96,23 @@ impl Default for Options {
     }
 }
 
+/// The duration `text` of setting `variable`, refused below `min` with the forms `accepted`.
+fn duration(
+    variable: &'static str,
+    text: &str,
+    min: Duration,
+    accepted: &'static str,
+) -> Result<Duration, SettingsError> {
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|value| *value >= min)
+        .ok_or_else(|| SettingsError {
+            variable,
+            value: text.trim().to_owned(),
+            accepted,
+        })
+}
+
 impl Options {
     /// Reads and checks every `RUNTIME_MATRIX_*` variable; a blank one counts as unset.
     pub fn from_env() -> Result<Options, SettingsError> {
@@ -115,11 +132,12 @@ impl Options {
             None => defaults.keep,
         };
         let lease_timeout = match var("RUNTIME_MATRIX_LEASE_TIMEOUT") {
-            Some(text) => humantime::parse_duration(text.trim()).map_err(|_| SettingsError {
-                variable: "RUNTIME_MATRIX_LEASE_TIMEOUT",
-                value: text.trim().to_owned(),
-                accepted: "a duration, e.g. `30m` or `90s`",
-            })?,
+            Some(text) => duration(
+                "RUNTIME_MATRIX_LEASE_TIMEOUT",
+                &text,
+                Duration::ZERO,
+                "a duration, e.g. `30m` or `90s`",
+            )?,
             None => defaults.lease_timeout,
         };
         let mut run_id = None;
@@ -138,28 +156,22 @@ impl Options {
             }
         }
         let engine_timeout = match var("RUNTIME_MATRIX_ENGINE_TIMEOUT") {
-            Some(text) => humantime::parse_duration(text.trim())
-                .ok()
-                .filter(|limit| *limit >= Duration::from_secs(1))
-                .ok_or_else(|| SettingsError {
-                    variable: "RUNTIME_MATRIX_ENGINE_TIMEOUT",
-                    value: text.trim().to_owned(),
-                    accepted: "a duration of at least 1s, e.g. `30s` or `2m`",
-                })?,
+            Some(text) => duration(
+                "RUNTIME_MATRIX_ENGINE_TIMEOUT",
+                &text,
+                Duration::from_secs(1),
+                "a duration of at least 1s, e.g. `30s` or `2m`",
+            )?,
             None => defaults.engine_timeout,
         };
         let heartbeat = match var("RUNTIME_MATRIX_HEARTBEAT") {
             Some(text) if text.trim() == "off" => None,
-            Some(text) => Some(
-                humantime::parse_duration(text.trim())
-                    .ok()
-                    .filter(|period| *period >= Duration::from_secs(1))
-                    .ok_or_else(|| SettingsError {
-                        variable: "RUNTIME_MATRIX_HEARTBEAT",
-                        value: text.trim().to_owned(),
-                        accepted: "a duration of at least 1s, e.g. `15s`, or `off`",
-                    })?,
-            ),
+            Some(text) => Some(duration(
+                "RUNTIME_MATRIX_HEARTBEAT",
+                &text,
+                Duration::from_secs(1),
+                "a duration of at least 1s, e.g. `15s`, or `off`",
+            )?),
             // nextest shows only a failed trial's stderr, after it ends, where a heartbeat
             // would be noise; its own SLOW lines say what runs long.
             None if var("NEXTEST_RUN_ID").is_some() => None,
