@@ -423,7 +423,7 @@ fn judge(spec: &TrialSpec, failure: Option<&Failure>) -> (Status, String) {
             ),
         ),
         (Some(rule), Some(failure)) => match &rule.matches {
-            Some(text) if !crate::report::text::failure_text(failure).contains(text.as_str()) => (
+            Some(text) if !failure.text().contains(text.as_str()) => (
                 Status::Failed,
                 format!(
                     "{what} failed, but not the expected way: the declared failure ({}) must \

@@ -2,7 +2,7 @@
 //! and the reports.
 
 use crate::record::TrialRecord;
-use crate::verdict::{Failure, FailureKind};
+use crate::verdict::FailureKind;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -21,11 +21,6 @@ pub fn name_of(value: &impl serde::Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-/// Everything a failure says, for matching expected-failure text: [`Failure::text`].
-pub fn failure_text(failure: &Failure) -> String {
-    failure.text()
 }
 
 /// The lines after a failure's headline: the cell, its source, the exception, where the
@@ -92,6 +87,7 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::Failure;
     use rstest::rstest;
 
     #[rstest]
