@@ -151,6 +151,7 @@ impl Harness {
         let executor = Executor::new(&matrix, cache, options.keep, &run_id)
             .with_gpu_leases(options.lock_dir.clone(), options.lease_timeout)
             .with_engine_timeout(options.engine_timeout)
+            .with_runners(slots(&self.args), options.runner_idle)
             .with_progress(board.clone());
         install_interrupt_handler(executor.handle());
         let context = Arc::new(Context {
@@ -211,6 +212,14 @@ impl Harness {
         }
         conclusion.exit_code()
     }
+}
+
+/// How many trials may run at once on one runner: libtest's test threads, or under
+/// cargo-nextest (one trial per process) its default, one per core.
+fn slots(args: &Arguments) -> usize {
+    args.test_threads
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
 }
 
 fn planned_of(spec: &TrialSpec) -> Planned {

@@ -71,6 +71,32 @@ pub struct TrialRecord {
     pub host: String,
 }
 
+/// A piece of setup a trial did or waited for before its check could start: never counted in
+/// its `seconds` nor against its deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetupStep {
+    /// What was set up.
+    pub kind: SetupKind,
+    /// For what: the image, the runtime, or the runtime and machine of a runner.
+    pub subject: String,
+    /// The seconds this trial spent on it.
+    pub seconds: f64,
+}
+
+/// A kind of setup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetupKind {
+    /// A virtualenv provisioned for a host runtime.
+    Provision,
+    /// An image built.
+    Build,
+    /// An image pulled.
+    Pull,
+    /// A runner started.
+    Runner,
+}
+
 /// The image a container trial ran in, as its record keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrialImage {

@@ -31,6 +31,31 @@ pub const LABEL_KEEP: &str = "runtime-matrix.keep";
 /// How much of an exec's output is kept.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
+/// A piece of what a command started with [`Engine::open_exec`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    /// On its stdout.
+    Out(Vec<u8>),
+    /// On its stderr.
+    Err(Vec<u8>),
+}
+
+/// A command running in a container with its stdin open.
+pub struct OpenExec {
+    /// What it writes, as it comes; the stream ends when the command does.
+    pub output: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<ExecChunk, EngineError>> + Send>,
+    >,
+    /// Its stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for OpenExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenExec").finish_non_exhaustive()
+    }
+}
+
 /// How an exec ended.
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
@@ -38,8 +63,6 @@ pub struct ExecOutcome {
     pub exit_code: Option<i64>,
     /// stdout and stderr, interleaved, at most the last 256 KiB.
     pub output: String,
-    /// Wall-clock time.
-    pub elapsed: Duration,
 }
 
 impl Engine {
@@ -217,7 +240,64 @@ impl Engine {
         Ok(ExecOutcome {
             exit_code,
             output: String::from_utf8_lossy(&output).into_owned(),
-            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Starts `command` in container `id` with its stdin open, for a conversation: what it
+    /// writes comes as [`ExecChunk`]s, what is written to `input` reaches its stdin. Each of the
+    /// two calls that start it is given the engine's limit; the conversation itself has none.
+    pub async fn open_exec(&self, id: &str, command: Vec<String>) -> Result<OpenExec, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let failed = |error| self.error("start a command in container", short(id), error);
+        let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
+        let exec = self
+            .bounded("create exec", format!("container {}", short(id)), self.limit, create)
+            .await?;
+        let options = StartExecOptions {
+            detach: false,
+            tty: false,
+            output_capacity: None,
+        };
+        let attach = async {
+            self.docker
+                .start_exec(&exec.id, Some(options))
+                .await
+                .map_err(failed)
+        };
+        let started = self
+            .bounded("start exec", format!("container {}", short(id)), self.limit, attach)
+            .await?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(EngineError::Operation {
+                operation: "attach to a command in container",
+                target: short(id),
+                error: bollard::errors::Error::IOError {
+                    err: std::io::Error::other("the engine started it detached"),
+                },
+            });
+        };
+        let target = short(id);
+        let engine = self.clone();
+        let output = output.map(move |chunk| match chunk {
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                Ok(ExecChunk::Err(message.to_vec()))
+            }
+            Ok(other) => Ok(ExecChunk::Out(other.into_bytes().to_vec())),
+            Err(error) => Err(engine.error(
+                "read the output of a command in container",
+                target.clone(),
+                error,
+            )),
+        });
+        Ok(OpenExec {
+            output: Box::pin(output),
+            input,
         })
     }
 

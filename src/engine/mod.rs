@@ -13,7 +13,7 @@ mod spec;
 
 pub use client::{DEFAULT_REQUEST_LIMIT, Engine};
 pub use container::{
-    Condition, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START, LABEL_RUN,
+    Condition, ExecChunk, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START, LABEL_RUN,
     LABEL_TRIAL,
 };
 pub use image::{ImageInfo, PullProgress};

@@ -53,6 +53,10 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// The command's working folder.
     pub workdir: String,
+    /// The container's main process, when it is not an idle loop: the container removes
+    /// itself when that process ends.
+    #[serde(skip)]
+    pub main: Option<Vec<String>>,
 }
 
 impl ContainerSpec {
@@ -73,6 +77,7 @@ impl ContainerSpec {
             security_options: vec!["no-new-privileges".into()],
             command: Vec::new(),
             workdir: CONTAINER_ROOT.into(),
+            main: None,
         }
     }
 
@@ -115,6 +120,12 @@ impl ContainerSpec {
         self
     }
 
+    /// Runs `main` as the container's main process; the container removes itself when it ends.
+    pub fn with_main(mut self, main: Vec<String>) -> Self {
+        self.main = Some(main);
+        self
+    }
+
     /// Sets the check's command and working folder.
     pub fn with_command(mut self, command: Vec<String>, workdir: impl Into<String>) -> Self {
         self.command = command;
@@ -138,11 +149,13 @@ impl ContainerSpec {
         ContainerCreateBody {
             image: Some(self.image.clone()),
             // A container that idles until it is removed; checks run in it with exec.
-            entrypoint: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
-            ]),
+            entrypoint: Some(self.main.clone().unwrap_or_else(|| {
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
+                ]
+            })),
             cmd: Some(Vec::new()),
             env: Some(env),
             labels: Some(
@@ -161,6 +174,7 @@ impl ContainerSpec {
                 cap_add: None,
                 security_opt: Some(self.security_options.clone()),
                 device_requests,
+                auto_remove: Some(self.main.is_some()),
                 ..Default::default()
             }),
             ..Default::default()

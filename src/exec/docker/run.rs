@@ -2,11 +2,11 @@
 //! machine's engine, resolves the image, leases a container, stages the trial's
 //! [`Invocation`], runs it under an in-container time limit and judges what came back.
 
-use super::containers::{Keep, Lease, reap};
+use super::containers::{Keep, reap};
 use super::diagnosis::{after_failure_note, category_of, io_error, missing_tool};
 use super::staging::{archive, trial_files};
 use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
-use crate::engine::{Condition, ContainerSpec, Engine, ExecOutcome, GpuRequest, ImageInfo};
+use crate::engine::{Condition, ContainerSpec, Engine, GpuRequest, ImageInfo};
 use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
@@ -49,7 +49,14 @@ pub(crate) struct DockerExecutor {
     pub(super) builds: BTreeMap<String, Build>,
     pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
     pub(super) images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
-    pub(super) reused: Mutex<HashMap<(String, String), Cell<String>>>,
+    /// The runners of this process, one per runtime, machine and GPU lease.
+    pub(super) runners: crate::exec::runner::Runners,
+    /// How many trials this process runs at once: each runner keeps that many kernels warm.
+    pub(crate) slots: usize,
+    /// How long a runner idles before it exits by itself (`RUNTIME_MATRIX_RUNNER_IDLE`).
+    pub(crate) runner_idle: Duration,
+    /// Where running notebooks' cells are said, for the heartbeat.
+    pub(crate) board: Arc<crate::progress::Board>,
 }
 
 /// One trial's run in a container: what every step needs.
@@ -90,7 +97,10 @@ impl DockerExecutor {
             builds,
             engines: Mutex::default(),
             images: Mutex::default(),
-            reused: Mutex::default(),
+            runners: Default::default(),
+            slots: 1,
+            runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
+            board: Default::default(),
         }
     }
 
@@ -116,8 +126,9 @@ impl DockerExecutor {
         }
     }
 
-    /// The steps of a trial once its container is known: each step's errors end the trial as
-    /// a setup failure, and the container is removed (or kept) whatever happens.
+    /// The steps of a trial once its runtime's image is known: each step's errors end the
+    /// trial as a setup failure. The trial runs on its runtime's runner for this machine, in a
+    /// folder of its own in the runner's container, which is removed after it.
     fn run_in_container(&self, trial: &Trial<'_>) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
         // No call of the trial waits longer than the trial itself may take.
@@ -139,7 +150,19 @@ impl DockerExecutor {
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
             return Ok(outcome);
         }
-        let lease = self.container(&engine, trial)?;
+        let key = self.runner_key(&engine, trial);
+        let serves = format!(
+            "runtime `{}` on machine `{}`",
+            spec.runtime.name, spec.machine.name
+        );
+        let started = self
+            .runners
+            .get(&key, || self.start_runner(&engine, trial, &key, &serves));
+        let (runner, waited) = match started {
+            Ok(started) => started,
+            Err(error) => return Ok(runner_failure(&error, trial)),
+        };
+        let container = runner.container.clone().unwrap_or_default();
         let original = match &spec.check.kind {
             CheckKind::Notebook { path, .. } => Some(
                 crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
@@ -154,29 +177,65 @@ impl DockerExecutor {
         let archive =
             archive(&files).map_err(|error| io_error("pack the files of", &spec.name, error))?;
         self.runtime
-            .block_on(engine.upload(&lease.id, "/", archive))?;
+            .block_on(engine.upload(&container, "/", archive))?;
 
-        let exec = self.execute(&engine, &lease, trial)?;
-        if exec.exit_code.is_none() {
-            // The in-container limit did not act: the container cannot be trusted any more.
-            lease.poison();
-            if let Some(error) = self.why_no_end(&engine, &lease, trial, &exec) {
-                return Err(error);
-            }
+        let mut request = trial.invocation.request(&trial.folder);
+        for (name, value) in &trial.secrets {
+            request = request.with_env(name, value);
         }
+        if !trial.gpus.is_empty() {
+            request = request.with_env("RUNTIME_MATRIX_GPUS", &trial.gpus.join(","));
+        }
+        let reply = runner.connection.run(
+            &request,
+            spec.check.timeout + crate::exec::runner::ANSWER_GRACE,
+            |event| self.progress(spec, event),
+        );
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                if matches!(error, crate::error::RunnerError::Silent { .. }) {
+                    // A paused container is not the runner's fault: say what paused it.
+                    let limit = engine.request_limit().min(AFTER_DEADLINE);
+                    if let Ok(Condition::Paused) =
+                        self.runtime.block_on(engine.condition(&container, limit))
+                    {
+                        self.runners.discard(&key, &runner);
+                        return Err(EngineError::Paused {
+                            container: short_id(&container),
+                            deadline: spec.check.timeout,
+                        });
+                    }
+                    self.runners.discard(&key, &runner);
+                }
+                return Ok(runner_failure(&error, trial));
+            }
+        };
+        let ran = Ran {
+            end: reply.end(),
+            exit_code: reply.exit,
+            output: reply.output,
+        };
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
-            self.judge(&engine, &lease, trial, &exec, original, host)?,
+            self.judge(&engine, &container, trial, &ran, original, host)?,
             trial.secrets.values(),
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
             ..outcome
         };
-        if outcome.failure.is_some() && exec.exit_code.is_some() {
+        if let Some(waited) = waited {
+            outcome.setup.push(crate::record::SetupStep {
+                kind: crate::record::SetupKind::Runner,
+                subject: serves.clone(),
+                seconds: waited.as_secs_f64(),
+            });
+        }
+        if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
-                .block_on(engine.after_failure(&lease.id, exec.exit_code == Some(137)));
+                .block_on(engine.after_failure(&container, ran.exit_code == Some(137)));
             if let (Some(note), Some(failure)) = (
                 after_failure_note(running, oom_kills, docker.memory),
                 outcome.failure.as_mut(),
@@ -184,56 +243,13 @@ impl DockerExecutor {
                 failure.summary = format!("{} ({note})", failure.summary);
             }
         }
-        Ok(self.finish(lease, spec, &trial.container, outcome))
+        Ok(self.finish(&key, &runner, trial, outcome))
     }
 
-    /// Runs the trial's command in its container, with the real values of its secrets.
-    fn execute(
-        &self,
-        engine: &Engine,
-        lease: &Lease<'_>,
-        trial: &Trial<'_>,
-    ) -> Result<ExecOutcome, EngineError> {
-        let container = &trial.container;
-        let env: Vec<String> = container
-            .env
-            .iter()
-            .map(|(key, value)| format!("{key}={}", trial.secrets.get(key).unwrap_or(value)))
-            .collect();
-        self.runtime.block_on(engine.exec(
-            &lease.id,
-            container.command.clone(),
-            &container.workdir,
-            env,
-            trial.spec.check.timeout + GRACE,
-        ))
-    }
-
-    /// Why a command outlived its deadline when the cause is not the check's: its container
-    /// was paused, or the engine stopped answering. `None` when the container runs on (a
-    /// process escaped the in-container limit), which the check's verdict reports.
-    fn why_no_end(
-        &self,
-        engine: &Engine,
-        lease: &Lease<'_>,
-        trial: &Trial<'_>,
-        exec: &ExecOutcome,
-    ) -> Option<EngineError> {
-        let limit = engine.request_limit().min(AFTER_DEADLINE);
-        match self.runtime.block_on(engine.condition(&lease.id, limit)) {
-            Ok(Condition::Paused) => Some(EngineError::Paused {
-                container: short_id(&lease.id),
-                deadline: trial.spec.check.timeout,
-            }),
-            Ok(_) => None,
-            // The command's output stopped with the engine: name the call that hung.
-            Err(EngineError::Silent { .. }) => Some(EngineError::Silent {
-                endpoint: engine.endpoint().to_owned(),
-                call: "exec",
-                target: format!("container {}", short_id(&lease.id)),
-                limit: exec.elapsed,
-            }),
-            Err(error) => Some(error),
+    /// Puts a notebook's cells on the progress board as its runner reports them.
+    fn progress(&self, spec: &TrialSpec, event: &crate::exec::runner::Event) {
+        if let (Some(phase), Some(index), Some(time)) = (&event.phase, event.index, event.time) {
+            self.board.cell(&spec.name, phase == "start", index, time);
         }
     }
 
@@ -241,24 +257,16 @@ impl DockerExecutor {
     fn judge(
         &self,
         engine: &Engine,
-        lease: &Lease<'_>,
+        container: &str,
         trial: &Trial<'_>,
-        exec: &ExecOutcome,
+        ran: &Ran,
         original: Option<serde_json::Value>,
         host: Option<&HostGpus>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
-        let end = match exec.exit_code {
-            Some(0) => ProcessEnd::Success,
-            // `timeout -s KILL` exits 137 when it killed the check at the deadline.
-            Some(137) if exec.elapsed + Duration::from_millis(500) >= spec.check.timeout => {
-                ProcessEnd::Deadline
-            }
-            Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
-            None => ProcessEnd::Deadline,
-        };
+        let end = ran.end;
         if let Some(missing) =
-            missing_tool(&exec.output, exec.exit_code, &docker.python, &docker.image)
+            missing_tool(&ran.output, ran.exit_code, &docker.python, &docker.image)
         {
             return Ok(Outcome {
                 failure: Some(Failure {
@@ -266,8 +274,8 @@ impl DockerExecutor {
                     category: Category::Runtime,
                     summary: missing,
                     cell: None,
-                    exit_code: exec.exit_code.and_then(|c| i32::try_from(c).ok()),
-                    output_tail: Some(crate::exec::provision::tail(&exec.output, 30)),
+                    exit_code: ran.exit_code.and_then(|c| i32::try_from(c).ok()),
+                    output_tail: Some(crate::exec::provision::tail(&ran.output, 30)),
                     cause: None,
                 }),
                 ..Outcome::default()
@@ -277,7 +285,7 @@ impl DockerExecutor {
             match relative {
                 Some(relative) => self
                     .runtime
-                    .block_on(engine.download_file(&lease.id, &in_folder(&trial.folder, relative))),
+                    .block_on(engine.download_file(container, &in_folder(&trial.folder, relative))),
                 None => Ok(None),
             }
         };
@@ -295,68 +303,80 @@ impl DockerExecutor {
                 let result = NotebookRun {
                     original: &original,
                     progress: &progress,
-                    output: &exec.output,
+                    output: &ran.output,
                     end,
                     executed,
                 };
                 verdict::notebook(spec, trial.run, relative, result)
             }
             (CheckKind::Command { run: line }, _) => {
-                verdict::command(spec, line, end, &exec.output)
+                verdict::command(spec, line, end, &ran.output)
             }
             (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
                 let judged = verdict::judge_gpu_check(
                     kind,
-                    &exec.output,
+                    &ran.output,
                     trial.gpus,
                     spec.machine.gpus,
                     host,
                 );
-                verdict::gpu_check(spec, judged, end, &exec.output)
+                verdict::gpu_check(spec, judged, end, &ran.output)
             }
             (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
         })
     }
 
-    /// Removes or keeps the trial's container, as `RUNTIME_MATRIX_KEEP` says.
+    /// Removes the trial's folder from its runner, or keeps the trial's container (a runner
+    /// of its own when containers are kept) as `RUNTIME_MATRIX_KEEP` says.
     fn finish(
         &self,
-        lease: Lease<'_>,
-        spec: &TrialSpec,
-        container: &ContainerSpec,
+        key: &str,
+        runner: &std::sync::Arc<crate::exec::runner::Runner>,
+        trial: &Trial<'_>,
         outcome: Outcome,
     ) -> Outcome {
+        let (spec, container) = (trial.spec, &trial.container);
         let keep = match self.keep {
             Keep::Never => false,
             Keep::Failed => outcome.failure.is_some(),
             Keep::Always => true,
         };
-        if keep && !lease.reused {
-            let prefix = match lease.engine.endpoint() {
-                "unix:///var/run/docker.sock" => String::new(),
-                endpoint => format!("DOCKER_HOST={endpoint} "),
-            };
-            let id = lease.keep();
-            let short = short_id(&id);
-            // Secrets went to the check's exec only: say how to pass them again.
-            let (pass, note) = match container.secrets.as_slice() {
-                [] => (String::new(), String::new()),
-                names => (
-                    names.iter().map(|name| format!("-e {name} ")).collect(),
-                    format!(
-                        "\n  its secrets ({}) are not stored in the container, so `docker inspect` \
-                         does not show them; `-e NAME` passes each from your environment",
-                        names.join(", ")
-                    ),
-                ),
-            };
-            eprintln!(
-                "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
-                spec.name,
-                container.workdir,
-                shell_words(&container.command)
-            );
+        let own = trial.docker.isolation == crate::config::Isolation::Container
+            || self.keep != Keep::Never;
+        if !keep {
+            runner.remove(&trial.folder);
+            if own {
+                self.runners.discard(key, runner);
+            }
+            return outcome;
         }
+        self.runners.forget(key);
+        let id = runner.container.clone().unwrap_or_default();
+        crate::exec::live::forget_container(&id);
+        let engine_endpoint = spec.machine.docker.clone().unwrap_or_default();
+        let prefix = match engine_endpoint.as_str() {
+            "" | "unix:///var/run/docker.sock" => String::new(),
+            endpoint => format!("DOCKER_HOST={endpoint} "),
+        };
+        let short = short_id(&id);
+        // Secrets went to the check only: say how to pass them again.
+        let (pass, note) = match container.secrets.as_slice() {
+            [] => (String::new(), String::new()),
+            names => (
+                names.iter().map(|name| format!("-e {name} ")).collect(),
+                format!(
+                    "\n  its secrets ({}) are not stored in the container, so `docker inspect` \
+                     does not show them; `-e NAME` passes each from your environment",
+                    names.join(", ")
+                ),
+            ),
+        };
+        eprintln!(
+            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
+            spec.name,
+            container.workdir,
+            shell_words(&container.command)
+        );
         outcome
     }
 
@@ -450,6 +470,25 @@ pub(super) enum SecretError {
         MIN_SECRET_BYTES
     )]
     TooShort { name: String, runtime: String },
+}
+
+/// How a check ended on its runner.
+pub(super) struct Ran {
+    end: ProcessEnd,
+    exit_code: Option<i64>,
+    output: String,
+}
+
+/// The outcome of a trial its runner could not run: infrastructure, but for an image that
+/// lacks what a runner needs, which is the runtime's.
+fn runner_failure(error: &crate::error::RunnerError, trial: &Trial<'_>) -> Outcome {
+    let text = crate::error::chain(error);
+    let category =
+        match missing_tool(&text, None, &trial.docker.python, &trial.docker.image).is_some() {
+            true => Category::Runtime,
+            false => Category::Infrastructure,
+        };
+    setup_failure(category, text)
 }
 
 /// A GPU trial whose image declares a CUDA newer than this host's driver supports fails
