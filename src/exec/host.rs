@@ -47,8 +47,9 @@ pub(super) fn run(
         .checks
         .iter()
         .any(|check| matches!(check.kind, CheckKind::Notebook { .. }));
-    let python = match provisioner.python(&spec.runtime.name, python, packages, jupyter) {
-        Ok(python) => python,
+    let found = provisioner.python(&spec.runtime.name, python, packages, jupyter);
+    let (python, provisioned) = match found {
+        Ok(found) => found,
         Err(error) => {
             let category = match error {
                 crate::error::ProvisionError::Python { .. } => Category::Runtime,
@@ -84,7 +85,10 @@ pub(super) fn run(
             Err("gpu::visible needs a container; host runtimes do not have it".into())
         }
     };
-    result.unwrap_or_else(|message| setup_failure(Category::Infrastructure, message))
+    let mut outcome =
+        result.unwrap_or_else(|message| setup_failure(Category::Infrastructure, message));
+    outcome.setup.extend(provisioned);
+    outcome
 }
 
 impl Job<'_> {

@@ -48,7 +48,8 @@ pub(crate) struct DockerExecutor {
     /// builds it first.
     pub(super) builds: BTreeMap<String, Build>,
     pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
-    pub(super) images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
+    pub(super) images:
+        Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
     pub(super) reused: Mutex<HashMap<(String, String), Cell<String>>>,
 }
 
@@ -126,18 +127,19 @@ impl DockerExecutor {
             .runtime
             .block_on(self.engine(spec.machine.docker.as_deref(), limit))?
             .with_limit(limit);
-        let image = self.runtime.block_on(self.image(
+        let (image, made) = self.runtime.block_on(self.image(
             &engine,
             &docker.image,
             docker.pull,
             docker.build.as_ref(),
         ))?;
+        let setup: Vec<_> = made.into_iter().collect();
         let host = match crate::gpu::detect() {
             crate::gpu::Detection::Found(host) => Some(host),
             crate::gpu::Detection::NoDriver(_) => None,
         };
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
-            return Ok(outcome);
+            return Ok(Outcome { setup, ..outcome });
         }
         let lease = self.container(&engine, trial)?;
         let original = match &spec.check.kind {
@@ -171,6 +173,7 @@ impl DockerExecutor {
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
+            setup,
             ..outcome
         };
         if outcome.failure.is_some() && exec.exit_code.is_some() {
