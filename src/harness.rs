@@ -18,7 +18,9 @@ use crate::exec::{
 };
 use crate::plan::{Plan, Selection, TrialSpec};
 use crate::progress::{Board, Heartbeat};
-use crate::record::{Expectation, Failure, Interruption, Planned, RunDir, Status, TrialRecord};
+use crate::record::{
+    Expectation, Failure, Interruption, Planned, RunDir, SetupStep, Status, TrialRecord,
+};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::process::ExitCode;
@@ -371,7 +373,8 @@ impl Context {
                 matches: rule.matches.clone(),
             }),
             started_at,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: trial_seconds(start.elapsed(), &outcome.setup),
+            setup: outcome.setup,
             cells: outcome.cells,
             artifact: outcome
                 .artifact
@@ -406,6 +409,12 @@ impl Context {
         // Once more as it is printed: names and reasons from the config are outside text too.
         Err(crate::sanitise::for_terminal(&message).into())
     }
+}
+
+/// A trial's own seconds: its wall time less the setup it did or waited for, never below 0.
+fn trial_seconds(wall: Duration, setup: &[SetupStep]) -> f64 {
+    let setup: f64 = setup.iter().map(|step| step.seconds).sum();
+    (wall.as_secs_f64() - setup).max(0.0)
 }
 
 /// The status of a trial given its failure and any expected-failure declaration, with the
@@ -452,4 +461,38 @@ fn new_run_id() -> String {
         now.trim_end_matches('Z').replace(':', "-"),
         std::process::id()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::SetupKind;
+
+    fn step(kind: SetupKind, seconds: f64) -> SetupStep {
+        SetupStep {
+            kind,
+            subject: "runtime-matrix/jupyter-base".into(),
+            seconds,
+        }
+    }
+
+    #[test]
+    fn a_trials_seconds_leave_out_the_setup_it_did_or_waited_for() {
+        let wall = Duration::from_secs_f64(41.5);
+        assert_eq!(trial_seconds(wall, &[]), 41.5);
+        assert_eq!(trial_seconds(wall, &[step(SetupKind::Build, 35.25)]), 6.25);
+        assert_eq!(
+            trial_seconds(
+                wall,
+                &[step(SetupKind::Pull, 3.0), step(SetupKind::Provision, 20.5)]
+            ),
+            18.0
+        );
+    }
+
+    #[test]
+    fn a_trials_seconds_are_never_negative() {
+        let wall = Duration::from_millis(1500);
+        assert_eq!(trial_seconds(wall, &[step(SetupKind::Build, 1.75)]), 0.0);
+    }
 }

@@ -228,7 +228,9 @@ mod tests {
         let lines = board.due(period);
         assert_eq!(lines.len(), 1);
         assert!(
-            lines[0].1.ends_with("rt::cpu::nb::slow (cell 1 running for 3s)"),
+            lines[0]
+                .1
+                .ends_with("rt::cpu::nb::slow (cell 1 running for 3s)"),
             "{lines:?}"
         );
         board.cell("rt::cpu::nb::slow", false, 1, now);

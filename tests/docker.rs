@@ -451,3 +451,83 @@ fn a_panicking_trial_still_removes_its_container() {
     assert!(!container_exists(&id), "the container outlived the panic");
     assert_eq!(containers_of_run("panic-test"), Vec::<String>::new());
 }
+
+/// Removes a test image when dropped, whatever the test did.
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn an_image_build_is_recorded_as_setup_and_not_as_the_trials_time() {
+    support::ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    // A tag and a layer of their own, so that neither the engine nor its build cache has it.
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let image = format!("runtime-matrix/test-slow-build:{unique}");
+    let _remove = RemoveImage(image.clone());
+    std::fs::create_dir(dir.path().join("image")).unwrap();
+    std::fs::write(
+        dir.path().join("image/Dockerfile"),
+        format!(
+            "FROM runtime-matrix/jupyter-base:bookworm\nRUN echo {unique} > /built && sleep 5\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[machines.cpu]\ngpus = 0\n[runtimes.slow]\nimage = \"{image}\"\nbuild = \"image\"\n\
+             commands.first = \"true\"\ncommands.second = \"true\"\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = output(&mut harness(
+        &config,
+        &out,
+        "slow-build",
+        &["--include-ignored", "--test-threads", "2"],
+    ));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    // Said when it starts and when it ends.
+    assert!(
+        stderr.contains(&format!("runtime-matrix: building image {image} from"))
+            && stderr.contains(&format!("runtime-matrix: built image {image} in")),
+        "{stderr}"
+    );
+    // One trial built it, the other ran at the same time and waited for it: both say so, and
+    // neither's seconds count it.
+    let records = records(&out, "slow-build");
+    for trial in ["slow::cpu::cmd::first", "slow::cpu::cmd::second"] {
+        let record = &records[trial];
+        let setup = record["setup"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{record}"));
+        assert_eq!(setup.len(), 1, "{record}");
+        assert_eq!(
+            (&setup[0]["kind"], &setup[0]["subject"]),
+            (&"build".into(), &image.as_str().into()),
+            "{record}"
+        );
+        let (setup_seconds, seconds) = (
+            setup[0]["seconds"].as_f64().unwrap(),
+            record["seconds"].as_f64().unwrap(),
+        );
+        assert!(setup_seconds >= 5.0 && seconds < setup_seconds, "{record}");
+    }
+    assert_eq!(containers_of_run("slow-build"), Vec::<String>::new());
+}

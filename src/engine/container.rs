@@ -43,9 +43,8 @@ pub enum ExecChunk {
 /// A command running in a container with its stdin open.
 pub struct OpenExec {
     /// What it writes, as it comes; the stream ends when the command does.
-    pub output: std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<ExecChunk, EngineError>> + Send>,
-    >,
+    pub output:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ExecChunk, EngineError>> + Send>>,
     /// Its stdin.
     pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
@@ -257,7 +256,12 @@ impl Engine {
         let failed = |error| self.error("start a command in container", short(id), error);
         let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
         let exec = self
-            .bounded("create exec", format!("container {}", short(id)), self.limit, create)
+            .bounded(
+                "create exec",
+                format!("container {}", short(id)),
+                self.limit,
+                create,
+            )
             .await?;
         let options = StartExecOptions {
             detach: false,
@@ -271,7 +275,12 @@ impl Engine {
                 .map_err(failed)
         };
         let started = self
-            .bounded("start exec", format!("container {}", short(id)), self.limit, attach)
+            .bounded(
+                "start exec",
+                format!("container {}", short(id)),
+                self.limit,
+                attach,
+            )
             .await?;
         let StartExecResults::Attached { output, input } = started else {
             return Err(EngineError::Operation {

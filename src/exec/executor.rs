@@ -8,7 +8,7 @@ use super::verdict;
 use crate::config::{Executor as ExecutorKind, Matrix};
 use crate::notebook::CellTiming;
 use crate::plan::TrialSpec;
-use crate::record::{RunDir, TrialImage};
+use crate::record::{RunDir, SetupStep, TrialImage};
 use crate::verdict::Failure;
 use std::path::PathBuf;
 
@@ -28,8 +28,10 @@ pub struct Outcome {
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
-    /// The setup the trial did or waited for before its check started.
-    pub setup: Vec<crate::record::SetupStep>,
+    /// The setup the trial did or waited for before its check ran (an image built or pulled,
+    /// a virtualenv provisioned), with the seconds it spent on each: the harness takes them
+    /// off the trial's duration.
+    pub setup: Vec<SetupStep>,
 }
 
 impl From<&crate::engine::ImageInfo> for TrialImage {
@@ -190,7 +192,9 @@ impl Executor {
             .unwrap_or_default();
         let gpus = gpus.as_slice();
         let outcome = match &spec.runtime.executor {
-            ExecutorKind::Host { python, packages } => host::run(self, python, packages, spec, run, gpus),
+            ExecutorKind::Host { python, packages } => {
+                host::run(self, python, packages, spec, run, gpus)
+            }
             ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
         };
         // Its texts are cleaned where outside text enters (verdict, notebook) and once more by

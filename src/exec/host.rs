@@ -41,20 +41,19 @@ pub(super) fn run(
         .checks
         .iter()
         .any(|check| matches!(check.kind, CheckKind::Notebook { .. }));
-    let python =
-        match executor
-            .provisioner
-            .python(&spec.runtime.name, python, packages, jupyter)
-        {
-            Ok(python) => python,
-            Err(error) => {
-                let category = match error {
-                    crate::error::ProvisionError::Python { .. } => Category::Runtime,
-                    _ => Category::Infrastructure,
-                };
-                return setup_failure(category, chain(&error));
-            }
-        };
+    let found = executor
+        .provisioner
+        .python(&spec.runtime.name, python, packages, jupyter);
+    let (python, provisioned) = match found {
+        Ok(found) => found,
+        Err(error) => {
+            let category = match error {
+                crate::error::ProvisionError::Python { .. } => Category::Runtime,
+                _ => Category::Infrastructure,
+            };
+            return setup_failure(category, chain(&error));
+        }
+    };
     let scratch = match tempfile::Builder::new().prefix("runtime-matrix-").tempdir() {
         Ok(scratch) => scratch,
         Err(error) => {
@@ -73,14 +72,15 @@ pub(super) fn run(
         python,
         scratch: scratch.path(),
     };
-    if let CheckKind::GpuVisible = spec.check.kind {
-        return setup_failure(
-            Category::Infrastructure,
-            "gpu::visible needs a container; host runtimes do not have it".into(),
-        );
+    let mut outcome = match spec.check.kind {
+        CheckKind::GpuVisible => {
+            Err("gpu::visible needs a container; host runtimes do not have it".into())
+        }
+        _ => job.run(),
     }
-    job.run()
-        .unwrap_or_else(|message| setup_failure(Category::Infrastructure, message))
+    .unwrap_or_else(|message| setup_failure(Category::Infrastructure, message));
+    outcome.setup.extend(provisioned);
+    outcome
 }
 
 impl Job<'_> {
@@ -185,10 +185,9 @@ impl Job<'_> {
         for (key, value) in self.runner_env() {
             request = request.with_env(&key, &value);
         }
-        let reply = runner.connection.run(
-            &request,
-            spec.check.timeout + ANSWER_GRACE,
-            |event| {
+        let reply = runner
+            .connection
+            .run(&request, spec.check.timeout + ANSWER_GRACE, |event| {
                 if let (Some(phase), Some(index), Some(time)) =
                     (&event.phase, event.index, event.time)
                 {
@@ -196,8 +195,7 @@ impl Job<'_> {
                         .progress
                         .cell(&spec.name, phase == "start", index, time);
                 }
-            },
-        );
+            });
         let reply = match reply {
             Ok(reply) => reply,
             Err(error) => {

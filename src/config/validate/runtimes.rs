@@ -299,7 +299,10 @@ impl Compiler {
             Some(other) => {
                 self.problem(
                     format!("{key}.isolation"),
-                    format!("unknown isolation `{}` (use `notebook` or `container`)", shown(other)),
+                    format!(
+                        "unknown isolation `{}` (use `notebook` or `container`)",
+                        shown(other)
+                    ),
                 );
                 Isolation::Notebook
             }

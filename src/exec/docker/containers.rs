@@ -229,10 +229,15 @@ impl crate::exec::Executor {
             .block_on(executor.image(&engine, &docker.image, docker.pull, docker.build.as_ref()))
             .map_err(|error| chain(&error))?;
         let key = executor.runner_key(&engine, &trial);
-        let serves = format!("runtime `{}` on machine `{}`", spec.runtime.name, spec.machine.name);
+        let serves = format!(
+            "runtime `{}` on machine `{}`",
+            spec.runtime.name, spec.machine.name
+        );
         let (runner, _) = executor
             .runners
-            .get(&key, || executor.start_runner(&engine, &trial, &key, &serves))
+            .get(&key, || {
+                executor.start_runner(&engine, &trial, &key, &serves)
+            })
             .map_err(|error| chain(&error))?;
         Ok(during(runner.container.as_deref().unwrap_or_default()))
     }

@@ -48,7 +48,8 @@ pub(crate) struct DockerExecutor {
     /// builds it first.
     pub(super) builds: BTreeMap<String, Build>,
     pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
-    pub(super) images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
+    pub(super) images:
+        Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
     /// The runners of this process, one per runtime, machine and GPU lease.
     pub(super) runners: crate::exec::runner::Runners,
     /// How many trials this process runs at once: each runner keeps that many kernels warm.
@@ -137,18 +138,19 @@ impl DockerExecutor {
             .runtime
             .block_on(self.engine(spec.machine.docker.as_deref(), limit))?
             .with_limit(limit);
-        let image = self.runtime.block_on(self.image(
+        let (image, made) = self.runtime.block_on(self.image(
             &engine,
             &docker.image,
             docker.pull,
             docker.build.as_ref(),
         ))?;
+        let setup: Vec<_> = made.into_iter().collect();
         let host = match crate::gpu::detect() {
             crate::gpu::Detection::Found(host) => Some(host),
             crate::gpu::Detection::NoDriver(_) => None,
         };
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
-            return Ok(outcome);
+            return Ok(Outcome { setup, ..outcome });
         }
         let key = self.runner_key(&engine, trial);
         let serves = format!(
@@ -223,6 +225,7 @@ impl DockerExecutor {
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
+            setup,
             ..outcome
         };
         if let Some(waited) = waited {
@@ -309,9 +312,7 @@ impl DockerExecutor {
                 };
                 verdict::notebook(spec, trial.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => {
-                verdict::command(spec, line, end, &ran.output)
-            }
+            (CheckKind::Command { run: line }, _) => verdict::command(spec, line, end, &ran.output),
             (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
                 let judged = verdict::judge_gpu_check(
                     kind,

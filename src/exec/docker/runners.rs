@@ -28,7 +28,9 @@ impl DockerExecutor {
     /// The key of `trial`'s runner: the same in every process of the run that needs it.
     pub(super) fn runner_key(&self, engine: &Engine, trial: &Trial<'_>) -> String {
         let spec = trial.spec;
-        let own = match trial.docker.isolation == crate::config::Isolation::Container || self.keep != super::Keep::Never {
+        let own = match trial.docker.isolation == crate::config::Isolation::Container
+            || self.keep != super::Keep::Never
+        {
             true => spec.name.as_str(),
             false => "",
         };
@@ -139,8 +141,14 @@ impl DockerExecutor {
         let files = BTreeMap::from([(SCRIPT_PATH.to_owned(), Some(SCRIPT.as_bytes().to_vec()))]);
         let archive = super::staging::archive(&files)
             .map_err(|error| super::diagnosis::io_error("pack the runner for", &readable, error))?;
-        self.create(engine, &container, &readable, &spec.machine.name, Some(archive))
-            .await
+        self.create(
+            engine,
+            &container,
+            &readable,
+            &spec.machine.name,
+            Some(archive),
+        )
+        .await
     }
 
     /// Opens this process's connection to the runner in container `id`.
@@ -214,9 +222,9 @@ impl DockerExecutor {
             let reason = match (failure, said.is_empty()) {
                 (Some(failure), _) => failure,
                 (None, false) => format!("its container {short} said: {said}"),
-                (None, true) => format!(
-                    "its container {short} stopped (killed from outside, or by the engine)"
-                ),
+                (None, true) => {
+                    format!("its container {short} stopped (killed from outside, or by the engine)")
+                }
             };
             reader.end(reason);
         });

@@ -173,7 +173,10 @@ mod tests {
             let _ = sender.send(serde_json::from_slice(line).unwrap());
             Ok(())
         });
-        (Arc::new(Connection::new("runtime `r`".into(), writer)), lines)
+        (
+            Arc::new(Connection::new("runtime `r`".into(), writer)),
+            lines,
+        )
     }
 
     fn request() -> Request {

@@ -63,7 +63,10 @@ impl HostRunner<'_> {
             reason,
         };
         let folder = folder().map_err(|error| {
-            failed(format!("cannot make its folder under {}: {error}", std::env::temp_dir().display()))
+            failed(format!(
+                "cannot make its folder under {}: {error}",
+                std::env::temp_dir().display()
+            ))
         })?;
         let name = key_name(&self.key);
         let socket = folder.join(format!("{name}.sock"));
@@ -90,8 +93,8 @@ impl HostRunner<'_> {
             serves: self.serves.clone(),
             reason,
         };
-        let script = script(folder)
-            .map_err(|error| failed(format!("cannot write its program: {error}")))?;
+        let script =
+            script(folder).map_err(|error| failed(format!("cannot write its program: {error}")))?;
         let output = std::fs::File::create(log)
             .map_err(|error| failed(format!("cannot create {}: {error}", log.display())))?;
         let root = folder.join(format!("{}.d", key_name(&self.key)));
@@ -113,9 +116,9 @@ impl HostRunner<'_> {
             .stdout(output.try_clone().map_err(|e| failed(e.to_string()))?)
             .stderr(output)
             .process_group(0);
-        let mut child = command.spawn().map_err(|error| {
-            failed(format!("cannot run {}: {error}", self.python.display()))
-        })?;
+        let mut child = command
+            .spawn()
+            .map_err(|error| failed(format!("cannot run {}: {error}", self.python.display())))?;
         let start = Instant::now();
         loop {
             if let Ok(stream) = UnixStream::connect(socket) {

@@ -240,18 +240,14 @@ impl Runner {
     }
 }
 
+/// Where one key's runner is kept; locked while it starts, so that trials wait for one start.
+type Slot = Arc<Mutex<Option<Arc<Runner>>>>;
+
 /// The runners of one process, one per key; a runner that died or stopped answering is
 /// replaced for the next trial.
+#[derive(Default)]
 pub(crate) struct Runners {
-    slots: Mutex<HashMap<String, Arc<Mutex<Option<Arc<Runner>>>>>>,
-}
-
-impl Default for Runners {
-    fn default() -> Runners {
-        Runners {
-            slots: Mutex::default(),
-        }
-    }
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl Runners {
@@ -288,7 +284,9 @@ impl Runners {
                 held.take();
             }
         }
-        runner.connection.end("it stopped answering and was stopped");
+        runner
+            .connection
+            .end("it stopped answering and was stopped");
         (runner.stop)();
     }
 
