@@ -389,6 +389,9 @@ pub(crate) enum RunnerError {
         /// What is known of why.
         reason: String,
     },
+    /// The engine failed while the runner's container was made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// It did not answer within the trial's deadline and a grace period.
     #[error(
         "the runner for {serves} did not answer within {} (it is stopped; the next trial gets a new one)",

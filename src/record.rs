@@ -81,8 +81,8 @@ pub struct TrialRecord {
 pub struct SetupStep {
     /// What was set up.
     pub kind: SetupKind,
-    /// What it was set up for: the image reference, the virtualenv's folder, or the runtime
-    /// and machine a runner serves.
+    /// What it was set up for: the image reference (a build, a pull, a runner container), the
+    /// virtualenv's folder, or a host runner's Python.
     pub subject: String,
     /// The seconds this trial spent on it: doing it, or waiting for the trial or process that
     /// did.

@@ -259,15 +259,32 @@ fn docker_host_is_honoured_over_tcp() {
 }
 
 #[test]
-fn a_shared_container_serves_every_trial_of_its_runtime() {
+fn a_runner_container_serves_every_trial_of_its_runtime_unless_isolation_says_otherwise() {
     let out = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run(out.path(), "shared", "shared::", &["--test-threads", "1"]);
+    let (code, stdout, stderr) = run(
+        out.path(),
+        "shared",
+        "shared::",
+        &["--test-threads", "1", "--skip", "isolated"],
+    );
     assert_eq!(
         code,
         Some(0),
-        "the second command sees the first one's file:\n{stdout}\n{stderr}"
+        "the second command sees the first one's file, but not its temporary folder:\n{stdout}\n{stderr}"
+    );
+    let (code, stdout, stderr) = run(
+        out.path(),
+        "isolated",
+        "isolated::",
+        &["--test-threads", "1"],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "with isolation = \"container\", the second command does not see the first one's file:\n{stdout}\n{stderr}"
     );
     assert_eq!(containers_of_run("shared"), Vec::<String>::new());
+    assert_eq!(containers_of_run("isolated"), Vec::<String>::new());
 }
 
 #[test]
@@ -422,7 +439,7 @@ fn the_next_run_reaps_what_a_killed_run_left_and_nothing_else() {
 }
 
 #[test]
-fn a_panicking_trial_still_removes_its_container() {
+fn a_panicking_check_leaves_its_runner_container_to_the_executor_which_removes_it() {
     let matrix = runtime_matrix::Matrix::load(&docker_matrix()).unwrap();
     let plan = runtime_matrix::Plan::new(&matrix, &runtime_matrix::Selection::default());
     let spec = plan
@@ -448,7 +465,16 @@ fn a_panicking_trial_still_removes_its_container() {
         panic!("the check never ran: {result:?}");
     }
     assert!(!id.is_empty(), "a container was created");
-    assert!(!container_exists(&id), "the container outlived the panic");
+    // Other trials may still run on it; it goes when the executor does.
+    assert!(
+        container_exists(&id),
+        "the runner container went with one check"
+    );
+    drop(executor);
+    assert!(
+        !container_exists(&id),
+        "the container outlived its executor"
+    );
     assert_eq!(containers_of_run("panic-test"), Vec::<String>::new());
 }
 
@@ -514,9 +540,12 @@ fn an_image_build_is_recorded_as_setup_and_not_as_the_trials_time() {
     let records = records(&out, "slow-build");
     for trial in ["slow::cpu::cmd::first", "slow::cpu::cmd::second"] {
         let record = &records[trial];
-        let setup = record["setup"]
+        let setup: Vec<&serde_json::Value> = record["setup"]
             .as_array()
-            .unwrap_or_else(|| panic!("{record}"));
+            .unwrap_or_else(|| panic!("{record}"))
+            .iter()
+            .filter(|step| step["kind"] != "runner")
+            .collect();
         assert_eq!(setup.len(), 1, "{record}");
         assert_eq!(
             (&setup[0]["kind"], &setup[0]["subject"]),

@@ -91,12 +91,7 @@ fn a_kernel_killed_mid_cell_fails_its_trial_naming_the_cell() {
         "kernel",
         &["--exact", "[host] host::cpu::nb::long_cell"],
     );
-    let kernel = || -> Option<i32> {
-        leftover_processes("kernel")
-            .iter()
-            .find(|p| p.contains("ipykernel_launcher"))
-            .and_then(|p| p.split(':').next()?.parse().ok())
-    };
+    let kernel = || support::running_kernel("kernel").map(|(pid, _)| pid);
     // Killed once the long cell (index 1) has started, as its progress event says: a fixed
     // sleep could land in cell 0 on a loaded machine.
     let mut pid = None;

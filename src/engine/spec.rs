@@ -53,10 +53,12 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// The command's working folder.
     pub workdir: String,
-    /// The container's main process, when it is not an idle loop: the container removes
-    /// itself when that process ends.
+    /// The container's main process, when it is not an idle loop.
     #[serde(skip)]
     pub main: Option<Vec<String>>,
+    /// Whether the container removes itself when its main process ends.
+    #[serde(skip)]
+    pub auto_remove: bool,
 }
 
 impl ContainerSpec {
@@ -78,6 +80,7 @@ impl ContainerSpec {
             command: Vec::new(),
             workdir: CONTAINER_ROOT.into(),
             main: None,
+            auto_remove: false,
         }
     }
 
@@ -120,9 +123,11 @@ impl ContainerSpec {
         self
     }
 
-    /// Runs `main` as the container's main process; the container removes itself when it ends.
-    pub fn with_main(mut self, main: Vec<String>) -> Self {
+    /// Runs `main` as the container's main process; with `auto_remove`, the container removes
+    /// itself when it ends.
+    pub fn with_main(mut self, main: Vec<String>, auto_remove: bool) -> Self {
         self.main = Some(main);
+        self.auto_remove = auto_remove;
         self
     }
 
@@ -174,7 +179,7 @@ impl ContainerSpec {
                 cap_add: None,
                 security_opt: Some(self.security_options.clone()),
                 device_requests,
-                auto_remove: Some(self.main.is_some()),
+                auto_remove: Some(self.auto_remove),
                 ..Default::default()
             }),
             ..Default::default()

@@ -173,6 +173,7 @@ impl Job<'_> {
                 env: self.runner_env(),
                 idle: executor.runner_idle,
                 slots: executor.slots,
+                run_id: self.run.run_id.clone(),
             }
             .start()
         };
@@ -241,7 +242,7 @@ impl Job<'_> {
         if let Some(waited) = waited {
             outcome.setup.push(crate::record::SetupStep {
                 kind: crate::record::SetupKind::Runner,
-                subject: serves,
+                subject: self.python.display().to_string(),
                 seconds: waited.as_secs_f64(),
             });
         }

@@ -162,6 +162,7 @@ impl DockerExecutor {
             .get(&key, || self.start_runner(&engine, trial, &key, &serves));
         let (runner, waited) = match started {
             Ok(started) => started,
+            Err(crate::error::RunnerError::Engine(error)) => return Err(error),
             Err(error) => return Ok(runner_failure(&error, trial)),
         };
         let container = runner.container.clone().unwrap_or_default();
@@ -181,42 +182,13 @@ impl DockerExecutor {
         self.runtime
             .block_on(engine.upload(&container, "/", archive))?;
 
-        let mut request = trial.invocation.request(&trial.folder);
-        for (name, value) in &trial.secrets {
-            request = request.with_env(name, value);
-        }
-        if !trial.gpus.is_empty() {
-            request = request.with_env("RUNTIME_MATRIX_GPUS", &trial.gpus.join(","));
-        }
-        let reply = runner.connection.run(
-            &request,
-            spec.check.timeout + crate::exec::runner::ANSWER_GRACE,
-            |event| self.progress(spec, event),
-        );
-        let reply = match reply {
-            Ok(reply) => reply,
-            Err(error) => {
-                if matches!(error, crate::error::RunnerError::Silent { .. }) {
-                    // A paused container is not the runner's fault: say what paused it.
-                    let limit = engine.request_limit().min(AFTER_DEADLINE);
-                    if let Ok(Condition::Paused) =
-                        self.runtime.block_on(engine.condition(&container, limit))
-                    {
-                        self.runners.discard(&key, &runner);
-                        return Err(EngineError::Paused {
-                            container: short_id(&container),
-                            deadline: spec.check.timeout,
-                        });
-                    }
-                    self.runners.discard(&key, &runner);
-                }
-                return Ok(runner_failure(&error, trial));
-            }
+        let ran = match runner.bare {
+            true => self.run_bare(&engine, &container, trial)?,
+            false => self.run_on(&engine, &key, &runner, trial)?,
         };
-        let ran = Ran {
-            end: reply.end(),
-            exit_code: reply.exit,
-            output: reply.output,
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(failed) => return Ok(failed),
         };
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
@@ -231,7 +203,7 @@ impl DockerExecutor {
         if let Some(waited) = waited {
             outcome.setup.push(crate::record::SetupStep {
                 kind: crate::record::SetupKind::Runner,
-                subject: serves.clone(),
+                subject: docker.image.clone(),
                 seconds: waited.as_secs_f64(),
             });
         }
@@ -247,6 +219,117 @@ impl DockerExecutor {
             }
         }
         Ok(self.finish(&key, &runner, trial, outcome))
+    }
+
+    /// Runs the trial on `runner`. A runner that went away or stopped answering fails the
+    /// trial (`Ok(Err(outcome))`), unless the engine is to blame (`Err`).
+    fn run_on(
+        &self,
+        engine: &Engine,
+        key: &str,
+        runner: &Arc<crate::exec::runner::Runner>,
+        trial: &Trial<'_>,
+    ) -> Result<Result<Ran, Outcome>, EngineError> {
+        use crate::error::RunnerError;
+        let spec = trial.spec;
+        let container = runner.container.clone().unwrap_or_default();
+        let mut request = trial.invocation.request(&trial.folder);
+        for (name, value) in &trial.secrets {
+            request = request.with_env(name, value);
+        }
+        if !trial.gpus.is_empty() {
+            request = request.with_env("RUNTIME_MATRIX_GPUS", &trial.gpus.join(","));
+        }
+        let reply = runner.connection.run(
+            &request,
+            spec.check.timeout + crate::exec::runner::ANSWER_GRACE,
+            |event| self.progress(spec, event),
+        );
+        let error = match reply {
+            Ok(reply) => {
+                return Ok(Ok(Ran {
+                    end: reply.end(),
+                    exit_code: reply.exit,
+                    output: reply.output,
+                }));
+            }
+            Err(error) => error,
+        };
+        // Whether the engine is to blame: a paused container, an engine that went silent or
+        // that cannot be reached any more.
+        let limit = engine.request_limit().min(AFTER_DEADLINE);
+        let condition = self.runtime.block_on(engine.condition(&container, limit));
+        if matches!(error, RunnerError::Silent { .. }) {
+            self.runners.discard(key, runner);
+        }
+        match (condition, error) {
+            (Ok(Condition::Paused), _) => Err(EngineError::Paused {
+                container: short_id(&container),
+                deadline: spec.check.timeout,
+            }),
+            (Err(EngineError::Silent { .. }), RunnerError::Silent { waited, .. }) => {
+                Err(EngineError::Silent {
+                    endpoint: engine.endpoint().to_owned(),
+                    call: "exec",
+                    target: format!("container {}", short_id(&container)),
+                    limit: waited,
+                })
+            }
+            (Err(_), RunnerError::Gone { reason, .. }) => Err(EngineError::ConnectionLost {
+                endpoint: engine.endpoint().to_owned(),
+                operation: "talk to the runner in",
+                target: format!("container {}", short_id(&container)),
+                error: Box::new(bollard::errors::Error::IOError {
+                    err: std::io::Error::other(reason),
+                }),
+            }),
+            (_, error) => Ok(Err(runner_failure(&error, trial))),
+        }
+    }
+
+    /// Runs a command trial in a container with no runner (its image has no Python): one
+    /// `docker exec` under an in-container time limit. Other checks need Python.
+    fn run_bare(
+        &self,
+        engine: &Engine,
+        container: &str,
+        trial: &Trial<'_>,
+    ) -> Result<Result<Ran, Outcome>, EngineError> {
+        let (spec, docker) = (trial.spec, trial.docker);
+        if !matches!(spec.check.kind, CheckKind::Command { .. }) {
+            let said = format!("exec: \"{}\"", docker.python);
+            let missing = missing_tool(&said, None, &docker.python, &docker.image).unwrap_or(said);
+            return Ok(Err(missing_tool_failure(missing, None, "")));
+        }
+        let env: Vec<String> = trial
+            .container
+            .env
+            .iter()
+            .map(|(key, value)| format!("{key}={}", trial.secrets.get(key).unwrap_or(value)))
+            .collect();
+        let start = std::time::Instant::now();
+        let exec = self.runtime.block_on(engine.exec(
+            container,
+            trial.container.command.clone(),
+            &trial.container.workdir,
+            env,
+            spec.check.timeout + GRACE,
+        ))?;
+        let elapsed = start.elapsed();
+        let end = match exec.exit_code {
+            Some(0) => ProcessEnd::Success,
+            // `timeout -s KILL` exits 137 when it killed the check at the deadline.
+            Some(137) if elapsed + Duration::from_millis(500) >= spec.check.timeout => {
+                ProcessEnd::Deadline
+            }
+            Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
+            None => ProcessEnd::Deadline,
+        };
+        Ok(Ok(Ran {
+            end,
+            exit_code: exec.exit_code,
+            output: exec.output,
+        }))
     }
 
     /// Puts a notebook's cells on the progress board as its runner reports them.
@@ -271,18 +354,7 @@ impl DockerExecutor {
         if let Some(missing) =
             missing_tool(&ran.output, ran.exit_code, &docker.python, &docker.image)
         {
-            return Ok(Outcome {
-                failure: Some(Failure {
-                    kind: FailureKind::MissingTool,
-                    category: Category::Runtime,
-                    summary: missing,
-                    cell: None,
-                    exit_code: ran.exit_code.and_then(|c| i32::try_from(c).ok()),
-                    output_tail: Some(crate::exec::provision::tail(&ran.output, 30)),
-                    cause: None,
-                }),
-                ..Outcome::default()
-            });
+            return Ok(missing_tool_failure(missing, ran.exit_code, &ran.output));
         }
         let download = |relative: &Option<String>| -> Result<Option<Vec<u8>>, EngineError> {
             match relative {
@@ -484,12 +556,26 @@ pub(super) struct Ran {
 /// lacks what a runner needs, which is the runtime's.
 fn runner_failure(error: &crate::error::RunnerError, trial: &Trial<'_>) -> Outcome {
     let text = crate::error::chain(error);
-    let category =
-        match missing_tool(&text, None, &trial.docker.python, &trial.docker.image).is_some() {
-            true => Category::Runtime,
-            false => Category::Infrastructure,
-        };
-    setup_failure(category, text)
+    match missing_tool(&text, None, &trial.docker.python, &trial.docker.image) {
+        Some(missing) => missing_tool_failure(missing, None, ""),
+        None => setup_failure(Category::Infrastructure, text),
+    }
+}
+
+/// The outcome of a check whose image lacks a tool every check of its kind needs.
+fn missing_tool_failure(summary: String, exit_code: Option<i64>, output: &str) -> Outcome {
+    Outcome {
+        failure: Some(Failure {
+            kind: FailureKind::MissingTool,
+            category: Category::Runtime,
+            summary,
+            cell: None,
+            exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
+            output_tail: (!output.is_empty()).then(|| crate::exec::provision::tail(output, 30)),
+            cause: None,
+        }),
+        ..Outcome::default()
+    }
 }
 
 /// A GPU trial whose image declares a CUDA newer than this host's driver supports fails

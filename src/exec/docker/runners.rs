@@ -4,10 +4,11 @@
 //! run's owner stops it; under cargo-nextest the processes of one run find it by its labels,
 //! under a file lock, and attach to it.
 
+use super::diagnosis::missing_tool;
 use super::run::{DockerExecutor, Trial};
 use crate::engine::{
-    CONTAINER_ROOT, ContainerSpec, Engine, ExecChunk, LABEL_HOST, LABEL_PID, LABEL_PID_START,
-    LABEL_RUN, LABEL_TRIAL,
+    CONTAINER_ROOT, ContainerSpec, Engine, ExecChunk, LABEL_HOST, LABEL_KEEP, LABEL_PID,
+    LABEL_PID_START, LABEL_RUN, LABEL_TRIAL,
 };
 use crate::error::{EngineError, RunnerError, chain};
 use crate::exec::live;
@@ -45,7 +46,8 @@ impl DockerExecutor {
     }
 
     /// Starts `trial`'s runner container, or, when another process of the run has one running,
-    /// attaches to it.
+    /// attaches to it. An image without the runtime's Python gets its container with no runner
+    /// in it: commands still run there.
     pub(super) fn start_runner(
         &self,
         engine: &Engine,
@@ -62,26 +64,30 @@ impl DockerExecutor {
         let lock = std::fs::File::create(self.locks.join(format!("runner-{name}.lock")))
             .and_then(|file| file.lock().map(|()| file))
             .map_err(|e| failed(&e))?;
-        let found = self
-            .runtime
-            .block_on(self.running_runner(engine, &name))
-            .map_err(|e| failed(&e))?;
+        let found = self.runtime.block_on(self.running_runner(engine, &name))?;
         let (id, owned) = match found {
             Some(id) => (id, false),
             None => (
                 self.runtime
-                    .block_on(self.create_runner(engine, trial, &name))
-                    .map_err(|e| RunnerError::Start {
-                        serves: serves.to_owned(),
-                        reason: runner_start_reason(&e, trial),
-                    })?,
+                    .block_on(self.create_runner(engine, trial, &name))?,
                 true,
             ),
         };
         drop(lock);
         let runner = self.connect(engine, &id, serves, owned, trial)?;
-        runner.hello(self.slots)?;
-        Ok(runner)
+        match runner.hello(self.slots) {
+            Ok(_) => Ok(runner),
+            Err(error) => {
+                let text = chain(&error);
+                let python = &trial.docker.python;
+                if missing_tool(&text, None, python, &trial.docker.image).is_some() {
+                    let stop = self.stopper(engine, &id, runner.connection.clone());
+                    return Ok(Runner::bare(runner.connection.clone(), &id, owned, stop));
+                }
+                runner.stop();
+                Err(error)
+            }
+        }
     }
 
     /// The running container of runner `name` in this run, if another process started one.
@@ -111,8 +117,20 @@ impl DockerExecutor {
     ) -> Result<String, EngineError> {
         let spec = trial.spec;
         let python = &trial.docker.python;
-        let idle = self.runner_idle.as_secs().max(1).to_string();
+        let kept = self.keep != super::Keep::Never;
+        // A kept container must outlive its runner's idle period: its runner waits for good.
+        let idle = match kept {
+            true => u32::MAX.to_string(),
+            false => self.runner_idle.as_secs().max(1).to_string(),
+        };
+        // The runner when the image has the runtime's Python, else an idle loop, so that
+        // commands can still run in the container (and a notebook says what is missing).
+        let launcher = "if command -v \"$0\" >/dev/null 2>&1; then exec \"$0\" \"$@\"; fi; \
+                        trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
         let main = [
+            "sh",
+            "-c",
+            launcher,
             python,
             SCRIPT_PATH,
             "serve",
@@ -125,9 +143,9 @@ impl DockerExecutor {
         ]
         .map(String::from)
         .to_vec();
-        let container = trial
+        let mut container = trial
             .runner_container()
-            .with_main(main)
+            .with_main(main, !kept)
             .with_label(LABEL_RUNNER, name)
             .with_label(LABEL_RUN, &self.run_id)
             .with_label(LABEL_PID, self.owner.pid.to_string())
@@ -137,6 +155,13 @@ impl DockerExecutor {
                 LABEL_TRIAL,
                 format!("{}::{} (runner)", spec.runtime.name, spec.machine.name),
             );
+        if kept {
+            let keep = match self.keep {
+                super::Keep::Always => "always",
+                _ => "failed",
+            };
+            container = container.with_label(LABEL_KEEP, keep);
+        }
         let readable = format!("runner-{}-{}", spec.runtime.name, spec.machine.name);
         let files = BTreeMap::from([(SCRIPT_PATH.to_owned(), Some(SCRIPT.as_bytes().to_vec()))]);
         let archive = super::staging::archive(&files)
@@ -149,6 +174,25 @@ impl DockerExecutor {
             Some(archive),
         )
         .await
+    }
+
+    /// What stops the runner in container `id`: asked to end, then its container removed.
+    fn stopper(
+        &self,
+        engine: &Engine,
+        id: &str,
+        connection: Arc<Connection>,
+    ) -> Box<dyn Fn() + Send + Sync> {
+        let engine = engine.clone();
+        let id = id.to_owned();
+        let handle = self.runtime.handle().clone();
+        Box::new(move || {
+            let _ = connection.tell(serde_json::json!({"op": "shutdown"}));
+            connection.end("it was stopped");
+            if handle.block_on(engine.remove_container(&id)).is_ok() {
+                live::forget_container(&id);
+            }
+        })
     }
 
     /// Opens this process's connection to the runner in container `id`.
@@ -228,28 +272,9 @@ impl DockerExecutor {
             };
             reader.end(reason);
         });
-        let stopping = connection.clone();
-        let engine = engine.clone();
-        let id = id.to_owned();
-        let id_of_runner = id.clone();
-        let handle = self.runtime.handle().clone();
-        let stop = Box::new(move || {
-            let _ = stopping.tell(serde_json::json!({"op": "shutdown"}));
-            stopping.end("it was stopped");
-            if handle.block_on(engine.remove_container(&id)).is_ok() {
-                live::forget_container(&id);
-            }
-        });
-        Ok(Runner::new(connection, owned, stop).in_container(&id_of_runner))
+        let stop = self.stopper(engine, id, connection.clone());
+        Ok(Runner::new(connection, owned, stop).in_container(id))
     }
-}
-
-/// Why a runner container could not start, said as the user can act on it: an image without
-/// the runtime's Python is named as such.
-fn runner_start_reason(error: &EngineError, trial: &Trial<'_>) -> String {
-    let text = chain(error);
-    super::diagnosis::missing_tool(&text, None, &trial.docker.python, &trial.docker.image)
-        .unwrap_or(text)
 }
 
 impl Trial<'_> {
@@ -262,11 +287,12 @@ impl Trial<'_> {
             .with_label("runtime-matrix.project", self.spec.project.to_string())
             .with_command(Vec::new(), CONTAINER_ROOT);
         for (key, value) in &self.container.env {
-            if !crate::exec::invocation::PER_TRIAL.contains(&key.as_str())
-                && !self.container.secrets.contains(key)
-            {
+            if !crate::exec::invocation::PER_TRIAL.contains(&key.as_str()) {
                 container = container.with_env(key, value);
             }
+        }
+        for secret in &self.container.secrets {
+            container = container.with_secret(secret);
         }
         container
     }

@@ -32,6 +32,9 @@ pub(crate) struct HostRunner<'a> {
     pub(crate) idle: Duration,
     /// The trials this process may run on it at once.
     pub(crate) slots: usize,
+    /// The run it belongs to: it and every process it starts carry `<run>-runner-...` as
+    /// their trial token, so that an interrupted run kills them all and tests can find them.
+    pub(crate) run_id: String,
 }
 
 /// The folder of this user's host runners: sockets, logs, and the kernels' own folders.
@@ -56,6 +59,11 @@ fn script(folder: &Path) -> std::io::Result<PathBuf> {
 }
 
 impl HostRunner<'_> {
+    /// The trial token the runner and everything it starts carry.
+    pub(crate) fn token(&self) -> String {
+        format!("{}-runner-{}", self.run_id, key_name(&self.key))
+    }
+
     /// The runner for this key: the one another process of the run started, or a new one.
     pub(crate) fn start(self) -> Result<Runner, RunnerError> {
         let failed = |reason: String| RunnerError::Start {
@@ -81,10 +89,22 @@ impl HostRunner<'_> {
         };
         drop(lock);
         let pid = Arc::new(AtomicU32::new(0));
-        let runner = self.connect(stream, owned, &log, pid.clone())?;
-        let hello = runner.hello(self.slots)?;
-        pid.store(hello.pid.unwrap_or(0), Ordering::SeqCst);
-        Ok(runner)
+        let token = self.token();
+        if owned {
+            // An interrupted run kills it, its kernels and their processes.
+            crate::exec::live::track_token(&token);
+        }
+        let runner = self.connect(stream, owned, &log, pid.clone(), token)?;
+        match runner.hello(self.slots) {
+            Ok(hello) => {
+                pid.store(hello.pid.unwrap_or(0), Ordering::SeqCst);
+                Ok(runner)
+            }
+            Err(error) => {
+                runner.stop();
+                Err(error)
+            }
+        }
     }
 
     /// Starts the runner process and waits until its socket accepts connections.
@@ -108,8 +128,9 @@ impl HostRunner<'_> {
             .arg(&root)
             .arg("--idle")
             .arg(self.idle.as_secs().max(1).to_string())
-            // Not a trial's: it outlives this process under cargo-nextest, and reaps its own.
-            .env_remove(crate::exec::process::TOKEN_VAR)
+            // Owned by no harness process: it outlives this one under cargo-nextest, and ends
+            // by itself when idle.
+            .env(crate::exec::process::TOKEN_VAR, self.token())
             .env_remove(crate::exec::process::OWNER_VAR)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -151,6 +172,7 @@ impl HostRunner<'_> {
         owned: bool,
         log: &Path,
         pid: Arc<AtomicU32>,
+        token: String,
     ) -> Result<Runner, RunnerError> {
         let reading = stream.try_clone().map_err(|error| RunnerError::Start {
             serves: self.serves.clone(),
@@ -188,12 +210,13 @@ impl HostRunner<'_> {
                 if start.elapsed() > STOP_GRACE {
                     // SAFETY: a plain signal to a process this user started.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
-                    // Its kernels carry it as their owner: they are reaped now that it is gone.
-                    crate::exec::process::reap_orphans();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // Whatever it could not stop carries its token.
+            crate::exec::process::sweep(&token);
+            crate::exec::live::forget_token(&token);
         });
         Ok(Runner::new(connection, owned, stop))
     }

@@ -29,7 +29,7 @@ pub(crate) const START_LIMIT: Duration = Duration::from_secs(60);
 
 /// How long past a trial's deadline the harness waits for the runner's answer before it
 /// counts the runner as not answering: the runner kills a trial at its deadline itself.
-pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(4);
 
 /// One trial, as the runner takes it: every path but `folder` is relative to `folder`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -196,6 +196,9 @@ pub(crate) struct Runner {
     pub(crate) owned: bool,
     /// Its container, for a container runtime's.
     pub(crate) container: Option<String>,
+    /// Set when its image has no Python: there is no runner, only its container, where
+    /// commands run one `docker exec` each.
+    pub(crate) bare: bool,
 }
 
 impl Runner {
@@ -210,6 +213,20 @@ impl Runner {
             stop,
             owned,
             container: None,
+            bare: false,
+        }
+    }
+
+    /// A container with no runner in it (its image has no Python), stopped by `stop`.
+    pub(crate) fn bare(
+        connection: Arc<Connection>,
+        id: &str,
+        owned: bool,
+        stop: Box<dyn Fn() + Send + Sync>,
+    ) -> Runner {
+        Runner {
+            bare: true,
+            ..Runner::new(connection, owned, stop).in_container(id)
         }
     }
 
@@ -220,16 +237,17 @@ impl Runner {
     }
 
     /// Says hello with `slots`, the trials this process may run at once on it; the runner
-    /// keeps that many kernels warm. A runner that does not answer is stopped.
+    /// keeps that many kernels warm.
     pub(crate) fn hello(&self, slots: usize) -> Result<Event, RunnerError> {
-        let hello = self.connection.ask(
+        self.connection.ask(
             serde_json::json!({"op": "hello", "slots": slots.max(1), "kernel": "python3"}),
             START_LIMIT,
-        );
-        if hello.is_err() {
-            (self.stop)();
-        }
-        hello
+        )
+    }
+
+    /// Stops it: asked to end, then made to.
+    pub(crate) fn stop(&self) {
+        (self.stop)();
     }
 
     /// Removes a finished trial's folder; nothing waits for it.
@@ -262,7 +280,7 @@ impl Runners {
         let slot = lock(&self.slots).entry(key.to_owned()).or_default().clone();
         let mut held = lock(&slot);
         if let Some(runner) = held.as_ref()
-            && runner.connection.ended().is_none()
+            && (runner.bare || runner.connection.ended().is_none())
         {
             let waited = (runner.ready_at > arrived).then(|| arrived.elapsed());
             return Ok((runner.clone(), waited));
