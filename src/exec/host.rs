@@ -187,6 +187,15 @@ impl Job<'_> {
             Ok(started) => started,
             Err(error) => return Ok(setup_failure(Category::Infrastructure, chain(&error))),
         };
+        // The runner's start is setup, whatever ends the trial afterwards.
+        let setup: Vec<_> = waited
+            .map(|waited| crate::record::SetupStep {
+                kind: crate::record::SetupKind::Runner,
+                subject: self.python.display().to_string(),
+                seconds: waited.as_secs_f64(),
+            })
+            .into_iter()
+            .collect();
         let folder = self.scratch.to_string_lossy();
         let mut request = self.invocation.request(&folder);
         for (key, value) in self.runner_env() {
@@ -209,7 +218,8 @@ impl Job<'_> {
                 if matches!(error, crate::error::RunnerError::Silent { .. }) {
                     executor.runners.discard(&key, &runner);
                 }
-                return Ok(setup_failure(Category::Infrastructure, chain(&error)));
+                let failed = setup_failure(Category::Infrastructure, chain(&error));
+                return Ok(Outcome { setup, ..failed });
             }
         };
         let end = reply.end();
@@ -245,13 +255,7 @@ impl Job<'_> {
                 verdict::gpu_check(spec, judged, end, &reply.output)
             }
         };
-        if let Some(waited) = waited {
-            outcome.setup.push(crate::record::SetupStep {
-                kind: crate::record::SetupKind::Runner,
-                subject: self.python.display().to_string(),
-                seconds: waited.as_secs_f64(),
-            });
-        }
+        outcome.setup.extend(setup);
         Ok(outcome)
     }
 }

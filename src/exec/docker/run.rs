@@ -121,16 +121,30 @@ impl DockerExecutor {
             Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
         let trial = Trial::new(spec, docker, run, gpus, secrets);
-        match self.run_in_container(&trial) {
+        // What was set up, and the image, are the trial's whatever ends it afterwards.
+        let mut setup = Vec::new();
+        let mut image = None;
+        let outcome = match self.run_in_container(&trial, &mut setup, &mut image) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
+        };
+        setup.extend(outcome.setup);
+        Outcome {
+            setup,
+            image: outcome.image.or(image),
+            ..outcome
         }
     }
 
     /// The steps of a trial once its runtime's image is known: each step's errors end the
     /// trial as a setup failure. The trial runs on its runtime's runner for this machine, in a
     /// folder of its own in the runner's container, which is removed after it.
-    fn run_in_container(&self, trial: &Trial<'_>) -> Result<Outcome, EngineError> {
+    fn run_in_container(
+        &self,
+        trial: &Trial<'_>,
+        setup: &mut Vec<crate::record::SetupStep>,
+        image_used: &mut Option<crate::record::TrialImage>,
+    ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
         // No call of the trial waits longer than the trial itself may take.
         let limit = self.engine_limit.min(spec.check.timeout + GRACE);
@@ -144,13 +158,14 @@ impl DockerExecutor {
             docker.pull,
             docker.build.as_ref(),
         ))?;
-        let setup: Vec<_> = made.into_iter().collect();
+        setup.extend(made);
+        *image_used = Some((&image).into());
         let host = match crate::gpu::detect() {
             crate::gpu::Detection::Found(host) => Some(host),
             crate::gpu::Detection::NoDriver(_) => None,
         };
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
-            return Ok(Outcome { setup, ..outcome });
+            return Ok(outcome);
         }
         let key = self.runner_key(&engine, trial);
         let serves = format!(
@@ -165,6 +180,13 @@ impl DockerExecutor {
             Err(crate::error::RunnerError::Engine(error)) => return Err(error),
             Err(error) => return Ok(runner_failure(&error, trial)),
         };
+        if let Some(waited) = waited {
+            setup.push(crate::record::SetupStep {
+                kind: crate::record::SetupKind::Runner,
+                subject: docker.image.clone(),
+                seconds: waited.as_secs_f64(),
+            });
+        }
         let container = runner.container.clone().unwrap_or_default();
         self.board
             .runner(&spec.name, &format!("runner {}", short_id(&container)));
@@ -199,16 +221,8 @@ impl DockerExecutor {
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
-            setup,
             ..outcome
         };
-        if let Some(waited) = waited {
-            outcome.setup.push(crate::record::SetupStep {
-                kind: crate::record::SetupKind::Runner,
-                subject: docker.image.clone(),
-                seconds: waited.as_secs_f64(),
-            });
-        }
         if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
