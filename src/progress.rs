@@ -25,6 +25,8 @@ struct Running {
     /// Whether a line has been said for it.
     said: bool,
     cells: Option<CellWatch>,
+    /// The runner it runs on, when known.
+    runner: Option<String>,
 }
 
 /// Marks a trial as running until it is dropped.
@@ -56,11 +58,19 @@ impl Board {
                 next: period,
                 said: false,
                 cells: None,
+                runner: None,
             },
         );
         Begun {
             board: self,
             trial: trial.to_owned(),
+        }
+    }
+
+    /// Says which runner `trial` runs on, e.g. `runner 1a2b3c4d5e6f`.
+    pub(crate) fn runner(&self, trial: &str, runner: &str) {
+        if let Some(running) = self.lock().get_mut(trial) {
+            running.runner = Some(runner.to_owned());
         }
     }
 
@@ -95,10 +105,15 @@ impl Board {
                 .map(|(index, seconds)| format!(" (cell {index} running for {seconds:.0}s)"))
                 .unwrap_or_default();
             let first = !std::mem::replace(&mut running.said, true);
+            let on = running
+                .runner
+                .as_ref()
+                .map(|runner| format!(" on {runner}"))
+                .unwrap_or_default();
             lines.push((
                 first,
                 format!(
-                    "runtime-matrix: SLOW [>{:>4}s] {trial}{cell}",
+                    "runtime-matrix: SLOW [>{:>4}s] {trial}{on}{cell}",
                     shown.as_secs()
                 ),
             ));
@@ -219,6 +234,8 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
+        board.runner("rt::cpu::nb::slow", "runner 1a2b3c4d5e6f");
+        board.runner("rt::cpu::nb::slow", "runner 1a2b3c4d5e6f");
         board.cell("rt::cpu::nb::slow", true, 0, now);
         board.cell("rt::cpu::nb::slow", false, 0, now);
         board.cell("rt::cpu::nb::slow", true, 1, now - 3.0);
@@ -230,12 +247,16 @@ mod tests {
         assert!(
             lines[0]
                 .1
-                .ends_with("rt::cpu::nb::slow (cell 1 running for 3s)"),
+                .ends_with("rt::cpu::nb::slow on runner 1a2b3c4d5e6f (cell 1 running for 3s)"),
             "{lines:?}"
         );
         board.cell("rt::cpu::nb::slow", false, 1, now);
         std::thread::sleep(Duration::from_millis(100));
-        assert!(board.due(period)[0].1.ends_with("rt::cpu::nb::slow"));
+        assert!(
+            board.due(period)[0]
+                .1
+                .ends_with("rt::cpu::nb::slow on runner 1a2b3c4d5e6f")
+        );
         // A trial not on the board is not put there by its cells.
         board.cell("other", true, 0, now);
         assert_eq!(board.lock().len(), 1);

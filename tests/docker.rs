@@ -199,8 +199,8 @@ fn broken_engines_images_and_gpus_fail_with_the_fix() {
         // Images without Python or nbconvert.
         "runtime `no-python` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
          image `runtime-matrix/test-no-python:bookworm` has no `python3` (install Python in the image, or set the runtime's `python` to its interpreter)",
-        "runtime `no-nbconvert` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
-         `python3` in image `runtime-matrix/test-no-nbconvert:bookworm` has no nbconvert",
+        "runtime `no-nbclient` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
+         `python3` in image `runtime-matrix/test-no-nbclient:bookworm` has no nbclient",
         // A GPU machine on an engine without the NVIDIA runtime.
         "runtime `base` on machine `gpu`: command `ok` failed: could not be started\n  category: infrastructure\n  \
          cause: no-nvidia-runtime: the Docker engine has no NVIDIA runtime: install the NVIDIA Container Toolkit on its host\n  \

@@ -141,7 +141,14 @@ fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
     assert!(status.success());
     let (code, stdout) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(101));
-    assert!(stdout.contains("`sleep 120` exited with code 137 (the container stopped while the check ran: it was killed from outside, or by the engine)"), "{stdout}");
+    assert!(stdout.contains("category: infrastructure"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "the runner for runtime `small` on machine `cpu` stopped: its container {} stopped (killed from outside, or by the engine)",
+            &id[..12]
+        )),
+        "{stdout}"
+    );
     assert_eq!(containers_of_run("outside"), Vec::<String>::new());
 
     let (code, stdout, _) = output(&mut harness(

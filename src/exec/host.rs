@@ -154,12 +154,13 @@ impl Job<'_> {
         self.stage()?;
         let executor = self.executor;
         let key = format!(
-            "{}|host|{}|{}|{}|{}",
+            "{}|host|{}|{}|{}|{}|{}",
             self.run.run_id,
             spec.runtime.name,
             spec.machine.name,
             self.gpus.join(","),
-            self.python.display()
+            self.python.display(),
+            super::runner::scope()
         );
         let serves = format!(
             "runtime `{}` on machine `{}`",
@@ -177,7 +178,7 @@ impl Job<'_> {
             }
             .start()
         };
-        let (runner, waited) = match executor.runners.get(&key, start) {
+        let (runner, waited) = match executor.runners.get(&key, &serves, start) {
             Ok(started) => started,
             Err(error) => return Ok(setup_failure(Category::Infrastructure, chain(&error))),
         };

@@ -105,15 +105,21 @@ fn unique_name(readable: &str, pid: u32) -> String {
     format!("runtime-matrix-{readable}-{pid}-{nanos:08x}")
 }
 
-/// Removes the containers that runs on this host left behind when they were killed.
-pub(super) async fn reap(engine: &Engine, owner: &Owner) {
+/// Removes the containers that runs on this host left behind when they were killed. Under
+/// cargo-nextest the runner containers of this run are left alone: the process that started
+/// one has ended while the run's other processes use it.
+pub(super) async fn reap(engine: &Engine, owner: &Owner, run_id: &str) {
     let Ok(containers) = engine.our_containers().await else {
         return;
     };
     let mut removed = 0;
     for container in containers {
         let labels = container.labels.unwrap_or_default();
+        let this_runs_runner = labels.contains_key(super::runners::LABEL_RUNNER)
+            && labels.get(crate::engine::LABEL_RUN).map(String::as_str) == Some(run_id)
+            && crate::exec::runner::scope().is_empty();
         if owner.is_orphan(&labels)
+            && !this_runs_runner
             && let Some(id) = container.id
             && engine.remove_container(&id).await.is_ok()
         {
@@ -235,7 +241,7 @@ impl crate::exec::Executor {
         );
         let (runner, _) = executor
             .runners
-            .get(&key, || {
+            .get(&key, &serves, || {
                 executor.start_runner(&engine, &trial, &key, &serves)
             })
             .map_err(|error| chain(&error))?;

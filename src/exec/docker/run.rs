@@ -157,15 +157,17 @@ impl DockerExecutor {
             "runtime `{}` on machine `{}`",
             spec.runtime.name, spec.machine.name
         );
-        let started = self
-            .runners
-            .get(&key, || self.start_runner(&engine, trial, &key, &serves));
+        let started = self.runners.get(&key, &serves, || {
+            self.start_runner(&engine, trial, &key, &serves)
+        });
         let (runner, waited) = match started {
             Ok(started) => started,
             Err(crate::error::RunnerError::Engine(error)) => return Err(error),
             Err(error) => return Ok(runner_failure(&error, trial)),
         };
         let container = runner.container.clone().unwrap_or_default();
+        self.board
+            .runner(&spec.name, &format!("runner {}", short_id(&container)));
         let original = match &spec.check.kind {
             CheckKind::Notebook { path, .. } => Some(
                 crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
@@ -471,7 +473,7 @@ impl DockerExecutor {
             .with_limit(self.engine_limit);
         let engine = cell
             .get_or_init(|| async {
-                reap(&engine, self.owner).await;
+                reap(&engine, self.owner, &self.run_id).await;
                 engine
             })
             .await;

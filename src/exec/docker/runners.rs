@@ -36,12 +36,13 @@ impl DockerExecutor {
             false => "",
         };
         format!(
-            "{}|{}|{}|{}|{}|{own}",
+            "{}|{}|{}|{}|{}|{own}|{}",
             self.run_id,
             engine.endpoint(),
             spec.runtime.name,
             spec.machine.name,
-            trial.gpus.join(",")
+            trial.gpus.join(","),
+            crate::exec::runner::scope()
         )
     }
 
@@ -244,7 +245,10 @@ impl DockerExecutor {
                     Ok(ExecChunk::Out(bytes)) => {
                         for byte in bytes {
                             if byte == b'\n' {
-                                reader.dispatch(&line);
+                                if !reader.dispatch(&line) {
+                                    errors.extend_from_slice(&line);
+                                    errors.push(b'\n');
+                                }
                                 line.clear();
                             } else {
                                 line.push(byte);
@@ -262,6 +266,10 @@ impl DockerExecutor {
                     }
                 }
             }
+            // The engine says why an exec could not start on its output, without a newline.
+            errors.extend_from_slice(&line);
+            let excess = errors.len().saturating_sub(4096);
+            errors.drain(..excess);
             let said = crate::sanitise::for_terminal(String::from_utf8_lossy(&errors).trim());
             let reason = match (failure, said.is_empty()) {
                 (Some(failure), _) => failure,

@@ -34,10 +34,11 @@ impl Connection {
         }
     }
 
-    /// Takes in one line the runner wrote; the reader calls it for each.
-    pub(crate) fn dispatch(&self, line: &[u8]) {
+    /// Takes in one line the runner wrote; the reader calls it for each. False when it is not
+    /// an event (what the transport itself said, e.g. that the runner's program is missing).
+    pub(crate) fn dispatch(&self, line: &[u8]) -> bool {
         let Ok(event) = serde_json::from_slice::<Event>(line) else {
-            return;
+            return false;
         };
         // A trial's events carry its id; an answer to a question (`hello`) is named by its event.
         let id = event.id.clone().unwrap_or_else(|| event.event.clone());
@@ -45,6 +46,7 @@ impl Connection {
         if let Some(sender) = sender {
             let _ = sender.send(event);
         }
+        true
     }
 
     /// Marks the connection as ended, for `reason`: every trial waiting on it stops waiting.

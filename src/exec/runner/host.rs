@@ -128,8 +128,6 @@ impl HostRunner<'_> {
             .arg(&root)
             .arg("--idle")
             .arg(self.idle.as_secs().max(1).to_string())
-            // Owned by no harness process: it outlives this one under cargo-nextest, and ends
-            // by itself when idle.
             .env(crate::exec::process::TOKEN_VAR, self.token())
             .env_remove(crate::exec::process::OWNER_VAR)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -137,6 +135,16 @@ impl HostRunner<'_> {
             .stdout(output.try_clone().map_err(|e| failed(e.to_string()))?)
             .stderr(output)
             .process_group(0);
+        // Owned by this process, so that the next run reaps it should this one be killed;
+        // under cargo-nextest by no process, since the run's others use it: it ends by itself
+        // when idle.
+        if std::env::var_os("NEXTEST_RUN_ID").is_none() {
+            let owner = crate::exec::live::Owner::me();
+            command.env(
+                crate::exec::process::OWNER_VAR,
+                format!("{}:{}", owner.pid, owner.start),
+            );
+        }
         let mut child = command
             .spawn()
             .map_err(|error| failed(format!("cannot run {}: {error}", self.python.display())))?;
@@ -188,7 +196,9 @@ impl HostRunner<'_> {
             .spawn(move || {
                 for line in BufReader::new(reading).split(b'\n') {
                     match line {
-                        Ok(line) => reader.dispatch(&line),
+                        Ok(line) => {
+                            reader.dispatch(&line);
+                        }
                         Err(_) => break,
                     }
                 }

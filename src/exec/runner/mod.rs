@@ -269,11 +269,13 @@ pub(crate) struct Runners {
 }
 
 impl Runners {
-    /// The runner for `key`, started by `start` when there is none (or it ended). Also the
-    /// time this trial spent waiting for a runner to start, when one started while it waited.
+    /// The runner for `key` (it `serves` "runtime `r` on machine `m`"), started by `start`
+    /// when there is none (or it ended), saying so on stderr. Also the time this trial spent
+    /// waiting for a runner to start, when one started while it waited.
     pub(crate) fn get(
         &self,
         key: &str,
+        serves: &str,
         start: impl FnOnce() -> Result<Runner, RunnerError>,
     ) -> Result<(Arc<Runner>, Option<Duration>), RunnerError> {
         let arrived = Instant::now();
@@ -288,7 +290,17 @@ impl Runners {
         if let Some(dead) = held.take() {
             (dead.stop)();
         }
+        eprintln!("runtime-matrix: starting the runner for {serves}");
         let runner = Arc::new(start()?);
+        let how = match (runner.owned, runner.bare) {
+            (_, true) => " (its image has no Python: only commands run there)",
+            (false, _) => " (another process of the run started it)",
+            (true, false) => "",
+        };
+        eprintln!(
+            "runtime-matrix: the runner for {serves} is ready in {:.1}s{how}",
+            arrived.elapsed().as_secs_f64()
+        );
         *held = Some(runner.clone());
         Ok((runner, Some(arrived.elapsed())))
     }
@@ -327,6 +339,16 @@ impl Runners {
                 runner.connection.end("the run is over");
             }
         }
+    }
+}
+
+/// What makes a runner's key this process's own: nothing under cargo-nextest, whose processes
+/// share the run's runners, else this process (two runs given the same run id by hand must
+/// not stop each other's runners).
+pub(crate) fn scope() -> String {
+    match std::env::var_os("NEXTEST_RUN_ID") {
+        Some(_) => String::new(),
+        None => std::process::id().to_string(),
     }
 }
 
