@@ -604,7 +604,8 @@ fn a_long_notebook_in_a_container_is_said_on_stderr_while_its_cell_runs() {
     let line = line.unwrap_or_else(|| panic!("no line names the running cell:\n{stderr}"));
     assert!(
         line.starts_with("runtime-matrix: SLOW [>")
-            && line.contains("] beat::cpu::nb::a_sleeps_4s (cell 1 running for"),
+            && line.contains("] beat::cpu::nb::a_sleeps_4s ")
+            && line.contains(" (cell 1 running for "),
         "{line}"
     );
     assert_eq!(recorded, 0, "the line came after the trial ended");
@@ -614,36 +615,53 @@ fn a_long_notebook_in_a_container_is_said_on_stderr_while_its_cell_runs() {
     nothing_left(run_id);
 }
 
+/// Two processes of one run, each running a notebook that sleeps 4 s, the second started
+/// while the first's notebook sleeps and ending after the first: as cargo-nextest runs them
+/// (`NEXTEST_RUN_ID`: the second attaches to the first's runner), or side by side with a run id
+/// set by hand (each has its own runner). Either way the first's end does not cut off the
+/// second's trial, and the shared runner idles out after the run.
 #[rstest::rstest]
-#[case::container("runner-shared", "[docker] beat::cpu::nb::a_sleeps_4s")]
-#[case::host("runner-shared-host", "[host] host-beat::cpu::nb::a_sleeps_4s")]
-fn a_process_attached_to_another_processs_runner_is_not_cut_off_when_that_process_ends(
+#[case::container("runner-shared-docker", "[docker] shared::cpu::nb::", false)]
+#[case::host("runner-shared-host", "[host] host-shared::cpu::nb::", false)]
+#[case::container_under_nextest("runner-nextest-docker", "[docker] shared::cpu::nb::", true)]
+#[case::host_under_nextest("runner-nextest-host", "[host] host-shared::cpu::nb::", true)]
+fn two_processes_of_one_run_do_not_cut_off_each_others_trials(
     #[case] run_id: &str,
-    #[case] trial: &str,
+    #[case] trials: &str,
+    #[case] nextest: bool,
 ) {
     let _engine = engine_shared();
     support::ensure_base_image();
     let out = tempfile::tempdir().unwrap();
-    let trial = ["--exact", trial];
-    // Two processes of one run, as cargo-nextest starts them, but without NEXTEST_RUN_ID (a
-    // run id set by hand, two test processes side by side): the second finds the runner
-    // the first started and attaches to it while the first's notebook still sleeps.
-    let mut owner = spawn(
-        out.path(),
-        run_id,
-        &trial,
-        &[("RUNTIME_MATRIX_HEARTBEAT", "1s")],
-    );
-    let said = owner.said("(cell 1 running for", Duration::from_secs(60));
+    let first_trial = format!("{trials}a_sleeps_4s");
+    let second_trial = format!("{trials}b_sleeps_4s");
+    let mut env = vec![("RUNTIME_MATRIX_HEARTBEAT", "1s")];
+    if nextest {
+        env.push(("NEXTEST_RUN_ID", run_id));
+    }
+    let mut first = spawn(out.path(), run_id, &["--exact", &first_trial], &env);
+    let said = first.said("(cell 1 running for", Duration::from_secs(60));
     assert!(said.is_some(), "the first process's notebook never ran");
-    let attached = spawn(out.path(), run_id, &trial, &[]);
-    let (code, stdout, stderr) = owner.finish(Duration::from_secs(60));
+    let second = spawn(out.path(), run_id, &["--exact", &second_trial], &env);
+    let (code, stdout, stderr) = first.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
-    let (code, stdout, stderr) = attached.finish(Duration::from_secs(60));
+    let (code, stdout, stderr) = second.finish(Duration::from_secs(60));
     assert_eq!(
         code,
         Some(0),
         "the second process's trial failed when the first process ended:\n{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        stderr.contains("(another process of the run started it)"),
+        nextest,
+        "the second attaches to the first's runner only under cargo-nextest:\n{stderr}"
+    );
+    // Under cargo-nextest no process stops the shared runner: it idles out (2 s here).
+    assert!(
+        wait_for(Duration::from_secs(15), || containers_of_run(run_id)
+            .is_empty()),
+        "{:?}",
+        containers_of_run(run_id)
     );
     nothing_left(run_id);
 }
