@@ -358,8 +358,10 @@ fn runners_of_a_killed_harness_go_by_themselves_when_idle_or_the_next_run_reaps_
     let out = tempfile::tempdir().unwrap();
 
     // Runners with a 3 s idle period end by themselves once their harness is gone: the
-    // container removes itself, the host runner's processes exit. Other runs on this engine
-    // reap what a killed harness left, so a round they spoil is tried again.
+    // container removes itself, the host runner's processes exit. Other runs on this host
+    // reap what a killed harness left, so a round they spoil is tried again (seen for the
+    // container in its events; a host runner reaped by someone else's run cannot be told
+    // from one that idled out).
     let mut spoiled = Vec::new();
     let took = loop {
         match killed_harnesses_runners_idle_out(out.path(), spoiled.len()) {
@@ -370,23 +372,28 @@ fn runners_of_a_killed_harness_go_by_themselves_when_idle_or_the_next_run_reaps_
     };
     eprintln!("the idle runners went {took:?} after SIGKILL (spoiled rounds: {spoiled:?})");
 
-    // A runner that waits 10 minutes for its next trial is removed by the next run on this
-    // engine, which sees that its harness is gone.
+    // Runners that wait 10 minutes for their next trial are removed by the next run on this
+    // host, which sees that their harness is gone: the container, and the host runner with
+    // its kernel.
     let since = unix_now();
-    let kept = "runner-sigkill-kept";
-    let run = spawn(
-        out.path(),
-        kept,
-        &SLEEPING_IN_A_CONTAINER,
-        &[("RUNTIME_MATRIX_RUNNER_IDLE", "10m")],
-    );
+    let kept = "runner-sigkill-kept-docker";
+    let kept_host = "runner-sigkill-kept-host";
+    let slow = [("RUNTIME_MATRIX_RUNNER_IDLE", "10m")];
+    let runs = [
+        spawn(out.path(), kept, &SLEEPING_IN_A_CONTAINER, &slow),
+        spawn(out.path(), kept_host, &SLEEPING_ON_THE_HOST, &slow),
+    ];
     assert!(
-        wait_for(Duration::from_secs(90), || sleeping_container(kept)
-            .is_some()),
-        "the notebook never reached its long cell"
+        wait_for(Duration::from_secs(90), || {
+            sleeping_container(kept).is_some() && support::cell_started(kept_host, 1)
+        }),
+        "the notebooks never reached their long cells"
     );
-    run.kill();
-    let left = containers_of_run(kept);
+    for run in runs {
+        run.kill();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (left, left_host) = (containers_of_run(kept), leftover_processes(kept_host));
     let reaper = spawn(
         out.path(),
         "runner-sigkill-reaper",
@@ -396,17 +403,23 @@ fn runners_of_a_killed_harness_go_by_themselves_when_idle_or_the_next_run_reaps_
     let (code, stdout, stderr) = reaper.finish(Duration::from_secs(90));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(containers_of_run(kept), Vec::<String>::new());
+    assert_eq!(leftover_processes(kept_host), Vec::<String>::new());
     let events = container_events(kept, since);
     assert!(
         events.iter().any(|e| e == "kill"),
         "removed by a reaper, not by itself: {events:?}"
     );
-    // This run reaped it, unless another run on this engine was quicker.
+    // This run reaped them, unless another run on this host was quicker.
     assert!(
         left.is_empty() || stderr.contains("container(s) left by runs that are gone"),
-        "{stderr}"
+        "{left:?}\n{stderr}"
+    );
+    assert!(
+        left_host.is_empty() || stderr.contains("process(es) left by runs that are gone"),
+        "{left_host:?}\n{stderr}"
     );
     nothing_left(kept);
+    nothing_left(kept_host);
     nothing_left("runner-sigkill-reaper");
 }
 
