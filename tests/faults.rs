@@ -127,11 +127,11 @@ fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
         ],
     );
     assert!(
-        wait_for(Duration::from_secs(60), || !containers_of_run("outside")
-            .is_empty()),
-        "the container never started"
+        wait_for(Duration::from_secs(60), || containers_of_run("outside")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
     );
-    std::thread::sleep(Duration::from_secs(1));
     let id = containers_of_run("outside").remove(0);
     let status = std::process::Command::new("docker")
         .args(["kill", &id])
@@ -191,11 +191,11 @@ fn a_dropped_engine_connection_fails_fast_and_the_next_run_reaps() {
     .spawn()
     .unwrap();
     assert!(
-        wait_for(Duration::from_secs(60), || !containers_of_run("dropped")
-            .is_empty()),
-        "the container never started"
+        wait_for(Duration::from_secs(60), || containers_of_run("dropped")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
     );
-    std::thread::sleep(Duration::from_secs(1));
     proxy.cut();
     let (code, stdout) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(101));

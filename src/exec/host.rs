@@ -174,6 +174,11 @@ impl Job<'_> {
                 env: self.runner_env(),
                 idle: executor.runner_idle,
                 slots: executor.slots,
+                notebooks: spec
+                    .runtime
+                    .checks
+                    .iter()
+                    .any(|check| matches!(check.kind, CheckKind::Notebook { .. })),
                 run_id: self.run.run_id.clone(),
             }
             .start()

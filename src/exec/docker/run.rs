@@ -260,7 +260,17 @@ impl DockerExecutor {
         // Whether the engine is to blame: a paused container, an engine that went silent or
         // that cannot be reached any more.
         let limit = engine.request_limit().min(AFTER_DEADLINE);
-        let condition = self.runtime.block_on(engine.condition(&container, limit));
+        let mut condition = self.runtime.block_on(engine.condition(&container, limit));
+        // A container killed from outside ends the runner's stream a moment before the engine
+        // says it stopped: give it that moment before blaming the connection.
+        let settle = std::time::Instant::now();
+        while matches!(error, RunnerError::Gone { .. })
+            && matches!(condition, Ok(Condition::Running))
+            && settle.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            condition = self.runtime.block_on(engine.condition(&container, limit));
+        }
         if matches!(error, RunnerError::Silent { .. }) {
             self.runners.discard(key, runner);
         }
@@ -277,14 +287,29 @@ impl DockerExecutor {
                     limit: waited,
                 })
             }
-            (Err(_), RunnerError::Gone { reason, .. }) => Err(EngineError::ConnectionLost {
-                endpoint: engine.endpoint().to_owned(),
-                operation: "talk to the runner in",
-                target: format!("container {}", short_id(&container)),
-                error: Box::new(bollard::errors::Error::IOError {
-                    err: std::io::Error::other(reason),
-                }),
-            }),
+            (Ok(Condition::Stopped | Condition::Gone), RunnerError::Gone { serves, .. }) => {
+                let reason = format!(
+                    "its container {} stopped (killed from outside, or by the engine)",
+                    short_id(&container)
+                );
+                Ok(Err(runner_failure(
+                    &RunnerError::Gone { serves, reason },
+                    trial,
+                )))
+            }
+            // Its container runs, or the engine cannot say: the connection to it was lost.
+            (condition, RunnerError::Gone { reason, .. })
+                if condition.is_err() || reason == super::runners::CLOSED =>
+            {
+                Err(EngineError::ConnectionLost {
+                    endpoint: engine.endpoint().to_owned(),
+                    operation: "talk to the runner in",
+                    target: format!("container {}", short_id(&container)),
+                    error: Box::new(bollard::errors::Error::IOError {
+                        err: std::io::Error::other(reason),
+                    }),
+                })
+            }
             (_, error) => Ok(Err(runner_failure(&error, trial))),
         }
     }

@@ -22,6 +22,8 @@ use tokio::io::AsyncWriteExt;
 pub(crate) const LABEL_RUNNER: &str = "runtime-matrix.runner";
 /// The runner program inside a runner container.
 const SCRIPT_PATH: &str = "/runtime-matrix/runner.py";
+/// Why a runner's connection ended when neither the engine nor the runner said why.
+pub(super) const CLOSED: &str = "its connection closed";
 /// The runner's socket inside its container.
 const SOCKET: &str = "/runtime-matrix/runner.sock";
 
@@ -76,7 +78,13 @@ impl DockerExecutor {
         };
         drop(lock);
         let runner = self.connect(engine, &id, serves, owned, trial)?;
-        match runner.hello(self.slots) {
+        let notebooks = trial
+            .spec
+            .runtime
+            .checks
+            .iter()
+            .any(|check| matches!(check.kind, crate::config::CheckKind::Notebook { .. }));
+        match runner.hello(self.slots, notebooks) {
             Ok(_) => Ok(runner),
             Err(error) => {
                 let text = chain(&error);
@@ -274,9 +282,8 @@ impl DockerExecutor {
             let reason = match (failure, said.is_empty()) {
                 (Some(failure), _) => failure,
                 (None, false) => format!("its container {short} said: {said}"),
-                (None, true) => {
-                    format!("its container {short} stopped (killed from outside, or by the engine)")
-                }
+                // The trial asks the engine why.
+                (None, true) => CLOSED.to_owned(),
             };
             reader.end(reason);
         });

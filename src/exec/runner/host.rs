@@ -32,6 +32,8 @@ pub(crate) struct HostRunner<'a> {
     pub(crate) idle: Duration,
     /// The trials this process may run on it at once.
     pub(crate) slots: usize,
+    /// Whether the runtime has notebooks: then the runner keeps kernels warm.
+    pub(crate) notebooks: bool,
     /// The run it belongs to: it and every process it starts carry `<run>-runner-...` as
     /// their trial token, so that an interrupted run kills them all and tests can find them.
     pub(crate) run_id: String,
@@ -95,7 +97,7 @@ impl HostRunner<'_> {
             crate::exec::live::track_token(&token);
         }
         let runner = self.connect(stream, owned, &log, pid.clone(), token)?;
-        match runner.hello(self.slots) {
+        match runner.hello(self.slots, self.notebooks) {
             Ok(hello) => {
                 pid.store(hello.pid.unwrap_or(0), Ordering::SeqCst);
                 Ok(runner)

@@ -236,11 +236,13 @@ impl Runner {
         self
     }
 
-    /// Says hello with `slots`, the trials this process may run at once on it; the runner
-    /// keeps that many kernels warm.
-    pub(crate) fn hello(&self, slots: usize) -> Result<Event, RunnerError> {
+    /// Says hello with `slots`, the trials this process may run at once on it: when the
+    /// runtime has `notebooks`, the runner keeps that many kernels warm, and answers once the
+    /// first is ready (its start is the runner's setup, not a notebook's time).
+    pub(crate) fn hello(&self, slots: usize, notebooks: bool) -> Result<Event, RunnerError> {
+        let kernel = notebooks.then_some("python3");
         self.connection.ask(
-            serde_json::json!({"op": "hello", "slots": slots.max(1), "kernel": "python3"}),
+            serde_json::json!({"op": "hello", "slots": slots.max(1), "kernel": kernel}),
             START_LIMIT,
         )
     }

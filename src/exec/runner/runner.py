@@ -28,6 +28,7 @@ import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -77,12 +78,17 @@ def tail(data):
 
 
 def import_jupyter():
-    import jupyter_client
+    # nbclient first: the missing-tool verdict looks for its name.
     import nbclient
     import nbformat
+    import jupyter_client
+    import zmq.asyncio
 
     return types.SimpleNamespace(
-        nbclient=nbclient, nbformat=nbformat, KernelManager=jupyter_client.AsyncKernelManager
+        nbclient=nbclient, nbformat=nbformat, KernelManager=jupyter_client.AsyncKernelManager,
+        # One zmq context for all kernel clients: a context of its own costs each kernel two
+        # threads, kept until the garbage collector finds the client.
+        context=zmq.asyncio.Context(),
     )
 
 
@@ -99,6 +105,16 @@ class Loop(asyncio.SelectorEventLoop):
 
     def keep_signal_handler(self, sig, callback):
         super().add_signal_handler(sig, callback)
+
+
+def expose(pid):
+    """Makes `pid` (and what it starts) the first the OOM killer takes, so that a notebook that
+    fills its container's memory kills its own kernel, not the runner the other trials need."""
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as adj:
+            adj.write("1000")
+    except (OSError, TypeError):
+        pass
 
 
 class Kernel:
@@ -122,7 +138,8 @@ class Kernel:
         )
         with open(self.dir / "log", "wb") as log:
             await self.km.start_kernel(env=env, cwd=str(self.dir), stdout=log, stderr=log)
-        self.kc = self.km.client()
+        expose(getattr(self.km.provisioner, "pid", None))
+        self.kc = self.km.client(context=jupyter.context)
         self.kc.allow_stdin = False
         # No heartbeat: the client asks the manager, which polls the process, whether it lives.
         self.kc.start_channels(stdin=False, hb=False)
@@ -147,8 +164,7 @@ class Kernel:
         """Kills the kernel and all it started now; the rest of the cleanup runs later, off the
         trial's path."""
         self.ready.cancel()
-        provisioner = self.km and self.km.provisioner
-        kill_token(self.token, self.runner.orphans, {getattr(provisioner, "pid", None)})
+        self.runner.sweep(self.token, getattr(self.km and self.km.provisioner, "pid", None))
         asyncio.ensure_future(self._reap())
 
     async def _reap(self):
@@ -164,6 +180,8 @@ class Kernel:
 
 
 class Trial:
+    """One `run` request, from the moment it arrives."""
+
     def __init__(self):
         self.cancelled = False
         self.work = None
@@ -178,6 +196,8 @@ class Trial:
 
 
 class Connection:
+    """One client (a harness process): its slots and its trials, by id."""
+
     def __init__(self, writer):
         self.writer = writer
         self.slots = 1
@@ -191,12 +211,16 @@ class Connection:
 
 
 class Runner:
+    """The server: connections, running trials and the pool of warm kernels."""
+
     def __init__(self, socket_path, root, idle):
         self.socket_path, self.root, self.idle = socket_path, Path(root), idle
         self.conns = set()
         self.trials = set()
         self.pool = []
-        self.pool_name = "python3"
+        # The kernelspec warm kernels are started for: none until a client says its runtime
+        # has notebooks (a hello's `kernel`), or a notebook ran.
+        self.pool_name = None
         self.notebooks = 0  # notebooks holding a kernel
         self.orphans = set()
         self.last_activity = time.monotonic()
@@ -221,7 +245,7 @@ class Runner:
         try:
             # asyncio removes a stale socket at the path first.
             self.server = await asyncio.start_unix_server(
-                self.client, self.socket_path, limit=64 * MAX_OUTPUT
+                self.serve_connection, self.socket_path, limit=64 * MAX_OUTPUT
             )
         finally:
             os.umask(umask)
@@ -246,6 +270,14 @@ class Runner:
         # atexit handlers, while everything that matters is already done.
         os._exit(0)
 
+    def sweep(self, token, spare=None):
+        """Kills everything with `token` now, and again a little later: a process in the middle
+        of an exec shows no environment for an instant, and a scan then misses it."""
+        kill_token(token, self.orphans, {spare})
+        loop = asyncio.get_running_loop()
+        for delay in (0.25, 1.0):
+            loop.call_later(delay, kill_token, token, self.orphans, {spare})
+
     def watchdog(self):
         """The last line of defence, on its own thread so that a stuck event loop cannot keep a
         trial's processes alive past its deadline."""
@@ -268,15 +300,16 @@ class Runner:
             self.orphans.discard(pid)
 
     def refill(self):
-        """Starts or kills warm kernels so that warm + running notebooks = the largest `slots`."""
-        if not self.nbclient:
+        """Starts or kills warm kernels so that as many are warm as trials may run at once (the
+        largest `slots`): the next notebook's kernel starts while the current one runs."""
+        if not self.nbclient or not self.pool_name:
             return
         target = max([conn.slots for conn in self.conns] + [1])
-        while len(self.pool) + self.notebooks < target:
+        while len(self.pool) < target:
             kernel = Kernel(self, self.pool_name)
             kernel.ready.add_done_callback(lambda ready, kernel=kernel: self.drop_failed(kernel))
             self.pool.append(kernel)
-        while self.pool and len(self.pool) + self.notebooks > target:
+        while len(self.pool) > target:
             self.pool.pop().kill()
 
     def drop_failed(self, kernel):
@@ -301,7 +334,7 @@ class Runner:
             self.pool_name = kernel.name
         self.refill()
 
-    async def client(self, reader, writer):
+    async def serve_connection(self, reader, writer):
         conn = Connection(writer)
         self.conns.add(conn)
         try:
@@ -325,20 +358,28 @@ class Runner:
         msg = {}
         try:
             msg = json.loads(line)
-            self.do(conn, msg)
+            self.dispatch(conn, msg)
         except Exception as error:  # a bad request is answered, never fatal
             tid = msg.get("id") if isinstance(msg, dict) else None
             conn.send({"event": "error", "id": tid, "message": f"{type(error).__name__}: {error}"})
 
-    def do(self, conn, msg):
+    async def hello(self, conn):
+        """Answers a hello once a warm kernel is ready (or none can be): starting the runner's
+        first kernel is setup, not the first notebook's time."""
+        starting = [kernel.ready for kernel in self.pool]
+        if starting and not any(ready.done() for ready in starting):
+            await asyncio.wait(starting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        conn.send({"event": "hello", "pid": os.getpid(), "python": platform.python_version(),
+                   "nbclient": self.nbclient, "warm": len(self.pool)})
+
+    def dispatch(self, conn, msg):
         op, tid = msg["op"], msg.get("id")
         if op == "hello":
             conn.slots = max(1, int(msg.get("slots", 1)))
             self.pool_name = msg.get("kernel") or self.pool_name
             conn.freed.set()
             self.refill()
-            conn.send({"event": "hello", "pid": os.getpid(), "python": platform.python_version(),
-                       "nbclient": self.nbclient, "warm": len(self.pool)})
+            asyncio.ensure_future(self.hello(conn))
         elif op == "run":
             if msg["kind"] not in ("notebook", "process"):
                 raise ValueError(f"unknown kind {msg['kind']!r}")
@@ -468,35 +509,49 @@ class Runner:
         env = dict(os.environ)
         env.update(msg.get("env", {}))
         env.update({TOKEN: trial.token, "TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp)})
-        output = bytearray()
-        trial.output = lambda: bytes(output)
+        output = ProcessOutput()
+        trial.output = lambda: bytes(output.data)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *msg["argv"], cwd=str(folder / msg.get("cwd", ".")), env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            transport, _ = await asyncio.get_running_loop().subprocess_exec(
+                lambda: output, *msg["argv"], cwd=str(folder / msg.get("cwd", ".")), env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except OSError as error:  # as a shell reports a command it cannot run
             return (127 if isinstance(error, FileNotFoundError) else 126), f"{error}\n"
-
-        async def read():
-            while True:
-                chunk = await proc.stdout.read(65536)
-                if not chunk:
-                    return
-                output.extend(chunk)
-                del output[:-MAX_OUTPUT]
-
-        reader = asyncio.ensure_future(read())
+        expose(transport.get_pid())
         try:
-            code = await proc.wait()
-            # What it left running would hold the pipe open.
-            kill_token(trial.token, self.orphans, {proc.pid})
-            await asyncio.wait({reader}, timeout=2)
-            return (128 - code if code < 0 else code), bytes(output)
+            await asyncio.wait({output.exited})  # (not `await output.exited`: a cancel would void it)
+            self.sweep(trial.token, transport.get_pid())  # what it left would hold the pipe open
+            await asyncio.wait({output.closed}, timeout=2)
+            code = transport.get_returncode()
+            return (128 - code if code < 0 else code), bytes(output.data)
         finally:
-            kill_token(trial.token, self.orphans, {proc.pid})
-            reader.cancel()
+            self.sweep(trial.token, transport.get_pid())
+            # Closed before asyncio saw the exit, the transport would reap the process itself,
+            # under the child watcher's feet.
+            await asyncio.wait({output.exited}, timeout=1)
+            transport.close()
+
+
+class ProcessOutput(asyncio.SubprocessProtocol):
+    """A process trial's merged output (the last MAX_OUTPUT bytes) and its exit. Unlike
+    asyncio's Process.wait(), `exited` does not wait for the pipe to close as well."""
+
+    def __init__(self):
+        loop = asyncio.get_running_loop()
+        self.data = bytearray()
+        self.exited, self.closed = loop.create_future(), loop.create_future()
+
+    def pipe_data_received(self, fd, data):
+        self.data.extend(data)
+        del self.data[:-MAX_OUTPUT]
+
+    def process_exited(self):
+        self.exited.set_result(None)
+
+    def connection_lost(self, exc):
+        self.closed.set_result(None)
 
 
 def connect(path):
