@@ -243,15 +243,13 @@ fn a_runner_killed_mid_trial_fails_that_trial_as_infrastructure_and_the_next_pas
     let failed = &records["killed::cpu::nb::a_sleeps"];
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["failure"]["category"], "infrastructure", "{failed}");
-    let summary = failed["failure"]["summary"].as_str().unwrap_or_default();
-    assert!(
-        summary.starts_with("the runner for runtime `killed` on machine `cpu` stopped: "),
-        "{failed}"
+    let says = format!(
+        "the runner for runtime `killed` on machine `cpu` stopped: its container {} stopped \
+         (killed from outside, or by the engine)",
+        &first[..12]
     );
-    assert!(
-        stdout.contains("the runner for runtime `killed` on machine `cpu` stopped: "),
-        "{stdout}"
-    );
+    assert_eq!(failed["failure"]["summary"], says.as_str(), "{failed}");
+    assert!(stdout.contains(&says), "{stdout}");
     // Well before its 60 s deadline: the trial ended when its runner did.
     assert!(failed["seconds"].as_f64().unwrap() < 30.0, "{failed}");
 
