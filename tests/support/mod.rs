@@ -315,12 +315,22 @@ pub const TWO_H100: &str = "GPU-11111111-aaaa-0000-0000-000000000001|NVIDIA H100
 /// Makes sure the base runtime image exists: the first container trial that needs it builds it
 /// (about a minute on a fresh machine), so tests that time things, or start containers of
 /// their own, call this first.
+///
+/// Once per test process; each call's run has an id of its own: processes of one run share
+/// their runners, and a run that ends stops the runners it started, so concurrent callers (the
+/// tests of one process, or test processes side by side) must not share a run id.
 pub fn ensure_base_image() {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(make_base_image);
+}
+
+fn make_base_image() {
     let out = tempfile::tempdir().unwrap();
+    let run_id = format!("base-image-{}", std::process::id());
     let mut run = harness(
         &fixtures().join("matrices/docker.toml"),
         out.path(),
-        "base-image",
+        &run_id,
         &[
             "--include-ignored",
             "--exact",
