@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 /// Containers of run `run_id`, running now: id and runner label.
 fn runners_of_run(run_id: &str) -> Vec<(String, String)> {
     let output = Command::new("docker")
-        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .args(["ps", "--no-trunc", "--filter"])
         .arg(format!("label=runtime-matrix.run-id={run_id}"))
         .args(["--format", "{{.ID}} {{.Label \"runtime-matrix.runner\"}}"])
         .output()
