@@ -92,7 +92,16 @@ impl Harness {
     /// Runs the trials libtest's arguments select and returns the process's exit code:
     /// 0 when every trial passed, 101 when one failed, 2 when the run could not start (a bad
     /// setting, even when only listing), 130 or 143 when SIGINT or SIGTERM interrupted it.
-    pub fn run(self) -> ExitCode {
+    pub fn run(mut self) -> ExitCode {
+        // Trials mostly wait (on a kernel, a container, a GPU): unless told otherwise, run
+        // twice as many as there are cores (measured: a container runtime's 12 notebooks in
+        // 9.1-11.1 s with 4 threads against 12.5-13.1 s with 2, on 2 cores). Under
+        // cargo-nextest each process runs one trial and nextest sets the concurrency.
+        if self.args.test_threads.is_none() && std::env::var_os("NEXTEST_RUN_ID").is_none() {
+            self.args.test_threads = std::thread::available_parallelism()
+                .ok()
+                .map(|cores| 2 * usize::from(cores));
+        }
         let options = match self.options {
             Ok(options) => options,
             Err(error) => return fail_setup(&error),
@@ -216,8 +225,8 @@ impl Harness {
     }
 }
 
-/// How many trials may run at once on one runner: libtest's test threads, or under
-/// cargo-nextest (one trial per process) its default, one per core.
+/// How many trials may run at once on one runner: libtest's test threads (twice the cores
+/// unless told), or under cargo-nextest (one trial per process) its default, one per core.
 fn slots(args: &Arguments) -> usize {
     args.test_threads
         .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
