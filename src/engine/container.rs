@@ -134,26 +134,13 @@ impl Engine {
         })
     }
 
-    /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
-    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]). The
-    /// calls around the command (create, start, inspect) each have the engine's limit.
-    pub async fn exec(
+    /// Creates and starts an exec of `config` in container `id`, attached; each call is given
+    /// the engine's limit. Returns the exec's id and its streams.
+    async fn start_exec(
         &self,
         id: &str,
-        command: Vec<String>,
-        workdir: &str,
-        env: Vec<String>,
-        wait: Duration,
-    ) -> Result<ExecOutcome, EngineError> {
-        let start = Instant::now();
-        let config = ExecConfig {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(command),
-            env: Some(env),
-            working_dir: Some(workdir.to_owned()),
-            ..Default::default()
-        };
+        config: ExecConfig,
+    ) -> Result<(String, StartExecResults), EngineError> {
         let failed = |error| self.error("start a command in container", short(id), error);
         let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
         let exec = self
@@ -183,6 +170,30 @@ impl Engine {
                 attach,
             )
             .await?;
+        Ok((exec.id, started))
+    }
+
+    /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
+    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]). The
+    /// calls around the command (create, start, inspect) each have the engine's limit.
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        workdir: &str,
+        env: Vec<String>,
+        wait: Duration,
+    ) -> Result<ExecOutcome, EngineError> {
+        let start = Instant::now();
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            env: Some(env),
+            working_dir: Some(workdir.to_owned()),
+            ..Default::default()
+        };
+        let (exec, started) = self.start_exec(id, config).await?;
         let mut output = Vec::new();
         let finished = match started {
             StartExecResults::Attached {
@@ -221,7 +232,7 @@ impl Engine {
         let exit_code = if finished {
             let inspect = async {
                 self.docker
-                    .inspect_exec(&exec.id)
+                    .inspect_exec(&exec)
                     .await
                     .map_err(|error| self.error("inspect a command in container", short(id), error))
             };
@@ -253,35 +264,7 @@ impl Engine {
             cmd: Some(command),
             ..Default::default()
         };
-        let failed = |error| self.error("start a command in container", short(id), error);
-        let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
-        let exec = self
-            .bounded(
-                "create exec",
-                format!("container {}", short(id)),
-                self.limit,
-                create,
-            )
-            .await?;
-        let options = StartExecOptions {
-            detach: false,
-            tty: false,
-            output_capacity: None,
-        };
-        let attach = async {
-            self.docker
-                .start_exec(&exec.id, Some(options))
-                .await
-                .map_err(failed)
-        };
-        let started = self
-            .bounded(
-                "start exec",
-                format!("container {}", short(id)),
-                self.limit,
-                attach,
-            )
-            .await?;
+        let (_, started) = self.start_exec(id, config).await?;
         let StartExecResults::Attached { output, input } = started else {
             return Err(EngineError::Operation {
                 operation: "attach to a command in container",

@@ -92,10 +92,6 @@ impl HostRunner<'_> {
         drop(lock);
         let pid = Arc::new(AtomicU32::new(0));
         let token = self.token();
-        if owned {
-            // An interrupted run kills it, its kernels and their processes.
-            crate::exec::live::track_token(&token);
-        }
         let runner = self.connect(stream, owned, &log, pid.clone(), token)?;
         match runner.hello(self.slots, self.notebooks) {
             Ok(hello) => {
@@ -147,9 +143,19 @@ impl HostRunner<'_> {
                 format!("{}:{}", owner.pid, owner.start),
             );
         }
+        // An interrupted run kills it, its kernels and their processes: tracked before it
+        // starts, and not started at all once the run is interrupted.
+        crate::exec::live::track_token(&self.token());
+        if let Some(signal) = crate::exec::live::interrupted() {
+            return Err(failed(format!("interrupted by signal {signal}")));
+        }
         let mut child = command
             .spawn()
             .map_err(|error| failed(format!("cannot run {}: {error}", self.python.display())))?;
+        if crate::exec::live::interrupted().is_some() {
+            // The clean-up may have come between the check and the start.
+            crate::exec::process::sweep(&self.token());
+        }
         let start = Instant::now();
         loop {
             if let Ok(stream) = UnixStream::connect(socket) {
