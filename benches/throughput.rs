@@ -24,7 +24,8 @@
 //!   and 2 that sleep);
 //! - `BENCH_SLEEP`: seconds a sleeping notebook sleeps (default 2);
 //! - `BENCH_ROUNDS`: rounds (default 3);
-//! - `BENCH_THREADS`: runtime-matrix's `--test-threads` and nbmake's `-n` (default 2);
+//! - `BENCH_THREADS`: runtime-matrix's `--test-threads` and nbmake's `-n` (default: the
+//!   harness's own default for runtime-matrix, twice the cores, and `-n 2` for nbmake);
 //! - `BENCH_ARMS`: which arms to run, e.g. `loop,docker` (default all four).
 //!
 //! It needs a Docker engine and the image `runtime-matrix/jupyter-base:bookworm`, which it
@@ -62,7 +63,8 @@ impl Arm {
         }
     }
 
-    fn describe(self, threads: usize) -> String {
+    fn describe(self, s: &Settings) -> String {
+        let threads = s.threads_of(self);
         match self {
             Arm::Loop => "(a) docker run --rm + nbconvert per notebook, sequential".to_owned(),
             Arm::Docker => format!("(b) runtime-matrix, container runtime, {threads} threads"),
@@ -77,8 +79,25 @@ struct Settings {
     sleepers: usize,
     sleep: u64,
     rounds: usize,
-    threads: usize,
+    /// `BENCH_THREADS`, when set.
+    threads: Option<usize>,
     arms: Vec<Arm>,
+}
+
+impl Settings {
+    /// How many trials `arm` runs at once: runtime-matrix's default is twice the cores.
+    fn threads_of(&self, arm: Arm) -> usize {
+        match (arm, self.threads) {
+            (Arm::Loop, _) => 1,
+            (_, Some(threads)) => threads,
+            (Arm::Nbmake, None) => 2,
+            (_, None) => {
+                2 * std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(1)
+            }
+        }
+    }
 }
 
 fn number(key: &str, default: usize) -> usize {
@@ -112,7 +131,9 @@ fn settings() -> Settings {
         sleepers: notebooks / 6,
         sleep: number("BENCH_SLEEP", 2) as u64,
         rounds: number("BENCH_ROUNDS", 3).max(1),
-        threads: number("BENCH_THREADS", 2).max(1),
+        threads: std::env::var("BENCH_THREADS")
+            .ok()
+            .map(|_| number("BENCH_THREADS", 2).max(1)),
         arms,
     }
 }
@@ -130,13 +151,15 @@ fn main() {
     let tag = format!("bench-{}", std::process::id());
     let cells = (s.sleepers as u64 * s.sleep) as f64;
     println!(
-        "throughput benchmark: {} notebooks ({} trivial, {} sleeping {} s), {} rounds, {} threads",
+        "throughput benchmark: {} notebooks ({} trivial, {} sleeping {} s), {} rounds, threads: {}",
         s.notebooks,
         s.notebooks - s.sleepers,
         s.sleepers,
         s.sleep,
         s.rounds,
         s.threads
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "each tool's default".into())
     );
 
     // Setup, never timed: the image, the host runtime's virtualenv, nbmake's virtualenv.
@@ -189,11 +212,11 @@ fn main() {
     for (arm, t) in arms.iter().zip(&mut times) {
         t.sort_by(f64::total_cmp);
         let (min, median) = (t[0], median(t));
-        let slots = if *arm == Arm::Loop { 1 } else { s.threads } as f64;
+        let slots = s.threads_of(*arm) as f64;
         let overhead = (median * slots - cells) / s.notebooks as f64;
         println!(
             "  {:<58} min {min:>6.1} s  median {median:>6.1} s  overhead {overhead:>5.2} s/notebook",
-            arm.describe(s.threads)
+            arm.describe(&s)
         );
         medians.push((*arm, min, median));
     }
@@ -300,8 +323,12 @@ fn harness(root: &Path, dir: &Path, config: &Path, run_id: &str, s: &Settings, s
     command
         .args(["run", "--config"])
         .arg(config)
-        .args(["--", "--include-ignored", "--test-threads"])
-        .arg(s.threads.to_string())
+        .args(["--", "--include-ignored"])
+        .args(
+            s.threads
+                .map(|threads| vec!["--test-threads".to_owned(), threads.to_string()])
+                .unwrap_or_default(),
+        )
         .env("RUNTIME_MATRIX_OUT", dir.join("out"))
         .env("RUNTIME_MATRIX_RUN_ID", run_id)
         .env(
@@ -348,7 +375,7 @@ fn run_loop(notebooks: &Path, dir: &Path, tag: &str, s: &Settings) {
 fn run_nbmake(venv: &Path, notebooks: &Path, s: &Settings) {
     let (ok, output) = run(Command::new(venv.join("bin/pytest"))
         .args(["--nbmake", "-q", "-p", "no:cacheprovider", "-n"])
-        .arg(s.threads.to_string())
+        .arg(s.threads_of(Arm::Nbmake).to_string())
         .arg(notebooks));
     assert!(
         ok && output.contains(&format!("{} passed", s.notebooks)),

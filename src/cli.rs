@@ -272,7 +272,12 @@ fn print_container(c: &ContainerSpec) {
     );
     let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("      env {}", env.join(" "));
-    println!("      in {}: {}", c.workdir, c.command.join(" "));
+    // The runner runs a notebook with nbclient itself; this is the command that does the same.
+    println!(
+        "      on its runner's container, in {}, as: {}",
+        c.workdir,
+        c.command.join(" ")
+    );
 }
 
 fn clean(config: &std::path::Path) -> ExitCode {

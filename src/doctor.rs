@@ -397,7 +397,7 @@ fn report_image(
                     name,
                     Verdict::Fail,
                     format!("{} ({id}): {missing}", docker.image),
-                    Some("install Python, nbconvert and ipykernel in the image".into()),
+                    Some("install Python, nbconvert (which brings nbclient) and ipykernel in the image".into()),
                 ),
             }
         }
@@ -442,7 +442,7 @@ fn report_image(
 
 fn report_host_python(report: &mut Report, runtime: &str, python: &str, packages: &[String]) {
     let probe = std::process::Command::new(python)
-        .args(["-c", "import sys, importlib.util as u; print('%d.%d.%d' % sys.version_info[:3], all(u.find_spec(m) for m in ('nbconvert', 'ipykernel')))"])
+        .args(["-c", "import sys, importlib.util as u; print('%d.%d.%d' % sys.version_info[:3], all(u.find_spec(m) for m in ('nbclient', 'ipykernel')))"])
         .output();
     let name = format!("python {runtime}");
     match probe {
@@ -453,7 +453,7 @@ fn report_host_python(report: &mut Report, runtime: &str, python: &str, packages
                 .split_once(' ')
                 .unwrap_or((text.trim(), "False"));
             let detail = if ready == "True" && packages.is_empty() {
-                format!("`{python}` is Python {version} with nbconvert and ipykernel")
+                format!("`{python}` is Python {version} with nbclient and ipykernel")
             } else {
                 format!(
                     "`{python}` is Python {version}; a virtualenv with what the runtime needs is provisioned on first use"
@@ -514,10 +514,10 @@ fn free_bytes(path: &Path) -> Option<u64> {
     (result == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
-/// What `python` in `image` has: runs one short, labelled container that imports nbconvert and
-/// ipykernel, and removes it. `Ok` holds the versions; `Err` what is missing.
+/// What `python` in `image` has: runs one short, labelled container that imports nbclient (what
+/// runners execute notebooks with) and ipykernel, and removes it. `Ok` holds the versions; `Err` what is missing.
 async fn image_tools(engine: &Engine, image: &str, python: &str) -> Result<String, String> {
-    let script = "import sys, nbconvert, ipykernel; print('python %d.%d.%d, nbconvert %s, ipykernel %s' % (sys.version_info[:3] + (nbconvert.__version__, ipykernel.__version__)))";
+    let script = "import sys, nbclient, ipykernel; print('python %d.%d.%d, nbclient %s, ipykernel %s' % (sys.version_info[:3] + (nbclient.__version__, ipykernel.__version__)))";
     let command = ["timeout", "-s", "KILL", "60", python, "-c", script]
         .map(String::from)
         .to_vec();

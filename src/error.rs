@@ -368,3 +368,39 @@ pub(crate) enum EngineError {
         error: bollard::errors::Error,
     },
 }
+
+/// A runner (the warm process that runs a runtime's trials on a machine) failed the trial it
+/// was given; the trial fails as infrastructure, and the next trial gets a new runner.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RunnerError {
+    /// It could not be started.
+    #[error("cannot start the runner for {serves}: {reason}")]
+    Start {
+        /// "runtime `r` on machine `m`".
+        serves: String,
+        /// Why, with what it printed.
+        reason: String,
+    },
+    /// It went away while the trial waited (killed from outside, or its container stopped).
+    #[error("the runner for {serves} stopped: {reason}")]
+    Gone {
+        /// "runtime `r` on machine `m`".
+        serves: String,
+        /// What is known of why.
+        reason: String,
+    },
+    /// The engine failed while the runner's container was made.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// It did not answer within the trial's deadline and a grace period.
+    #[error(
+        "the runner for {serves} did not answer within {} (it is stopped; the next trial gets a new one)",
+        seconds(waited)
+    )]
+    Silent {
+        /// "runtime `r` on machine `m`".
+        serves: String,
+        /// How long the trial waited.
+        waited: std::time::Duration,
+    },
+}

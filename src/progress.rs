@@ -1,6 +1,6 @@
 //! Live progress while trials run. The main type is [`Board`]: the trials running now, when
-//! each started, and, for a host notebook, the cell it is running, read from the events the
-//! nbconvert hooks append to its `progress.jsonl`. A [`Heartbeat`] prints a `SLOW` line on
+//! each started, and, for a notebook, the cell it is running and on which runner, as its runner
+//! reports cells starting and finishing. A [`Heartbeat`] prints a `SLOW` line on
 //! stderr for each trial that has run one period, and again each period after, as
 //! cargo-nextest does for slow tests: libtest says nothing of a trial until it ends.
 //!
@@ -8,16 +8,8 @@
 //! harness does before it returns: nothing is printed after the run, and no thread outlives it.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// The most of a progress file read per trial per tick: a cell's `done` event carries its
-/// outputs, which may be large; the rest is read on the next ticks.
-const READ_PER_TICK: u64 = 4 << 20;
-/// The start of an event line kept to parse it: the event, index and time come first.
-const HEAD: usize = 160;
 
 /// The trials running now; shared by the trials and the heartbeat.
 #[derive(Debug, Default)]
@@ -33,6 +25,8 @@ struct Running {
     /// Whether a line has been said for it.
     said: bool,
     cells: Option<CellWatch>,
+    /// The runner it runs on, when known.
+    runner: Option<String>,
 }
 
 /// Marks a trial as running until it is dropped.
@@ -64,6 +58,7 @@ impl Board {
                 next: period,
                 said: false,
                 cells: None,
+                runner: None,
             },
         );
         Begun {
@@ -72,10 +67,21 @@ impl Board {
         }
     }
 
-    /// Says that `trial`'s notebook reports its cells' start and end to the file at `path`.
-    pub(crate) fn watch_cells(&self, trial: &str, path: PathBuf) {
+    /// Says which runner `trial` runs on, e.g. `runner 1a2b3c4d5e6f`.
+    pub(crate) fn runner(&self, trial: &str, runner: &str) {
         if let Some(running) = self.lock().get_mut(trial) {
-            running.cells = Some(CellWatch::new(path));
+            running.runner = Some(runner.to_owned());
+        }
+    }
+
+    /// Says that `trial`'s notebook started (`started` true) or finished cell `index`, at
+    /// `time` (Unix seconds).
+    pub(crate) fn cell(&self, trial: &str, started: bool, index: u64, time: f64) {
+        if let Some(running) = self.lock().get_mut(trial) {
+            running
+                .cells
+                .get_or_insert_with(CellWatch::default)
+                .event(started, index, time);
         }
     }
 
@@ -99,10 +105,15 @@ impl Board {
                 .map(|(index, seconds)| format!(" (cell {index} running for {seconds:.0}s)"))
                 .unwrap_or_default();
             let first = !std::mem::replace(&mut running.said, true);
+            let on = running
+                .runner
+                .as_ref()
+                .map(|runner| format!(" on {runner}"))
+                .unwrap_or_default();
             lines.push((
                 first,
                 format!(
-                    "runtime-matrix: SLOW [>{:>4}s] {trial}{cell}",
+                    "runtime-matrix: SLOW [>{:>4}s] {trial}{on}{cell}",
                     shown.as_secs()
                 ),
             ));
@@ -111,31 +122,17 @@ impl Board {
     }
 }
 
-/// Follows a notebook's progress events, reading only what was appended since the last look.
-#[derive(Debug)]
+/// The cell a notebook is running, as its runner reports cells starting and finishing.
+#[derive(Debug, Default)]
 struct CellWatch {
-    path: PathBuf,
-    offset: u64,
-    /// The start of the line being read.
-    head: Vec<u8>,
     /// The cell started and not yet done: its 0-based index and when it started (Unix time).
     current: Option<(u64, f64)>,
 }
 
 impl CellWatch {
-    fn new(path: PathBuf) -> CellWatch {
-        CellWatch {
-            path,
-            offset: 0,
-            head: Vec::new(),
-            current: None,
-        }
-    }
-
     /// The running cell and for how many seconds it has run; `None` between cells, or before
     /// the first.
     fn running(&mut self) -> Option<(u64, f64)> {
-        self.read();
         let (index, started) = self.current?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -144,47 +141,12 @@ impl CellWatch {
         Some((index, (now - started).max(0.0)))
     }
 
-    fn read(&mut self) {
-        // The file appears when the first cell starts; until then there is nothing to say.
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut chunk = Vec::new();
-        let Ok(read) = file.take(READ_PER_TICK).read_to_end(&mut chunk) else {
-            return;
-        };
-        self.offset += read as u64;
-        for &byte in &chunk {
-            if byte == b'\n' {
-                let head = std::mem::take(&mut self.head);
-                self.event(&String::from_utf8_lossy(&head));
-            } else if self.head.len() < HEAD {
-                self.head.push(byte);
-            }
-        }
-    }
-
-    /// Takes in one event line's head: `{"event": "start", "index": 3, "time": 1.5, ...`
-    /// as the hooks write it.
-    fn event(&mut self, head: &str) {
-        let field = |name: &str| {
-            let rest = &head[head.find(&format!("\"{name}\": "))? + name.len() + 4..];
-            let end = rest.find([',', '}']).unwrap_or(rest.len());
-            Some(rest[..end].trim().to_owned())
-        };
-        let index = field("index").and_then(|index| index.parse::<u64>().ok());
-        match (field("event").as_deref(), index) {
-            (Some("\"start\""), Some(index)) => {
-                let time = field("time").and_then(|time| time.parse().ok());
-                self.current = time.map(|time| (index, time));
-            }
-            (Some("\"done\""), Some(index)) if self.current.is_some_and(|(i, _)| i == index) => {
-                self.current = None;
-            }
-            _ => {}
+    /// Takes in a cell's start (`started` true) or end.
+    fn event(&mut self, started: bool, index: u64, time: f64) {
+        if started {
+            self.current = Some((index, time));
+        } else if self.current.is_some_and(|(i, _)| i == index) {
+            self.current = None;
         }
     }
 }
@@ -264,34 +226,40 @@ mod tests {
     }
 
     #[test]
-    fn the_running_cell_comes_from_the_last_start_not_yet_done() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("progress.jsonl");
-        let mut watch = CellWatch::new(path.clone());
-        assert_eq!(watch.running(), None);
+    fn the_running_cell_is_the_last_started_and_not_yet_done() {
+        let board = Board::default();
+        let period = Duration::from_millis(100);
+        let _begun = board.begin("rt::cpu::nb::slow", period);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_secs_f64();
-        let big = "x".repeat(10_000);
-        let text = format!(
-            "{{\"event\": \"start\", \"index\": 0, \"time\": {now}}}\n\
-             {{\"event\": \"done\", \"index\": 0, \"time\": {now}, \"cell\": {{\"source\": \"{big}\"}}}}\n\
-             {{\"event\": \"start\", \"index\": 1, \"time\": {}}}\n",
-            now - 3.0
+        board.runner("rt::cpu::nb::slow", "runner 1a2b3c4d5e6f");
+        board.runner("rt::cpu::nb::slow", "runner 1a2b3c4d5e6f");
+        board.cell("rt::cpu::nb::slow", true, 0, now);
+        board.cell("rt::cpu::nb::slow", false, 0, now);
+        board.cell("rt::cpu::nb::slow", true, 1, now - 3.0);
+        // A late end of another cell does not end the running one.
+        board.cell("rt::cpu::nb::slow", false, 0, now);
+        std::thread::sleep(Duration::from_millis(150));
+        let lines = board.due(period);
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0]
+                .1
+                .ends_with("rt::cpu::nb::slow on runner 1a2b3c4d5e6f (cell 1 running for 3s)"),
+            "{lines:?}"
         );
-        std::fs::write(&path, &text).unwrap();
-        let (index, seconds) = watch.running().unwrap();
-        assert_eq!(index, 1);
-        assert!((3.0..10.0).contains(&seconds), "{seconds}");
-        // A done event written in two pieces ends the cell once its line is complete.
-        let done =
-            format!("{{\"event\": \"done\", \"index\": 1, \"time\": {now}, \"cell\": {{}}}}");
-        let (first, second) = done.split_at(20);
-        std::fs::write(&path, format!("{text}{first}")).unwrap();
-        assert_eq!(watch.running().map(|(i, _)| i), Some(1));
-        std::fs::write(&path, format!("{text}{first}{second}\n")).unwrap();
-        assert_eq!(watch.running(), None);
+        board.cell("rt::cpu::nb::slow", false, 1, now);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            board.due(period)[0]
+                .1
+                .ends_with("rt::cpu::nb::slow on runner 1a2b3c4d5e6f")
+        );
+        // A trial not on the board is not put there by its cells.
+        board.cell("other", true, 0, now);
+        assert_eq!(board.lock().len(), 1);
     }
 
     #[test]

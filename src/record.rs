@@ -52,8 +52,12 @@ pub struct TrialRecord {
     pub expected: Option<Expectation>,
     /// Start time, RFC 3339.
     pub started_at: String,
-    /// Wall-clock seconds.
+    /// Wall-clock seconds of the trial itself, without its [`setup`](TrialRecord::setup).
     pub seconds: f64,
+    /// The setup this trial did or waited for (building or pulling its image, provisioning
+    /// its virtualenv), with the seconds it spent on each; never counted in `seconds`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<SetupStep>,
     /// Per-cell durations of a notebook.
     pub cells: Vec<CellTiming>,
     /// The executed notebook, relative to the run folder.
@@ -69,6 +73,46 @@ pub struct TrialRecord {
     pub image: Option<TrialImage>,
     /// The host that ran it.
     pub host: String,
+}
+
+/// One step of setup a trial did or waited for: work done once per runtime and machine (or
+/// once per run), that no check's duration or deadline is charged with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetupStep {
+    /// What was set up.
+    pub kind: SetupKind,
+    /// What it was set up for: the image reference (a build, a pull, a runner container), the
+    /// virtualenv's folder, or a host runner's Python.
+    pub subject: String,
+    /// The seconds this trial spent on it: doing it, or waiting for the trial or process that
+    /// did.
+    pub seconds: f64,
+}
+
+/// What kind of setup a [`SetupStep`] was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetupKind {
+    /// A virtualenv provisioned for a host runtime.
+    Provision,
+    /// An image built from its context or script.
+    Build,
+    /// An image pulled from its registry.
+    Pull,
+    /// A persistent runner started for a runtime on a machine.
+    Runner,
+}
+
+impl SetupKind {
+    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetupKind::Provision => "provision",
+            SetupKind::Build => "build",
+            SetupKind::Pull => "pull",
+            SetupKind::Runner => "runner",
+        }
+    }
 }
 
 /// The image a container trial ran in, as its record keeps it.

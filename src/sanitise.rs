@@ -256,6 +256,7 @@ mod tests {
             }),
             started_at: "2026-12-01T00:00:00Z".into(),
             seconds: 1.0,
+            setup: vec![],
             cells: vec![],
             artifact: None,
             gpus: vec![],

@@ -20,6 +20,11 @@ pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// not set, and how long it runs before the first time.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// How long a runner idles before it exits by itself when `RUNTIME_MATRIX_RUNNER_IDLE` is not
+/// set: long enough to bridge the gap between two cargo-nextest processes, short enough that
+/// nothing of a run is left a minute after it.
+pub const DEFAULT_RUNNER_IDLE: Duration = Duration::from_secs(20);
+
 /// The run ids [`Options::from_vars`] accepts, as its message says them.
 pub const RUN_ID_RULE: &str =
     "1 to 128 letters, digits, `.`, `_` or `-`, not `.` or `..`: run ids name a folder";
@@ -73,6 +78,10 @@ pub struct Options {
     /// its notebook's running cell (default 15s, `off` for never). Off by default under
     /// cargo-nextest, which captures a trial's stderr and prints its own SLOW lines.
     pub heartbeat: Option<Duration>,
+    /// `RUNTIME_MATRIX_RUNNER_IDLE`: how long a runner waits for another trial before it
+    /// exits by itself (default 20s). A run that ends stops its runners at once; this is for
+    /// cargo-nextest, whose processes share them, and for a harness that was killed.
+    pub runner_idle: Duration,
 }
 
 impl Default for Options {
@@ -92,6 +101,7 @@ impl Default for Options {
             nvml: None,
             engine_timeout: crate::engine::DEFAULT_REQUEST_LIMIT,
             heartbeat: Some(DEFAULT_HEARTBEAT),
+            runner_idle: DEFAULT_RUNNER_IDLE,
         }
     }
 }
@@ -177,6 +187,15 @@ impl Options {
             None if var("NEXTEST_RUN_ID").is_some() => None,
             None => defaults.heartbeat,
         };
+        let runner_idle = match var("RUNTIME_MATRIX_RUNNER_IDLE") {
+            Some(text) => duration(
+                "RUNTIME_MATRIX_RUNNER_IDLE",
+                &text,
+                Duration::from_secs(1),
+                "a duration of at least 1s, e.g. `20s` or `5m`",
+            )?,
+            None => defaults.runner_idle,
+        };
         Ok(Options {
             config: var("RUNTIME_MATRIX_CONFIG")
                 .map(PathBuf::from)
@@ -196,6 +215,7 @@ impl Options {
             nvml: var("RUNTIME_MATRIX_NVML").map(PathBuf::from),
             engine_timeout,
             heartbeat,
+            runner_idle,
         })
     }
 

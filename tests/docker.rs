@@ -199,8 +199,8 @@ fn broken_engines_images_and_gpus_fail_with_the_fix() {
         // Images without Python or nbconvert.
         "runtime `no-python` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
          image `runtime-matrix/test-no-python:bookworm` has no `python3` (install Python in the image, or set the runtime's `python` to its interpreter)",
-        "runtime `no-nbconvert` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
-         `python3` in image `runtime-matrix/test-no-nbconvert:bookworm` has no nbconvert",
+        "runtime `no-nbclient` on machine `cpu`: notebook `passing.ipynb` failed: the runtime lacks a tool the check needs\n  category: runtime\n  \
+         `python3` in image `runtime-matrix/test-no-nbclient:bookworm` has no nbclient",
         // A GPU machine on an engine without the NVIDIA runtime.
         "runtime `base` on machine `gpu`: command `ok` failed: could not be started\n  category: infrastructure\n  \
          cause: no-nvidia-runtime: the Docker engine has no NVIDIA runtime: install the NVIDIA Container Toolkit on its host\n  \
@@ -259,15 +259,32 @@ fn docker_host_is_honoured_over_tcp() {
 }
 
 #[test]
-fn a_shared_container_serves_every_trial_of_its_runtime() {
+fn a_runner_container_serves_every_trial_of_its_runtime_unless_isolation_says_otherwise() {
     let out = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = run(out.path(), "shared", "shared::", &["--test-threads", "1"]);
+    let (code, stdout, stderr) = run(
+        out.path(),
+        "shared",
+        "shared::",
+        &["--test-threads", "1", "--skip", "isolated"],
+    );
     assert_eq!(
         code,
         Some(0),
-        "the second command sees the first one's file:\n{stdout}\n{stderr}"
+        "the second command sees the first one's file, but not its temporary folder:\n{stdout}\n{stderr}"
+    );
+    let (code, stdout, stderr) = run(
+        out.path(),
+        "isolated",
+        "isolated::",
+        &["--test-threads", "1"],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "with isolation = \"container\", the second command does not see the first one's file:\n{stdout}\n{stderr}"
     );
     assert_eq!(containers_of_run("shared"), Vec::<String>::new());
+    assert_eq!(containers_of_run("isolated"), Vec::<String>::new());
 }
 
 #[test]
@@ -422,7 +439,7 @@ fn the_next_run_reaps_what_a_killed_run_left_and_nothing_else() {
 }
 
 #[test]
-fn a_panicking_trial_still_removes_its_container() {
+fn a_panicking_check_leaves_its_runner_container_to_the_executor_which_removes_it() {
     let matrix = runtime_matrix::Matrix::load(&docker_matrix()).unwrap();
     let plan = runtime_matrix::Plan::new(&matrix, &runtime_matrix::Selection::default());
     let spec = plan
@@ -448,6 +465,98 @@ fn a_panicking_trial_still_removes_its_container() {
         panic!("the check never ran: {result:?}");
     }
     assert!(!id.is_empty(), "a container was created");
-    assert!(!container_exists(&id), "the container outlived the panic");
+    // Other trials may still run on it; it goes when the executor does.
+    assert!(
+        container_exists(&id),
+        "the runner container went with one check"
+    );
+    drop(executor);
+    assert!(
+        !container_exists(&id),
+        "the container outlived its executor"
+    );
     assert_eq!(containers_of_run("panic-test"), Vec::<String>::new());
+}
+
+/// Removes a test image when dropped, whatever the test did.
+struct RemoveImage(String);
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rmi", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn an_image_build_is_recorded_as_setup_and_not_as_the_trials_time() {
+    support::ensure_base_image();
+    let dir = tempfile::tempdir().unwrap();
+    // A tag and a layer of their own, so that neither the engine nor its build cache has it.
+    let unique = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let image = format!("runtime-matrix/test-slow-build:{unique}");
+    let _remove = RemoveImage(image.clone());
+    std::fs::create_dir(dir.path().join("image")).unwrap();
+    std::fs::write(
+        dir.path().join("image/Dockerfile"),
+        format!(
+            "FROM runtime-matrix/jupyter-base:bookworm\nRUN echo {unique} > /built && sleep 5\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[machines.cpu]\ngpus = 0\n[runtimes.slow]\nimage = \"{image}\"\nbuild = \"image\"\n\
+             commands.first = \"true\"\ncommands.second = \"true\"\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = output(&mut harness(
+        &config,
+        &out,
+        "slow-build",
+        &["--include-ignored", "--test-threads", "2"],
+    ));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    // Said when it starts and when it ends.
+    assert!(
+        stderr.contains(&format!("runtime-matrix: building image {image} from"))
+            && stderr.contains(&format!("runtime-matrix: built image {image} in")),
+        "{stderr}"
+    );
+    // One trial built it, the other ran at the same time and waited for it: both say so, and
+    // neither's seconds count it.
+    let records = records(&out, "slow-build");
+    for trial in ["slow::cpu::cmd::first", "slow::cpu::cmd::second"] {
+        let record = &records[trial];
+        let setup: Vec<&serde_json::Value> = record["setup"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{record}"))
+            .iter()
+            .filter(|step| step["kind"] != "runner")
+            .collect();
+        assert_eq!(setup.len(), 1, "{record}");
+        assert_eq!(
+            (&setup[0]["kind"], &setup[0]["subject"]),
+            (&"build".into(), &image.as_str().into()),
+            "{record}"
+        );
+        let (setup_seconds, seconds) = (
+            setup[0]["seconds"].as_f64().unwrap(),
+            record["seconds"].as_f64().unwrap(),
+        );
+        assert!(setup_seconds >= 5.0 && seconds < setup_seconds, "{record}");
+    }
+    assert_eq!(containers_of_run("slow-build"), Vec::<String>::new());
 }

@@ -45,10 +45,10 @@ fn images_engines_and_tools_are_each_checked_with_a_fix() {
     for expected in [
         "✓ docker ",
         "✓ image base ",
-        "nbconvert 6.5.3, ipykernel",
+        "nbclient 0.7.2, ipykernel",
         "✗ image no-python ",
         "has no `python3`",
-        "fix: install Python, nbconvert and ipykernel in the image",
+        "fix: install Python, nbconvert (which brings nbclient) and ipykernel in the image",
         "✗ image unpulled ",
         "failed to pull image `runtime-matrix/test-not-in-any-registry:1` (the registry cannot be reached from the engine)",
         "✗ unix:///nonexistent/docker.sock ",

@@ -91,12 +91,7 @@ fn a_kernel_killed_mid_cell_fails_its_trial_naming_the_cell() {
         "kernel",
         &["--exact", "[host] host::cpu::nb::long_cell"],
     );
-    let kernel = || -> Option<i32> {
-        leftover_processes("kernel")
-            .iter()
-            .find(|p| p.contains("ipykernel_launcher"))
-            .and_then(|p| p.split(':').next()?.parse().ok())
-    };
+    let kernel = || support::running_kernel("kernel").map(|(pid, _)| pid);
     // Killed once the long cell (index 1) has started, as its progress event says: a fixed
     // sleep could land in cell 0 on a loaded machine.
     let mut pid = None;
@@ -132,11 +127,11 @@ fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
         ],
     );
     assert!(
-        wait_for(Duration::from_secs(60), || !containers_of_run("outside")
-            .is_empty()),
-        "the container never started"
+        wait_for(Duration::from_secs(60), || containers_of_run("outside")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
     );
-    std::thread::sleep(Duration::from_secs(1));
     let id = containers_of_run("outside").remove(0);
     let status = std::process::Command::new("docker")
         .args(["kill", &id])
@@ -146,7 +141,14 @@ fn a_container_killed_from_outside_or_by_its_memory_limit_is_explained() {
     assert!(status.success());
     let (code, stdout) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(101));
-    assert!(stdout.contains("`sleep 120` exited with code 137 (the container stopped while the check ran: it was killed from outside, or by the engine)"), "{stdout}");
+    assert!(stdout.contains("category: infrastructure"), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "the runner for runtime `small` on machine `cpu` stopped: its container {} stopped (killed from outside, or by the engine)",
+            &id[..12]
+        )),
+        "{stdout}"
+    );
     assert_eq!(containers_of_run("outside"), Vec::<String>::new());
 
     let (code, stdout, _) = output(&mut harness(
@@ -189,11 +191,11 @@ fn a_dropped_engine_connection_fails_fast_and_the_next_run_reaps() {
     .spawn()
     .unwrap();
     assert!(
-        wait_for(Duration::from_secs(60), || !containers_of_run("dropped")
-            .is_empty()),
-        "the container never started"
+        wait_for(Duration::from_secs(60), || containers_of_run("dropped")
+            .first()
+            .is_some_and(|id| support::runs_in_container(id, "sleep 120"))),
+        "the check never started"
     );
-    std::thread::sleep(Duration::from_secs(1));
     proxy.cut();
     let (code, stdout) = finish(child, Duration::from_secs(60));
     assert_eq!(code, Some(101));

@@ -864,3 +864,105 @@ fn the_heartbeat_says_a_slow_command_unless_off_or_under_nextest(
         assert_eq!(slow, Vec::<&str>::new());
     }
 }
+
+#[test]
+fn provisioning_is_recorded_as_setup_and_not_as_the_trials_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    // Packages force a virtualenv, and a fresh cache forces provisioning it (from PyPI).
+    std::fs::write(
+        &config,
+        "[machines.cpu]\ngpus = 0\n[runtimes.py]\npython = \"python3\"\npackages = [\"nbformat\"]\n\
+         commands.first = \"true\"\ncommands.second = \"true\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let cache = dir.path().join("cache");
+    let run = |run_id: &str| {
+        let mut command = harness(&config, &out, run_id, &["--test-threads", "2"]);
+        command.env("RUNTIME_MATRIX_CACHE", &cache);
+        let (code, stdout, stderr) = output(&mut command);
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        (records(&out, run_id), stderr)
+    };
+    let started = std::time::Instant::now();
+    let (first, stderr) = run("provisions");
+    let wall = started.elapsed().as_secs_f64();
+    // Said when it starts and when it ends.
+    assert!(
+        stderr.contains("runtime-matrix: provisioning a virtualenv for runtime `py`")
+            && stderr
+                .contains("runtime-matrix: virtualenv for runtime `py` is ready, provisioned in"),
+        "{stderr}"
+    );
+    let venvs = cache.join("venvs");
+    // One trial provisioned, the other ran at the same time and waited for it: both say so,
+    // and neither's seconds count it.
+    let mut most = 0.0f64;
+    for trial in ["py::cpu::cmd::first", "py::cpu::cmd::second"] {
+        let record = &first[trial];
+        let setup: Vec<&serde_json::Value> = record["setup"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{record}"))
+            .iter()
+            .filter(|step| step["kind"] != "runner")
+            .collect();
+        assert_eq!(setup.len(), 1, "{record}");
+        assert_eq!(setup[0]["kind"], "provision", "{record}");
+        let subject = setup[0]["subject"].as_str().unwrap();
+        assert!(
+            std::path::Path::new(subject).starts_with(&venvs),
+            "{subject} is not under {}",
+            venvs.display()
+        );
+        let (setup_seconds, seconds) = (
+            setup[0]["seconds"].as_f64().unwrap(),
+            record["seconds"].as_f64().unwrap(),
+        );
+        // Creating a virtualenv and installing nbconvert takes seconds; running `true`, not.
+        assert!(
+            setup_seconds > 1.0 && setup_seconds < wall && seconds < 1.0,
+            "{record}"
+        );
+        most = most.max(setup_seconds);
+    }
+    // The report says it once, with the longest any trial spent on it.
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("provisions/report.json")).unwrap())
+            .unwrap();
+    // Starting the runtime's runner is setup of its own.
+    let summary: Vec<&serde_json::Value> = report["summary"]["setup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|step| step["kind"] != "runner")
+        .collect();
+    assert_eq!(summary.len(), 1, "{summary:?}");
+    assert_eq!(
+        (
+            &summary[0]["runtime"],
+            &summary[0]["machine"],
+            &summary[0]["kind"]
+        ),
+        (&"py".into(), &"cpu".into(), &"provision".into())
+    );
+    assert_eq!(summary[0]["seconds"].as_f64(), Some(most));
+    let markdown = std::fs::read_to_string(out.join("provisions/report.md")).unwrap();
+    assert!(
+        markdown.contains("## Setup\n") && markdown.contains("| **py** | cpu | provision | `"),
+        "{markdown}"
+    );
+
+    // The next run finds the virtualenv ready: its only setup is its runner's start.
+    let (second, stderr) = run("provisioned");
+    assert!(!stderr.contains("provisioning a virtualenv"), "{stderr}");
+    for record in second.values() {
+        let kinds: Vec<&serde_json::Value> = record["setup"]
+            .as_array()
+            .map(|steps| steps.iter().map(|step| &step["kind"]).collect())
+            .unwrap_or_default();
+        assert!(kinds.iter().all(|kind| *kind == "runner"), "{record}");
+    }
+    let markdown = std::fs::read_to_string(out.join("provisioned/report.md")).unwrap();
+    assert!(!markdown.contains("| provision |"), "{markdown}");
+}

@@ -80,10 +80,22 @@ pub struct DockerRuntime {
     pub pids: Option<i64>,
     /// Docker network mode: `none` (the default), `bridge`, `host`, or a network's name.
     pub network: String,
-    /// One container for all of the runtime's trials on a machine, within a process.
-    pub reuse_container: bool,
+    /// How far apart its trials are kept.
+    pub isolation: Isolation,
     /// Names of host environment variables passed in and redacted from every output.
     pub secrets: Vec<String>,
+}
+
+/// How far apart a Docker runtime's trials are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A fresh kernel, folder and temporary folder per notebook, in a runner container shared
+    /// by the runtime's trials on a machine: no interpreter or kernel start per notebook.
+    #[default]
+    Notebook,
+    /// A container of its own per trial.
+    Container,
 }
 
 /// When a Docker runtime's image is pulled (or built).

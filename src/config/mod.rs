@@ -15,7 +15,7 @@ mod validate;
 
 pub(crate) use load::print_warnings;
 pub use matrix::{
-    Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Machine, Matrix,
-    PullPolicy, Runtime,
+    Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Isolation,
+    Machine, Matrix, PullPolicy, Runtime,
 };
 pub(crate) use suggest::{nearest, wildcard_match};

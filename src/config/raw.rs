@@ -58,6 +58,7 @@ pub(super) struct RawRuntime {
     pub network: Option<String>,
     #[serde(default)]
     pub reuse_container: bool,
+    pub isolation: Option<String>,
     pub framework: Option<String>,
     pub gpu_checks: Option<bool>,
     #[serde(default)]

@@ -31,6 +31,30 @@ pub const LABEL_KEEP: &str = "runtime-matrix.keep";
 /// How much of an exec's output is kept.
 const OUTPUT_LIMIT: usize = 256 * 1024;
 
+/// A piece of what a command started with [`Engine::open_exec`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecChunk {
+    /// On its stdout.
+    Out(Vec<u8>),
+    /// On its stderr.
+    Err(Vec<u8>),
+}
+
+/// A command running in a container with its stdin open.
+pub struct OpenExec {
+    /// What it writes, as it comes; the stream ends when the command does.
+    pub output:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<ExecChunk, EngineError>> + Send>>,
+    /// Its stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for OpenExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenExec").finish_non_exhaustive()
+    }
+}
+
 /// How an exec ended.
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
@@ -38,8 +62,6 @@ pub struct ExecOutcome {
     pub exit_code: Option<i64>,
     /// stdout and stderr, interleaved, at most the last 256 KiB.
     pub output: String,
-    /// Wall-clock time.
-    pub elapsed: Duration,
 }
 
 impl Engine {
@@ -112,26 +134,13 @@ impl Engine {
         })
     }
 
-    /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
-    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]). The
-    /// calls around the command (create, start, inspect) each have the engine's limit.
-    pub async fn exec(
+    /// Creates and starts an exec of `config` in container `id`, attached; each call is given
+    /// the engine's limit. Returns the exec's id and its streams.
+    async fn start_exec(
         &self,
         id: &str,
-        command: Vec<String>,
-        workdir: &str,
-        env: Vec<String>,
-        wait: Duration,
-    ) -> Result<ExecOutcome, EngineError> {
-        let start = Instant::now();
-        let config = ExecConfig {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(command),
-            env: Some(env),
-            working_dir: Some(workdir.to_owned()),
-            ..Default::default()
-        };
+        config: ExecConfig,
+    ) -> Result<(String, StartExecResults), EngineError> {
         let failed = |error| self.error("start a command in container", short(id), error);
         let create = async { self.docker.create_exec(id, config).await.map_err(failed) };
         let exec = self
@@ -161,6 +170,30 @@ impl Engine {
                 attach,
             )
             .await?;
+        Ok((exec.id, started))
+    }
+
+    /// Runs `command` in container `id`, collecting its output, and stops waiting after `wait`
+    /// (the process inside carries its own time limit; see [`super::ContainerSpec`]). The
+    /// calls around the command (create, start, inspect) each have the engine's limit.
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: Vec<String>,
+        workdir: &str,
+        env: Vec<String>,
+        wait: Duration,
+    ) -> Result<ExecOutcome, EngineError> {
+        let start = Instant::now();
+        let config = ExecConfig {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            env: Some(env),
+            working_dir: Some(workdir.to_owned()),
+            ..Default::default()
+        };
+        let (exec, started) = self.start_exec(id, config).await?;
         let mut output = Vec::new();
         let finished = match started {
             StartExecResults::Attached {
@@ -199,7 +232,7 @@ impl Engine {
         let exit_code = if finished {
             let inspect = async {
                 self.docker
-                    .inspect_exec(&exec.id)
+                    .inspect_exec(&exec)
                     .await
                     .map_err(|error| self.error("inspect a command in container", short(id), error))
             };
@@ -217,7 +250,46 @@ impl Engine {
         Ok(ExecOutcome {
             exit_code,
             output: String::from_utf8_lossy(&output).into_owned(),
-            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Starts `command` in container `id` with its stdin open, for a conversation: what it
+    /// writes comes as [`ExecChunk`]s, what is written to `input` reaches its stdin. Each of the
+    /// two calls that start it is given the engine's limit; the conversation itself has none.
+    pub async fn open_exec(&self, id: &str, command: Vec<String>) -> Result<OpenExec, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(command),
+            ..Default::default()
+        };
+        let (_, started) = self.start_exec(id, config).await?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(EngineError::Operation {
+                operation: "attach to a command in container",
+                target: short(id),
+                error: bollard::errors::Error::IOError {
+                    err: std::io::Error::other("the engine started it detached"),
+                },
+            });
+        };
+        let target = short(id);
+        let engine = self.clone();
+        let output = output.map(move |chunk| match chunk {
+            Ok(bollard::container::LogOutput::StdErr { message }) => {
+                Ok(ExecChunk::Err(message.to_vec()))
+            }
+            Ok(other) => Ok(ExecChunk::Out(other.into_bytes().to_vec())),
+            Err(error) => Err(engine.error(
+                "read the output of a command in container",
+                target.clone(),
+                error,
+            )),
+        });
+        Ok(OpenExec {
+            output: Box::pin(output),
+            input,
         })
     }
 

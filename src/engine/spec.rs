@@ -53,6 +53,12 @@ pub struct ContainerSpec {
     pub command: Vec<String>,
     /// The command's working folder.
     pub workdir: String,
+    /// The container's main process, when it is not an idle loop.
+    #[serde(skip)]
+    pub main: Option<Vec<String>>,
+    /// Whether the container removes itself when its main process ends.
+    #[serde(skip)]
+    pub auto_remove: bool,
 }
 
 impl ContainerSpec {
@@ -73,6 +79,8 @@ impl ContainerSpec {
             security_options: vec!["no-new-privileges".into()],
             command: Vec::new(),
             workdir: CONTAINER_ROOT.into(),
+            main: None,
+            auto_remove: false,
         }
     }
 
@@ -115,6 +123,14 @@ impl ContainerSpec {
         self
     }
 
+    /// Runs `main` as the container's main process; with `auto_remove`, the container removes
+    /// itself when it ends.
+    pub fn with_main(mut self, main: Vec<String>, auto_remove: bool) -> Self {
+        self.main = Some(main);
+        self.auto_remove = auto_remove;
+        self
+    }
+
     /// Sets the check's command and working folder.
     pub fn with_command(mut self, command: Vec<String>, workdir: impl Into<String>) -> Self {
         self.command = command;
@@ -138,11 +154,13 @@ impl ContainerSpec {
         ContainerCreateBody {
             image: Some(self.image.clone()),
             // A container that idles until it is removed; checks run in it with exec.
-            entrypoint: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
-            ]),
+            entrypoint: Some(self.main.clone().unwrap_or_else(|| {
+                vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done".into(),
+                ]
+            })),
             cmd: Some(Vec::new()),
             env: Some(env),
             labels: Some(
@@ -161,6 +179,7 @@ impl ContainerSpec {
                 cap_add: None,
                 security_opt: Some(self.security_options.clone()),
                 device_requests,
+                auto_remove: Some(self.auto_remove),
                 ..Default::default()
             }),
             ..Default::default()

@@ -8,7 +8,7 @@ use super::verdict;
 use crate::config::{Executor as ExecutorKind, Matrix};
 use crate::notebook::CellTiming;
 use crate::plan::TrialSpec;
-use crate::record::{RunDir, TrialImage};
+use crate::record::{RunDir, SetupStep, TrialImage};
 use crate::verdict::Failure;
 use std::path::PathBuf;
 
@@ -28,6 +28,10 @@ pub struct Outcome {
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
+    /// The setup the trial did or waited for before its check ran (an image built or pulled,
+    /// a virtualenv provisioned), with the seconds it spent on each: the harness takes them
+    /// off the trial's duration.
+    pub setup: Vec<SetupStep>,
 }
 
 impl From<&crate::engine::ImageInfo> for TrialImage {
@@ -95,12 +99,18 @@ fn lease_gpus(
 
 /// Runs checks; shared by every trial of a process.
 pub struct Executor {
-    provisioner: Provisioner,
+    pub(super) provisioner: Provisioner,
     pub(super) docker: docker::DockerExecutor,
     lock_dir: PathBuf,
     lease_timeout: std::time::Duration,
-    /// Where host notebooks' running cells are said, for the heartbeat.
-    progress: std::sync::Arc<crate::progress::Board>,
+    /// Where running notebooks' cells are said, for the heartbeat.
+    pub(super) progress: std::sync::Arc<crate::progress::Board>,
+    /// The host runtimes' runners.
+    pub(super) runners: super::runner::Runners,
+    /// How many trials this process runs at once.
+    pub(super) slots: usize,
+    /// How long a runner idles before it exits by itself.
+    pub(super) runner_idle: std::time::Duration,
 }
 
 impl Executor {
@@ -124,7 +134,20 @@ impl Executor {
             lock_dir: crate::gpu::lease::default_lock_dir(),
             lease_timeout: crate::settings::DEFAULT_LEASE_TIMEOUT,
             progress: Default::default(),
+            runners: Default::default(),
+            slots: 1,
+            runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
         }
+    }
+
+    /// Runs up to `slots` trials at once: each runner keeps that many kernels warm. Its idle
+    /// runners exit by themselves after `idle` (`RUNTIME_MATRIX_RUNNER_IDLE`).
+    pub fn with_runners(mut self, slots: usize, idle: std::time::Duration) -> Executor {
+        self.slots = slots.max(1);
+        self.runner_idle = idle;
+        self.docker.slots = self.slots;
+        self.docker.runner_idle = idle;
+        self
     }
 
     /// Leases GPUs through the lock files in `lock_dir`, waiting up to `timeout` for them
@@ -146,6 +169,7 @@ impl Executor {
         mut self,
         board: std::sync::Arc<crate::progress::Board>,
     ) -> Executor {
+        self.docker.board = board.clone();
         self.progress = board;
         self
     }
@@ -168,15 +192,9 @@ impl Executor {
             .unwrap_or_default();
         let gpus = gpus.as_slice();
         let outcome = match &spec.runtime.executor {
-            ExecutorKind::Host { python, packages } => host::run(
-                &self.provisioner,
-                &self.progress,
-                python,
-                packages,
-                spec,
-                run,
-                gpus,
-            ),
+            ExecutorKind::Host { python, packages } => {
+                host::run(self, python, packages, spec, run, gpus)
+            }
             ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
         };
         // Its texts are cleaned where outside text enters (verdict, notebook) and once more by
@@ -192,9 +210,21 @@ impl Executor {
         self.docker.handle()
     }
 
-    /// Removes what outlives single trials: containers shared by a runtime's trials.
+    /// Stops what outlives single trials: the runners this process started, and their
+    /// containers. Under cargo-nextest the other processes of the run may still need them:
+    /// they are left to stop by themselves when idle.
     pub fn shutdown(&self) {
+        if std::env::var_os("NEXTEST_RUN_ID").is_some() {
+            return;
+        }
+        self.runners.shutdown();
         self.docker.shutdown();
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

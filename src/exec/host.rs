@@ -1,24 +1,23 @@
-//! The host executor: notebooks and commands run by a Python on this host, each in a scratch
-//! copy of its folder. The main type is `Job`: the trial's [`Invocation`] rendered with the
-//! scratch folder as its trial folder.
+//! The host executor: notebooks and commands run by the runtime's runner, a warm Python on
+//! this host, each in a scratch copy of its folder. The main type is `Job`: the trial's
+//! [`Invocation`] rendered with the scratch folder as its trial folder.
 
 use super::Outcome;
-use super::invocation::{Invocation, WORK};
-use super::process::{self, Ended, Finished};
-use super::provision::Provisioner;
+use super::executor::Executor;
+use super::invocation::{Invocation, PER_TRIAL, WORK};
+use super::runner::ANSWER_GRACE;
+use super::runner::host::HostRunner;
 use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::CheckKind;
 use crate::error::chain;
-use crate::notebook::ProcessEnd;
 use crate::plan::TrialSpec;
-use crate::progress::Board;
 use crate::record::RunDir;
 use crate::verdict::Category;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// One trial's run on the host: what every step needs.
 struct Job<'a> {
+    executor: &'a Executor,
     spec: &'a TrialSpec,
     run: &'a RunDir,
     /// The GPUs the trial holds, by UUID.
@@ -27,15 +26,10 @@ struct Job<'a> {
     /// The trial folder.
     scratch: &'a Path,
     invocation: Invocation,
-    /// Marks every process of the trial, so that none outlives it.
-    token: String,
-    /// Where the running cell is said.
-    progress: &'a Board,
 }
 
 pub(super) fn run(
-    provisioner: &Provisioner,
-    progress: &Board,
+    executor: &Executor,
     python: &str,
     packages: &[String],
     spec: &TrialSpec,
@@ -47,8 +41,11 @@ pub(super) fn run(
         .checks
         .iter()
         .any(|check| matches!(check.kind, CheckKind::Notebook { .. }));
-    let python = match provisioner.python(&spec.runtime.name, python, packages, jupyter) {
-        Ok(python) => python,
+    let found = executor
+        .provisioner
+        .python(&spec.runtime.name, python, packages, jupyter);
+    let (python, provisioned) = match found {
+        Ok(found) => found,
         Err(error) => {
             let category = match error {
                 crate::error::ProvisionError::Python { .. } => Category::Runtime,
@@ -67,52 +64,51 @@ pub(super) fn run(
         }
     };
     let job = Job {
+        executor,
         spec,
         run,
         gpus,
         invocation: Invocation::for_trial(spec, &python.to_string_lossy()),
         python,
         scratch: scratch.path(),
-        token: format!("{}-{}", run.run_id, crate::names::folder_key(&spec.name)),
-        progress,
     };
-    let result = match &spec.check.kind {
-        CheckKind::Notebook { relative, path } => job.notebook(relative, path),
-        CheckKind::Command { run: line } => job.command(line),
-        CheckKind::GpuFramework { .. } => job.framework(),
+    let mut outcome = match spec.check.kind {
         CheckKind::GpuVisible => {
             Err("gpu::visible needs a container; host runtimes do not have it".into())
         }
-    };
-    result.unwrap_or_else(|message| setup_failure(Category::Infrastructure, message))
+        _ => job.run(),
+    }
+    .unwrap_or_else(|message| setup_failure(Category::Infrastructure, message));
+    outcome.setup.extend(provisioned);
+    outcome
 }
 
 impl Job<'_> {
-    /// The trial's command line: the runtime's environment, its GPUs, and its Python first on
-    /// `PATH`, run in the work folder.
-    fn command_line(&self) -> Command {
-        let folder = self.scratch.to_string_lossy();
-        let mut words = self.invocation.command(&folder).into_iter();
-        let mut command = Command::new(words.next().unwrap_or_default());
-        command.args(words);
+    /// The environment of this trial's runner, on top of this process's: its Python first on
+    /// `PATH`, its GPUs, and the runtime's environment, which its kernels inherit.
+    fn runner_env(&self) -> Vec<(String, String)> {
         let bin = self.python.parent().unwrap_or(Path::new("/"));
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![bin.to_path_buf()];
         paths.extend(std::env::split_paths(&path));
-        let spec = self.spec;
-        command
-            .env("PATH", std::env::join_paths(paths).unwrap_or(path))
-            .env("RUNTIME_MATRIX_GPUS", self.gpus.join(","))
-            .env("JUPYTER_RUNTIME_DIR", self.scratch.join("jupyter-runtime"));
+        let path = std::env::join_paths(paths).unwrap_or(path);
+        let mut env = vec![
+            ("PATH".to_owned(), path.to_string_lossy().into_owned()),
+            ("RUNTIME_MATRIX_GPUS".to_owned(), self.gpus.join(",")),
+        ];
         // CUDA takes UUIDs too. A CPU trial on a GPU host gets none; a GPU trial gets exactly
         // its lease (or, with no lease, what the host has).
-        if spec.machine.gpus == 0 || !self.gpus.is_empty() {
-            command.env("CUDA_VISIBLE_DEVICES", self.gpus.join(","));
+        if self.spec.machine.gpus == 0 || !self.gpus.is_empty() {
+            env.push(("CUDA_VISIBLE_DEVICES".to_owned(), self.gpus.join(",")));
         }
         // After the host's own variables: the runtime's environment wins, as in a container.
-        command.envs(self.invocation.env(&folder));
-        command.current_dir(self.scratch.join(WORK));
-        command
+        env.extend(
+            self.invocation
+                .env(&self.scratch.to_string_lossy())
+                .into_iter()
+                .filter(|(key, _)| !PER_TRIAL.contains(&key.as_str())),
+        );
+        env
     }
 
     /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`.
@@ -143,75 +139,124 @@ impl Job<'_> {
         crate::fsx::read_bounded(&path, crate::fsx::COLLECTED).ok()
     }
 
-    fn execute(&self, command: Command) -> Result<Finished, String> {
-        let program = command.get_program().to_string_lossy().into_owned();
-        process::run(command, self.spec.check.timeout, &self.token)
-            .map_err(|error| format!("cannot start {program}: {error}"))
-    }
-
-    fn notebook(&self, relative: &str, path: &Path) -> Result<Outcome, String> {
-        let original: serde_json::Value = crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-            .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?;
-        self.stage()?;
-        if let Some(events) = &self.invocation.progress {
-            self.progress
-                .watch_cells(&self.spec.name, self.scratch.join(events));
-        }
-        let finished = self.execute(self.command_line())?;
-        let progress = self
-            .collected(&self.invocation.progress)
-            .unwrap_or_default();
-        let result = NotebookRun {
-            original: &original,
-            progress: &String::from_utf8_lossy(&progress),
-            output: &finished.output,
-            end: process_end(&finished),
-            executed: self.collected(&self.invocation.executed),
+    /// Runs the trial on its runtime's runner and judges what came back.
+    fn run(&self) -> Result<Outcome, String> {
+        let spec = self.spec;
+        let original = match &spec.check.kind {
+            CheckKind::Notebook { path, .. } => Some(
+                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
+                    .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?,
+            ),
+            _ => None,
         };
-        Ok(verdict::notebook(self.spec, self.run, relative, result))
-    }
-
-    fn command(&self, line: &str) -> Result<Outcome, String> {
         self.stage()?;
-        let finished = self.execute(self.command_line())?;
-        Ok(verdict::command(
-            self.spec,
-            line,
-            process_end(&finished),
-            &finished.output,
-        ))
-    }
-
-    fn framework(&self) -> Result<Outcome, String> {
-        self.stage()?;
-        let finished = self.execute(self.command_line())?;
-        let host = match crate::gpu::detect() {
-            crate::gpu::Detection::Found(host) => Some(host),
-            crate::gpu::Detection::NoDriver(_) => None,
-        };
-        let judged = verdict::judge_gpu_check(
-            &self.spec.check.kind,
-            &finished.output,
-            self.gpus,
-            self.spec.machine.gpus,
-            host,
+        let executor = self.executor;
+        let key = format!(
+            "{}|host|{}|{}|{}|{}|{}",
+            self.run.run_id,
+            spec.runtime.name,
+            spec.machine.name,
+            self.gpus.join(","),
+            self.python.display(),
+            super::runner::scope()
         );
-        Ok(verdict::gpu_check(
-            self.spec,
-            judged,
-            process_end(&finished),
-            &finished.output,
-        ))
-    }
-}
-
-fn process_end(finished: &Finished) -> ProcessEnd {
-    match finished.ended {
-        Ended::Exited(0) => ProcessEnd::Success,
-        Ended::Exited(code) => ProcessEnd::Failed(code),
-        Ended::Deadline => ProcessEnd::Deadline,
+        let serves = format!(
+            "runtime `{}` on machine `{}`",
+            spec.runtime.name, spec.machine.name
+        );
+        let start = || {
+            HostRunner {
+                python: &self.python,
+                serves: serves.clone(),
+                key: key.clone(),
+                env: self.runner_env(),
+                idle: executor.runner_idle,
+                slots: executor.slots,
+                notebooks: spec
+                    .runtime
+                    .checks
+                    .iter()
+                    .any(|check| matches!(check.kind, CheckKind::Notebook { .. })),
+                run_id: self.run.run_id.clone(),
+            }
+            .start()
+        };
+        let (runner, waited) = match executor.runners.get(&key, &serves, start) {
+            Ok(started) => started,
+            Err(error) => return Ok(setup_failure(Category::Infrastructure, chain(&error))),
+        };
+        // The runner's start is setup, whatever ends the trial afterwards.
+        let setup: Vec<_> = waited
+            .map(|waited| crate::record::SetupStep {
+                kind: crate::record::SetupKind::Runner,
+                subject: self.python.display().to_string(),
+                seconds: waited.as_secs_f64(),
+            })
+            .into_iter()
+            .collect();
+        let folder = self.scratch.to_string_lossy();
+        let mut request = self.invocation.request(&folder);
+        for (key, value) in self.runner_env() {
+            request = request.with_env(&key, &value);
+        }
+        let reply = runner
+            .connection
+            .run(&request, spec.check.timeout + ANSWER_GRACE, |event| {
+                if let (Some(phase), Some(index), Some(time)) =
+                    (&event.phase, event.index, event.time)
+                {
+                    executor
+                        .progress
+                        .cell(&spec.name, phase == "start", index, time);
+                }
+            });
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => {
+                if matches!(error, crate::error::RunnerError::Silent { .. }) {
+                    executor.runners.discard(&key, &runner);
+                }
+                let failed = setup_failure(Category::Infrastructure, chain(&error));
+                return Ok(Outcome { setup, ..failed });
+            }
+        };
+        let end = reply.end();
+        let mut outcome = match (&spec.check.kind, original) {
+            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+                let progress = self
+                    .collected(&self.invocation.progress)
+                    .unwrap_or_default();
+                let result = NotebookRun {
+                    original: &original,
+                    progress: &String::from_utf8_lossy(&progress),
+                    output: &reply.output,
+                    end,
+                    executed: self.collected(&self.invocation.executed),
+                };
+                verdict::notebook(spec, self.run, relative, result)
+            }
+            (CheckKind::Command { run: line }, _) => {
+                verdict::command(spec, line, end, &reply.output)
+            }
+            (kind, _) => {
+                let host = match crate::gpu::detect() {
+                    crate::gpu::Detection::Found(host) => Some(host),
+                    crate::gpu::Detection::NoDriver(_) => None,
+                };
+                let judged = verdict::judge_gpu_check(
+                    kind,
+                    &reply.output,
+                    self.gpus,
+                    spec.machine.gpus,
+                    host,
+                );
+                verdict::gpu_check(spec, judged, end, &reply.output)
+            }
+        };
+        outcome.setup.extend(setup);
+        Ok(outcome)
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::config::DockerRuntime;
 use crate::config::{CheckKind, Executor};
 use crate::engine::{CONTAINER_ROOT, ContainerSpec, GpuRequest};
+use crate::exec::runner::Request;
 use crate::plan::TrialSpec;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,14 @@ const HOOKS: &str = "hooks.py";
 const PROGRESS: &str = "progress.jsonl";
 /// Where nbconvert writes the executed notebook, in the trial folder.
 const OUT: &str = "out";
+
+/// The environment variables that differ between trials of one runtime and machine: a runner
+/// shared by those trials does not have them; each trial's request does.
+pub(crate) const PER_TRIAL: [&str; 3] = [
+    "RUNTIME_MATRIX_TRIAL",
+    "RUNTIME_MATRIX_PROGRESS",
+    "RUNTIME_MATRIX_GPUS",
+];
 
 /// A word of a command line or an environment value: plain text, or a path inside the trial
 /// folder, which each executor places where its trial folder is.
@@ -49,7 +58,7 @@ pub(crate) struct Staged {
 }
 
 /// One trial's check, ready to run in any trial folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Invocation {
     program: String,
     args: Vec<Word>,
@@ -63,6 +72,10 @@ pub(crate) struct Invocation {
     pub(crate) progress: Option<String>,
     /// Where the executed notebook is written (read back for a notebook).
     pub(crate) executed: Option<String>,
+    /// The notebook's file name, in [`WORK`], and its cell timeout in seconds.
+    notebook: Option<(String, f64)>,
+    /// Seconds the whole check may take.
+    deadline: f64,
 }
 
 impl Invocation {
@@ -94,6 +107,8 @@ impl Invocation {
             work_source: None,
             progress: None,
             executed: None,
+            notebook: None,
+            deadline: spec.check.timeout.as_secs_f64(),
         };
         match &spec.check.kind {
             CheckKind::Notebook { path, .. } => {
@@ -126,6 +141,7 @@ impl Invocation {
                     Some(path.parent().unwrap_or(Path::new(".")).to_path_buf());
                 invocation.progress = Some(PROGRESS.into());
                 invocation.executed = Some(format!("{OUT}/{file}"));
+                invocation.notebook = Some((file, spec.check.cell_timeout.as_secs_f64().max(1.0)));
                 invocation.env.push((
                     "RUNTIME_MATRIX_PROGRESS".into(),
                     Word::InFolder(PROGRESS.into()),
@@ -155,6 +171,23 @@ impl Invocation {
             }
         }
         invocation
+    }
+
+    /// The trial as a runner takes it, with the trial folder at `folder`: a notebook is run by
+    /// the runner itself (nbclient, as nbconvert does), anything else as a process.
+    pub(crate) fn request(&self, folder: &str) -> Request {
+        let env = self.env(folder);
+        match (&self.notebook, &self.progress, &self.executed) {
+            (Some((file, cell_timeout)), Some(progress), Some(executed)) => Request::notebook(
+                folder.to_owned(),
+                format!("{WORK}/{file}"),
+                env,
+                (*cell_timeout, self.deadline),
+                progress.clone(),
+                executed.clone(),
+            ),
+            _ => Request::process(folder.to_owned(), self.command(folder), env, self.deadline),
+        }
     }
 
     /// The program and its arguments, with the trial folder at `folder`.

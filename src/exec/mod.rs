@@ -13,6 +13,7 @@ mod live;
 pub mod process;
 mod provision;
 mod redact;
+pub(crate) mod runner;
 mod verdict;
 
 pub use docker::{Keep, clean_all};

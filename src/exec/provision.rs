@@ -4,14 +4,16 @@
 //! already has nbconvert and ipykernel and no packages are asked for, it is used as it is.
 //! Otherwise a virtualenv is created for it under the cache folder, once: its name hashes the
 //! interpreter, its version and the packages, and a file lock keeps parallel trials and
-//! parallel processes (cargo-nextest) from building it twice.
+//! parallel processes (cargo-nextest) from building it twice. Provisioning is setup, not trial
+//! time: [`Provisioner::python`] says how long each call spent on it, doing it or waiting.
 
 use super::process::{self, Ended};
 use crate::error::ProvisionError;
+use crate::record::{SetupKind, SetupStep};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const PROBE: &str = "import sys, importlib.util as u\n\
@@ -24,11 +26,22 @@ const READY_MARKER: &str = ".runtime-matrix-ready";
 /// An interpreter, the packages it must have, and whether it must run notebooks.
 type PythonKey = (String, Vec<String>, bool);
 
+/// An interpreter resolved for a [`PythonKey`].
+#[derive(Debug, Clone)]
+struct Resolved {
+    python: PathBuf,
+    /// The virtualenv's folder and when this process finished provisioning it (or waiting for
+    /// another process to); `None` when nothing had to be provisioned.
+    provisioned: Option<(String, Instant)>,
+}
+
 /// Resolves each runtime's Python once per process.
 #[derive(Debug)]
 pub struct Provisioner {
     cache: PathBuf,
-    resolved: Mutex<HashMap<PythonKey, PathBuf>>,
+    /// One slot per key, locked while it is resolved, so that trials needing the same
+    /// interpreter wait for a single install and trials needing another do not.
+    resolved: Mutex<HashMap<PythonKey, Arc<Mutex<Option<Resolved>>>>>,
 }
 
 impl Provisioner {
@@ -42,25 +55,42 @@ impl Provisioner {
 
     /// The interpreter to run `runtime`'s checks with, provisioning it if needed: when
     /// `jupyter` is set (the runtime has notebooks) it must have nbconvert and ipykernel.
+    /// With it, the provisioning this call did or waited for (its own seconds on it): `None`
+    /// when the interpreter was ready before the call.
     pub fn python(
         &self,
         runtime: &str,
         python: &str,
         packages: &[String],
         jupyter: bool,
-    ) -> Result<PathBuf, ProvisionError> {
+    ) -> Result<(PathBuf, Option<SetupStep>), ProvisionError> {
+        let start = Instant::now();
         let key = (python.to_owned(), packages.to_vec(), jupyter);
-        // Held while provisioning, so that trials of one runtime wait for a single install.
-        let mut resolved = self
+        let slot = self
             .resolved
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(path) = resolved.get(&key) {
-            return Ok(path.clone());
-        }
-        let path = self.provision(runtime, python, packages, jupyter)?;
-        resolved.insert(key, path.clone());
-        Ok(path)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        // Held while provisioning: another trial of the same key waits here.
+        let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let resolved = match &*slot {
+            Some(resolved) => resolved.clone(),
+            None => slot
+                .insert(self.provision(runtime, python, packages, jupyter)?)
+                .clone(),
+        };
+        // A provisioning that ended after this call began is one this call did or waited for.
+        let step = resolved
+            .provisioned
+            .filter(|(_, ended)| *ended >= start)
+            .map(|(venv, _)| SetupStep {
+                kind: SetupKind::Provision,
+                subject: venv,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        Ok((resolved.python, step))
     }
 
     fn provision(
@@ -69,7 +99,7 @@ impl Provisioner {
         python: &str,
         packages: &[String],
         jupyter: bool,
-    ) -> Result<PathBuf, ProvisionError> {
+    ) -> Result<Resolved, ProvisionError> {
         let python_error = |detail: String| ProvisionError::Python {
             runtime: runtime.to_owned(),
             python: python.to_owned(),
@@ -91,7 +121,10 @@ impl Provisioner {
             return Err(python_error(tail(&finished.output, 5)));
         }
         if packages.is_empty() && (*ready == "True" || !jupyter) {
-            return Ok(PathBuf::from(executable));
+            return Ok(Resolved {
+                python: PathBuf::from(executable),
+                provisioned: None,
+            });
         }
 
         let mut wanted: Vec<String> = REQUIRED
@@ -115,12 +148,29 @@ impl Provisioner {
             path: lock_path.clone(),
             error,
         })?;
-        lock.lock().map_err(|error| ProvisionError::Cache {
-            path: lock_path.clone(),
-            error,
-        })?;
+        // Busy: another process (cargo-nextest runs one per trial) is provisioning it.
+        let waited = match lock.try_lock() {
+            Ok(()) => false,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                lock.lock().map_err(|error| ProvisionError::Cache {
+                    path: lock_path.clone(),
+                    error,
+                })?;
+                true
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(ProvisionError::Cache {
+                    path: lock_path.clone(),
+                    error,
+                });
+            }
+        };
+        let subject = venv.display().to_string();
         if venv.join(READY_MARKER).exists() {
-            return Ok(venv_python);
+            return Ok(Resolved {
+                python: venv_python,
+                provisioned: waited.then(|| (subject, Instant::now())),
+            });
         }
 
         eprintln!(
@@ -141,7 +191,10 @@ impl Provisioner {
                 start.elapsed()
             ),
         }
-        installed.map(|()| venv_python)
+        installed.map(|()| Resolved {
+            python: venv_python,
+            provisioned: Some((subject, Instant::now())),
+        })
     }
 }
 

@@ -1,10 +1,12 @@
-//! What one nbconvert execution did: which cells ran, how long each took, and, when it
+//! What one notebook execution did: which cells ran, how long each took, and, when it
 //! failed, which cell, how, and with what exception.
 //!
-//! The harness runs nbconvert with a small hooks config (see `exec/nbconvert_hooks.py`) that
-//! appends a `start` event before each cell and a `done` event, with the executed cell, after
-//! it. That is how a notebook stopped at its deadline or by a dead kernel still names the cell
-//! that was running, and how a failed notebook keeps the outputs of the cells that did run.
+//! The runner (`exec/runner/runner.py`) appends a `start` event before each cell and a `done`
+//! event, with the executed cell, after it, to the trial's `progress.jsonl`, as nbconvert does
+//! with `exec/nbconvert_hooks.py` (kept so that a kept container's paste line reproduces a
+//! trial with nbconvert). That is how a notebook stopped at its deadline or by a dead kernel
+//! still names the cell that was running, and how a failed notebook keeps the outputs of the
+//! cells that did run.
 
 use crate::sanitise::{for_terminal, plain};
 use crate::verdict::{CellFailure, FailureKind};

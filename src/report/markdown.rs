@@ -1,5 +1,5 @@
 //! `report.md`: a runtime x machine grid, the failures with their cells, expected failures,
-//! exclusions and the slowest trials. Fit for a CI job summary.
+//! exclusions, the setup the runs did and the slowest trials. Fit for a CI job summary.
 
 use super::Report;
 use crate::record::TrialRecord;
@@ -59,6 +59,7 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     failures(report, out)?;
     expected(report, out)?;
     excluded(report, out)?;
+    setup(report, out)?;
     slowest(report, out)
 }
 
@@ -277,6 +278,39 @@ fn excluded(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             String::new()
         };
         writeln!(out, "| {} | {}{more} |", cell(reason), shown.join(", "))?;
+    }
+    writeln!(out)
+}
+
+/// What was set up, apart from the trials: their seconds leave it out.
+fn setup(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    if report.summary.setup.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "## Setup
+"
+    )?;
+    writeln!(
+        out,
+        "Images built or pulled and virtualenvs provisioned, each with the most seconds a trial \
+         spent on it, doing it or waiting for it; no trial's seconds count it.\n"
+    )?;
+    writeln!(
+        out,
+        "| runtime | machine | setup | of | seconds |\n|---|---|---|---|---:|"
+    )?;
+    for s in &report.summary.setup {
+        writeln!(
+            out,
+            "| **{}** | {} | {} | `{}` | {:.2} |",
+            cell(&s.runtime),
+            cell(&s.machine),
+            s.kind.as_str(),
+            cell(&s.subject),
+            s.seconds
+        )?;
     }
     writeln!(out)
 }

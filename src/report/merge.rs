@@ -4,7 +4,7 @@
 use super::{json, junit, markdown};
 use crate::error::OutputError;
 use crate::plan::Excluded;
-use crate::record::{Interruption, RunContents, TrialRecord, read_dir, write_atomic};
+use crate::record::{Interruption, RunContents, SetupKind, TrialRecord, read_dir, write_atomic};
 use crate::verdict::Status;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// The report schema version; bumped on incompatible changes.
 pub const REPORT_SCHEMA: u32 = 1;
 
-/// Counts over a report.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Counts over a report, and the setup its runs did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     /// Trials that ran.
     pub total: usize,
@@ -30,6 +30,53 @@ pub struct Summary {
     pub excluded: usize,
     /// Planned, but left no record: interrupted, killed, or in a shard not merged.
     pub not_run: usize,
+    /// The setup the runs did, by runtime, machine, kind and subject: none of it is counted in
+    /// any trial's seconds.
+    pub setup: Vec<RunSetup>,
+}
+
+/// Setup a run did for a runtime on a machine: an image built or pulled, a virtualenv
+/// provisioned, a runner started.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSetup {
+    /// The runtime.
+    pub runtime: String,
+    /// The machine.
+    pub machine: String,
+    /// What was set up.
+    pub kind: SetupKind,
+    /// What for: the image reference, or the virtualenv's folder.
+    pub subject: String,
+    /// The most seconds a trial's record spent on it: the trial that did it spent them all,
+    /// those that waited for it spent less.
+    pub seconds: f64,
+}
+
+/// The setup in `records`, one entry per runtime, machine, kind and subject, with the most
+/// seconds any record spent on it, in that order.
+fn setup_of(records: &[TrialRecord]) -> Vec<RunSetup> {
+    let mut most: BTreeMap<(&str, &str, SetupKind, &str), f64> = BTreeMap::new();
+    for record in records {
+        for step in &record.setup {
+            let key = (
+                record.runtime.as_str(),
+                record.machine.as_str(),
+                step.kind,
+                step.subject.as_str(),
+            );
+            let seconds = most.entry(key).or_insert(step.seconds);
+            *seconds = seconds.max(step.seconds);
+        }
+    }
+    most.into_iter()
+        .map(|((runtime, machine, kind, subject), seconds)| RunSetup {
+            runtime: runtime.to_owned(),
+            machine: machine.to_owned(),
+            kind,
+            subject: subject.to_owned(),
+            seconds,
+        })
+        .collect()
 }
 
 /// A trial a merged run planned but did not finish.
@@ -79,7 +126,8 @@ impl Report {
     /// Merges what run folders hold. When a trial has several records (a re-run), the one
     /// that started last wins; a trial excluded in one shard but run in another counts as run;
     /// a trial planned by any run but recorded by none is not run, even where another shard
-    /// excluded it.
+    /// excluded it. The setup is every record's, a re-run's replaced records included: it
+    /// was done all the same.
     pub fn merge(contents: RunContents) -> Report {
         let RunContents {
             records,
@@ -88,6 +136,7 @@ impl Report {
             mut runs_without_plan,
             mut interruptions,
         } = contents;
+        let setup = setup_of(&records);
         let mut by_name: BTreeMap<String, TrialRecord> = BTreeMap::new();
         for record in records {
             match by_name.get(&record.trial) {
@@ -134,6 +183,7 @@ impl Report {
             unexpected_passes: count(Status::UnexpectedPass),
             excluded: excluded.len(),
             not_run: not_run.len(),
+            setup,
         };
         let mut runs: Vec<String> = trials.iter().map(|t| t.run_id.clone()).collect();
         runs.extend(interruptions.iter().map(|i| i.run_id.clone()));
@@ -249,4 +299,74 @@ pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
             .map_err(|error| OutputError::Write { path, error })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A passed record of `runtime::machine::check` in run `rN` (started at N o'clock) with
+    /// `setup`.
+    fn record(run_id: &str, trial: &str, setup: serde_json::Value) -> TrialRecord {
+        let (runtime, rest) = trial.split_once("::").unwrap();
+        let (machine, check) = rest.split_once("::").unwrap();
+        serde_json::from_value(serde_json::json!({
+            "schema": 1, "run_id": run_id, "trial": trial, "runtime": runtime,
+            "machine": machine, "check": check, "executor": "docker", "tags": [],
+            "status": "passed", "failure": null, "expected": null,
+            "started_at": format!("2026-12-01T0{}:00:00.000Z", &run_id[1..]), "seconds": 1.0,
+            "setup": setup, "cells": [], "artifact": null, "host": "h",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_summary_keeps_each_setup_once_with_the_most_seconds_a_trial_spent_on_it() {
+        let build = |seconds: f64| serde_json::json!([{"kind": "build", "subject": "img:1", "seconds": seconds}]);
+        let records = vec![
+            // Two trials waited for the build the first did; a re-run found it built.
+            record("r1", "torch::cpu::nb::a", build(35.5)),
+            record("r1", "torch::cpu::nb::b", build(34.0)),
+            record("r1", "torch::cpu::nb::c", build(12.25)),
+            record("r2", "torch::cpu::nb::a", serde_json::json!([])),
+            // The same image on another machine is that machine's setup.
+            record(
+                "r1",
+                "torch::gpu::nb::a",
+                serde_json::json!([
+                    {"kind": "pull", "subject": "img:1", "seconds": 3.0},
+                    {"kind": "provision", "subject": "/venvs/py", "seconds": 2.0},
+                ]),
+            ),
+        ];
+        let report = Report::merge(RunContents {
+            records,
+            ..RunContents::default()
+        });
+        let setup: Vec<(&str, &str, SetupKind, &str, f64)> = report
+            .summary
+            .setup
+            .iter()
+            .map(|s| {
+                let (runtime, machine, subject) = (&s.runtime, &s.machine, &s.subject);
+                (
+                    runtime.as_str(),
+                    machine.as_str(),
+                    s.kind,
+                    subject.as_str(),
+                    s.seconds,
+                )
+            })
+            .collect();
+        assert_eq!(
+            setup,
+            [
+                ("torch", "cpu", SetupKind::Build, "img:1", 35.5),
+                ("torch", "gpu", SetupKind::Provision, "/venvs/py", 2.0),
+                ("torch", "gpu", SetupKind::Pull, "img:1", 3.0),
+            ]
+        );
+        // The re-run's record replaced the one that built, but the build was done all the same.
+        assert!(report.trials[0].setup.is_empty());
+    }
 }

@@ -7,4 +7,6 @@ pub mod markdown;
 mod merge;
 pub(crate) mod text;
 
-pub use merge::{NotRun, REPORT_SCHEMA, Report, Summary, read_report, write_all, write_from_dirs};
+pub use merge::{
+    NotRun, REPORT_SCHEMA, Report, RunSetup, Summary, read_report, write_all, write_from_dirs,
+};

@@ -126,6 +126,7 @@ mod tests {
             expected: None,
             started_at: "2026-11-22T00:00:00Z".into(),
             seconds: 1.0,
+            setup: vec![],
             cells: vec![],
             artifact: None,
             gpus: vec![],

@@ -109,32 +109,27 @@ pub fn leftover_processes(run_id: &str) -> Vec<String> {
     found
 }
 
-/// The value of environment variable `key` in a live process of run `run_id`, if one has it.
-pub fn env_of_run(run_id: &str, key: &str) -> Option<String> {
-    let token = format!("RUNTIME_MATRIX_TRIAL_TOKEN={run_id}-");
-    let prefix = format!("{key}=");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let mut vars = environ.split(|b| *b == 0);
-            if !vars.clone().any(|e| e.starts_with(token.as_bytes())) {
-                return None;
-            }
-            vars.find_map(|e| e.strip_prefix(prefix.as_bytes()))
-                .map(|value| String::from_utf8_lossy(value).into_owned())
-        })
+/// The kernel running a notebook of run `run_id` on a host runner, and that trial's folder:
+/// of the run's kernels, the one whose working folder is a trial's `work/` (warm kernels wait
+/// in folders of their own).
+pub fn running_kernel(run_id: &str) -> Option<(i32, std::path::PathBuf)> {
+    leftover_processes(run_id).iter().find_map(|process| {
+        let (pid, command) = process.split_once(':')?;
+        if !command.contains("ipykernel") {
+            return None;
+        }
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        (cwd.file_name()? == "work").then(|| Some((pid.parse().ok()?, cwd.parent()?.to_owned())))?
+    })
 }
 
 /// Whether the notebook of a running trial of `run_id` has started cell `index`: its
-/// progress file (the harness's nbconvert hooks write it) has the cell's start event.
+/// progress file (the runner writes it in the trial folder) has the cell's start event.
 pub fn cell_started(run_id: &str, index: u64) -> bool {
-    let Some(path) = env_of_run(run_id, "RUNTIME_MATRIX_PROGRESS") else {
+    let Some((_, folder)) = running_kernel(run_id) else {
         return false;
     };
-    std::fs::read_to_string(path)
+    std::fs::read_to_string(folder.join("progress.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -320,12 +315,22 @@ pub const TWO_H100: &str = "GPU-11111111-aaaa-0000-0000-000000000001|NVIDIA H100
 /// Makes sure the base runtime image exists: the first container trial that needs it builds it
 /// (about a minute on a fresh machine), so tests that time things, or start containers of
 /// their own, call this first.
+///
+/// Once per test process; each call's run has an id of its own: processes of one run share
+/// their runners, and a run that ends stops the runners it started, so concurrent callers (the
+/// tests of one process, or test processes side by side) must not share a run id.
 pub fn ensure_base_image() {
+    static MADE: std::sync::Once = std::sync::Once::new();
+    MADE.call_once(make_base_image);
+}
+
+fn make_base_image() {
     let out = tempfile::tempdir().unwrap();
+    let run_id = format!("base-image-{}", std::process::id());
     let mut run = harness(
         &fixtures().join("matrices/docker.toml"),
         out.path(),
-        "base-image",
+        &run_id,
         &[
             "--include-ignored",
             "--exact",

@@ -3,7 +3,7 @@
 
 use super::checks::{CheckDefaults, NotebooksDir, Override};
 use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part, shown};
-use crate::config::matrix::{Build, DockerRuntime, Executor, PullPolicy, Runtime};
+use crate::config::matrix::{Build, DockerRuntime, Executor, Isolation, PullPolicy, Runtime};
 use crate::config::raw::{RawBuild, RawRuntime};
 use crate::config::suggest::did_you_mean;
 use std::collections::{BTreeMap, BTreeSet};
@@ -146,6 +146,7 @@ impl Compiler {
                     (r.pids.is_some(), "pids"),
                     (r.network.is_some(), "network"),
                     (r.reuse_container, "reuse-container"),
+                    (r.isolation.is_some(), "isolation"),
                     (!r.secrets.is_empty(), "secrets"),
                 ] {
                     if set {
@@ -277,8 +278,34 @@ impl Compiler {
             memory,
             pids: r.pids,
             network: r.network.clone().unwrap_or_else(|| "none".into()),
-            reuse_container: r.reuse_container,
+            isolation: self.isolation(key, r),
             secrets: r.secrets.clone(),
+        }
+    }
+
+    /// How far apart the runtime's trials are kept; `reuse-container`, from before runners,
+    /// warns that it has no effect any more.
+    fn isolation(&mut self, key: &str, r: &RawRuntime) -> Isolation {
+        if r.reuse_container {
+            self.warn(format!(
+                "{key}.reuse-container has no effect any more: a runtime's trials on a machine \
+                 share one runner container by default (remove it; `isolation = \"container\"` \
+                 gives each trial its own)"
+            ));
+        }
+        match r.isolation.as_deref() {
+            None | Some("notebook") => Isolation::Notebook,
+            Some("container") => Isolation::Container,
+            Some(other) => {
+                self.problem(
+                    format!("{key}.isolation"),
+                    format!(
+                        "unknown isolation `{}` (use `notebook` or `container`)",
+                        shown(other)
+                    ),
+                );
+                Isolation::Notebook
+            }
         }
     }
 

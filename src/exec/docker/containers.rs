@@ -2,15 +2,13 @@
 //! removes it when dropped, after a success, a failure or a panic alike. Containers are labelled
 //! with their owner process, so that a later run reaps those of a run that was killed.
 
-use super::diagnosis::category_of;
-use super::run::{Cell, DockerExecutor, Trial};
+use super::run::{DockerExecutor, Trial};
 use crate::engine::{
     ContainerSpec, Engine, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START,
-    LABEL_RUN, LABEL_TRIAL,
+    LABEL_TRIAL,
 };
 use crate::error::{EngineError, chain};
-use crate::exec::live::{self, Owner, lock};
-use crate::verdict::Category;
+use crate::exec::live::{self, Owner};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -41,76 +39,17 @@ impl Keep {
 }
 
 impl DockerExecutor {
-    /// A container for `trial`: its own, or the runtime's shared one on this machine.
-    pub(super) fn container(
-        &self,
-        engine: &Engine,
-        trial: &Trial<'_>,
-    ) -> Result<Lease<'_>, EngineError> {
-        let spec = trial.spec;
-        let mut body = trial.container.clone().with_label(LABEL_RUN, &self.run_id);
-        body = body
-            .with_label(LABEL_PID, self.owner.pid.to_string())
-            .with_label(LABEL_PID_START, &self.owner.start)
-            .with_label(LABEL_HOST, &self.owner.host);
-        if self.keep != Keep::Never {
-            body = body.with_label(
-                LABEL_KEEP,
-                if self.keep == Keep::Always {
-                    "always"
-                } else {
-                    "failed"
-                },
-            );
-        }
-        if !trial.docker.reuse_container {
-            let id = self.runtime.block_on(self.create(
-                engine,
-                &body,
-                &spec.name,
-                &spec.machine.name,
-            ))?;
-            return Ok(Lease {
-                executor: self,
-                engine: engine.clone(),
-                id,
-                reused: false,
-                armed: true,
-            });
-        }
-        let shared = format!("{}::{}", spec.runtime.name, spec.machine.name);
-        let key = (spec.runtime.name.clone(), spec.machine.name.clone());
-        let cell = lock(&self.reused).entry(key).or_default().clone();
-        let body = body.with_label(LABEL_TRIAL, &shared);
-        let id = self.runtime.block_on(cell.get_or_init(|| async {
-            self.create(engine, &body, &shared, &spec.machine.name)
-                .await
-                .map_err(|e| (chain(&e), category_of(&e) == Category::Runtime))
-        }));
-        match id {
-            Ok(id) => Ok(Lease {
-                executor: self,
-                engine: engine.clone(),
-                id: id.clone(),
-                reused: true,
-                armed: false,
-            }),
-            Err((message, image)) => Err(EngineError::Earlier {
-                message: message.clone(),
-                image: *image,
-            }),
-        }
-    }
-
-    /// Creates and starts a container. Secrets are not passed here but to each exec (see
-    /// `execute`): a container's create body is what `docker inspect` shows, and containers
-    /// kept with `RUNTIME_MATRIX_KEEP` outlive the run.
-    async fn create(
+    /// Creates and starts a container, unpacking the tar archive `files` at `/` in it before it
+    /// starts (its main process may need them). Secrets are not passed here but to each trial
+    /// (see `run_in_container`): a container's create body is what `docker inspect` shows, and
+    /// containers kept with `RUNTIME_MATRIX_KEEP` outlive the run.
+    pub(super) async fn create(
         &self,
         engine: &Engine,
         container: &ContainerSpec,
         name: &str,
         machine: &str,
+        files: Option<Vec<u8>>,
     ) -> Result<String, EngineError> {
         let readable: String = name
             .replace("::", "-")
@@ -137,7 +76,13 @@ impl DockerExecutor {
             .await?;
         live::track_container(&id, engine);
         drop(creating);
-        if let Err(error) = engine.start_container(&id, machine).await {
+        let started = async {
+            if let Some(files) = files {
+                engine.upload(&id, "/", files).await?;
+            }
+            engine.start_container(&id, machine).await
+        };
+        if let Err(error) = started.await {
             let _ = engine.remove_container(&id).await;
             live::forget_container(&id);
             return Err(error);
@@ -145,23 +90,9 @@ impl DockerExecutor {
         Ok(id)
     }
 
-    /// Removes the containers shared by several trials.
+    /// Stops the runners this process started, which removes their containers.
     pub(crate) fn shutdown(&self) {
-        let reused: Vec<Cell<String>> = lock(&self.reused).drain().map(|(_, cell)| cell).collect();
-        let engines: Vec<Engine> = lock(&self.engines)
-            .values()
-            .filter_map(|cell| cell.get().cloned())
-            .collect();
-        for cell in reused {
-            if let Some(Ok(id)) = cell.get() {
-                for engine in &engines {
-                    if self.runtime.block_on(engine.remove_container(id)).is_ok() {
-                        live::forget_container(id);
-                        break;
-                    }
-                }
-            }
-        }
+        self.runners.shutdown();
     }
 }
 
@@ -174,62 +105,21 @@ fn unique_name(readable: &str, pid: u32) -> String {
     format!("runtime-matrix-{readable}-{pid}-{nanos:08x}")
 }
 
-/// A trial's hold on a container: removed when dropped (after success, failure or a panic),
-/// unless kept or shared.
-pub(super) struct Lease<'a> {
-    executor: &'a DockerExecutor,
-    pub(super) engine: Engine,
-    pub(super) id: String,
-    pub(super) reused: bool,
-    armed: bool,
-}
-
-impl Lease<'_> {
-    /// Leaves the container in place; returns its id.
-    pub(super) fn keep(mut self) -> String {
-        self.armed = false;
-        live::forget_container(&self.id);
-        self.id.clone()
-    }
-
-    /// Marks a shared container as unusable: it is removed now, and the next trial gets a new one.
-    pub(super) fn poison(&self) {
-        let executor = self.executor;
-        if self.reused {
-            lock(&executor.reused)
-                .retain(|_, cell| !matches!(cell.get(), Some(Ok(id)) if id == &self.id));
-            let _ = executor
-                .runtime
-                .block_on(self.engine.remove_container(&self.id));
-            live::forget_container(&self.id);
-        }
-    }
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            match self
-                .executor
-                .runtime
-                .block_on(self.engine.remove_container(&self.id))
-            {
-                Ok(()) => live::forget_container(&self.id),
-                Err(error) => eprintln!("runtime-matrix: {}", chain(&error)),
-            }
-        }
-    }
-}
-
-/// Removes the containers that runs on this host left behind when they were killed.
-pub(super) async fn reap(engine: &Engine, owner: &Owner) {
+/// Removes the containers that runs on this host left behind when they were killed. Under
+/// cargo-nextest the runner containers of this run are left alone: the process that started
+/// one has ended while the run's other processes use it.
+pub(super) async fn reap(engine: &Engine, owner: &Owner, run_id: &str) {
     let Ok(containers) = engine.our_containers().await else {
         return;
     };
     let mut removed = 0;
     for container in containers {
         let labels = container.labels.unwrap_or_default();
+        let this_runs_runner = labels.contains_key(super::runners::LABEL_RUNNER)
+            && labels.get(crate::engine::LABEL_RUN).map(String::as_str) == Some(run_id)
+            && crate::exec::runner::scope().is_empty();
         if owner.is_orphan(&labels)
+            && !this_runs_runner
             && let Some(id) = container.id
             && engine.remove_container(&id).await.is_ok()
         {
@@ -316,24 +206,15 @@ pub(crate) async fn run_once(
 }
 
 impl crate::exec::Executor {
-    /// Test hook: creates `spec`'s container as its trial would (engine, image, lease), calls
-    /// `during` with the container's id while the lease holds it, then lets the lease go. A
-    /// panic in `during` unwinds through the lease, as a panicking check would. Panics when
-    /// `spec` is not a Docker trial. An engine failure comes back as its message.
+    /// Test hook: starts `spec`'s runner container as its trial would (engine, image, runner)
+    /// and calls `during` with the container's id. The container outlives `during`, panic or
+    /// not, as a runner does: it goes when the executor shuts down or is dropped. Panics when
+    /// `spec` is not a Docker trial. A failure comes back as its message.
     pub fn with_trial_container<R>(
         &self,
         spec: &crate::plan::TrialSpec,
         during: impl FnOnce(&str) -> R,
     ) -> Result<R, String> {
-        self.with_container(spec, during)
-            .map_err(|error| crate::error::chain(&error))
-    }
-
-    fn with_container<R>(
-        &self,
-        spec: &crate::plan::TrialSpec,
-        during: impl FnOnce(&str) -> R,
-    ) -> Result<R, EngineError> {
         let executor = &self.docker;
         let crate::config::Executor::Docker(docker) = &spec.runtime.executor else {
             panic!("{} is not a docker trial", spec.name);
@@ -347,14 +228,23 @@ impl crate::exec::Executor {
         let trial = Trial::new(spec, docker, &run, &[], BTreeMap::new());
         let engine = executor
             .runtime
-            .block_on(executor.engine(spec.machine.docker.as_deref(), executor.engine_limit))?;
-        executor.runtime.block_on(executor.image(
-            &engine,
-            &docker.image,
-            docker.pull,
-            docker.build.as_ref(),
-        ))?;
-        let lease = executor.container(&engine, &trial)?;
-        Ok(during(&lease.id))
+            .block_on(executor.engine(spec.machine.docker.as_deref(), executor.engine_limit))
+            .map_err(|error| chain(&error))?;
+        executor
+            .runtime
+            .block_on(executor.image(&engine, &docker.image, docker.pull, docker.build.as_ref()))
+            .map_err(|error| chain(&error))?;
+        let key = executor.runner_key(&engine, &trial);
+        let serves = format!(
+            "runtime `{}` on machine `{}`",
+            spec.runtime.name, spec.machine.name
+        );
+        let (runner, _) = executor
+            .runners
+            .get(&key, &serves, || {
+                executor.start_runner(&engine, &trial, &key, &serves)
+            })
+            .map_err(|error| chain(&error))?;
+        Ok(during(runner.container.as_deref().unwrap_or_default()))
     }
 }

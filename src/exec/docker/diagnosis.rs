@@ -25,12 +25,15 @@ pub(crate) fn missing_tool(
             "image `{image}` has no `{python}` (install Python in the image, or set the runtime's `python` to its interpreter)"
         ));
     }
-    if output.contains("No module named nbconvert")
-        || output.contains("No module named 'nbconvert'")
-    {
-        return Some(format!(
-            "`{python}` in image `{image}` has no nbconvert (install jupyter-nbconvert, or `pip install nbconvert ipykernel`, in the image)"
-        ));
+    // What a runner executes notebooks with: nbconvert brings them all.
+    for module in ["nbclient", "nbformat", "jupyter_client", "nbconvert"] {
+        if output.contains(&format!("No module named '{module}'"))
+            || output.contains(&format!("No module named {module}"))
+        {
+            return Some(format!(
+                "`{python}` in image `{image}` has no {module} (install jupyter-nbconvert, which brings it, or `pip install nbconvert ipykernel`, in the image)"
+            ));
+        }
     }
     None
 }
@@ -100,6 +103,11 @@ mod tests {
         "/usr/bin/python3: No module named nbconvert",
         Some(1),
         "has no nbconvert"
+    )]
+    #[case(
+        "ModuleNotFoundError: No module named 'nbclient'",
+        Some(1),
+        "has no nbclient"
     )]
     fn recognises_what_an_image_lacks(
         #[case] output: &str,

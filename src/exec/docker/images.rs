@@ -1,5 +1,7 @@
 //! Images: resolved once per process, and built or pulled at most once per run across
 //! processes, under a file lock per image. The main function is [`DockerExecutor::image`].
+//! Building and pulling are setup, not trial time: each call says how long it spent on them,
+//! doing them or waiting for the trial or process that did.
 
 use super::diagnosis::{category_of, io_error};
 use super::run::DockerExecutor;
@@ -7,21 +9,34 @@ use crate::config::{Build, PullPolicy};
 use crate::engine::{Engine, ImageInfo, PullProgress};
 use crate::error::{EngineError, chain};
 use crate::exec::live::lock;
+use crate::record::{SetupKind, SetupStep};
 use crate::verdict::Category;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// An image as this process resolved it.
+#[derive(Debug, Clone)]
+pub(super) struct ResolvedImage {
+    info: ImageInfo,
+    /// Whether it was built or pulled, and when this process finished doing so (or waiting
+    /// for another process that did); `None` when it was there already.
+    made: Option<(SetupKind, Instant)>,
+}
+
 impl DockerExecutor {
     /// The image `reference`, resolved once per process (and built or pulled at most once per
-    /// run, across processes, under a file lock).
+    /// run, across processes, under a file lock). With it, the build or pull this call did or
+    /// waited for (its own seconds on it): `None` when the image was resolved before the call,
+    /// or was present and nothing was built or pulled.
     pub(super) async fn image(
         &self,
         engine: &Engine,
         reference: &str,
         pull: PullPolicy,
         build: Option<&Build>,
-    ) -> Result<ImageInfo, EngineError> {
+    ) -> Result<(ImageInfo, Option<SetupStep>), EngineError> {
+        let start = Instant::now();
         let key = (engine.endpoint().to_owned(), reference.to_owned(), pull);
         let cell = lock(&self.images).entry(key).or_default().clone();
         let resolved = cell
@@ -32,7 +47,18 @@ impl DockerExecutor {
             })
             .await;
         match resolved {
-            Ok(info) => Ok(info.clone()),
+            Ok(resolved) => {
+                // A build or pull that ended after this call began is one it did or waited for.
+                let step = resolved
+                    .made
+                    .filter(|(_, ended)| *ended >= start)
+                    .map(|(kind, _)| SetupStep {
+                        kind,
+                        subject: reference.to_owned(),
+                        seconds: start.elapsed().as_secs_f64(),
+                    });
+                Ok((resolved.info.clone(), step))
+            }
             // A silent or unreachable engine is not the image's fault.
             Err((message, image)) => Err(EngineError::Earlier {
                 message: message.clone(),
@@ -47,11 +73,11 @@ impl DockerExecutor {
         reference: &str,
         pull: PullPolicy,
         build: Option<&Build>,
-    ) -> Result<ImageInfo, EngineError> {
+    ) -> Result<ResolvedImage, EngineError> {
         let present = engine.image(reference).await?;
         match (pull, present) {
             (PullPolicy::Never, Some(info)) | (PullPolicy::IfMissing, Some(info)) => {
-                return Ok(info);
+                return Ok(ResolvedImage { info, made: None });
             }
             (PullPolicy::Never, None) => {
                 return Err(EngineError::ImageMissing {
@@ -66,13 +92,25 @@ impl DockerExecutor {
             .locks
             .join(format!("{:016x}.lock", crate::names::folder_key(reference)));
         let marker = lock_path.with_extension(format!("run-{}", self.run_id));
-        let _lock = tokio::task::spawn_blocking({
+        let kind = match build {
+            Some(_) => SetupKind::Build,
+            None => SetupKind::Pull,
+        };
+        let (_lock, waited) = tokio::task::spawn_blocking({
             let lock_path = lock_path.clone();
-            move || -> std::io::Result<std::fs::File> {
+            move || -> std::io::Result<(std::fs::File, bool)> {
                 std::fs::create_dir_all(lock_path.parent().unwrap_or(Path::new(".")))?;
                 let file = std::fs::File::create(&lock_path)?;
-                file.lock()?;
-                Ok(file)
+                // Busy: another process (cargo-nextest runs one per trial) is making it.
+                let waited = match file.try_lock() {
+                    Ok(()) => false,
+                    Err(std::fs::TryLockError::WouldBlock) => {
+                        file.lock()?;
+                        true
+                    }
+                    Err(std::fs::TryLockError::Error(error)) => return Err(error),
+                };
+                Ok((file, waited))
             }
         })
         .await
@@ -81,7 +119,8 @@ impl DockerExecutor {
         if let Some(info) = engine.image(reference).await?
             && (pull == PullPolicy::IfMissing || marker.exists())
         {
-            return Ok(info);
+            let made = waited.then(|| (kind, Instant::now()));
+            return Ok(ResolvedImage { info, made });
         }
         let start = Instant::now();
         let made = match build {
@@ -102,13 +141,15 @@ impl DockerExecutor {
         }
         made?;
         let _ = std::fs::write(&marker, b"");
-        engine
+        let made = Some((kind, Instant::now()));
+        let info = engine
             .image(reference)
             .await?
             .ok_or_else(|| EngineError::ImageMissing {
                 image: reference.to_owned(),
                 hint: " after it was built or pulled (did the build tag another name?)".into(),
-            })
+            })?;
+        Ok(ResolvedImage { info, made })
     }
 
     async fn build(
@@ -123,7 +164,8 @@ impl DockerExecutor {
                 context,
                 dockerfile,
             } => {
-                // Images this one is built FROM, when the matrix knows how to build them.
+                // Images this one is built FROM, when the matrix knows how to build them; the
+                // time they take counts in this build's.
                 let text =
                     crate::fsx::read_bounded(&context.join(dockerfile), crate::fsx::DOCKERFILE)
                         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
@@ -188,7 +230,7 @@ impl DockerExecutor {
             }
         }
         eprintln!(
-            "runtime-matrix: built image {reference} in {:.0?}",
+            "runtime-matrix: built image {reference} in {:.1?}",
             start.elapsed()
         );
         Ok(())

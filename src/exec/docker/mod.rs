@@ -14,6 +14,7 @@ mod containers;
 mod diagnosis;
 mod images;
 mod run;
+mod runners;
 mod staging;
 
 pub(crate) use containers::run_once;

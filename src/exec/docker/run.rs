@@ -2,11 +2,11 @@
 //! machine's engine, resolves the image, leases a container, stages the trial's
 //! [`Invocation`], runs it under an in-container time limit and judges what came back.
 
-use super::containers::{Keep, Lease, reap};
+use super::containers::{Keep, reap};
 use super::diagnosis::{after_failure_note, category_of, io_error, missing_tool};
 use super::staging::{archive, trial_files};
 use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
-use crate::engine::{Condition, ContainerSpec, Engine, ExecOutcome, GpuRequest, ImageInfo};
+use crate::engine::{Condition, ContainerSpec, Engine, GpuRequest, ImageInfo};
 use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
@@ -48,8 +48,16 @@ pub(crate) struct DockerExecutor {
     /// builds it first.
     pub(super) builds: BTreeMap<String, Build>,
     pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
-    pub(super) images: Mutex<HashMap<(String, String, PullPolicy), Cell<ImageInfo>>>,
-    pub(super) reused: Mutex<HashMap<(String, String), Cell<String>>>,
+    pub(super) images:
+        Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
+    /// The runners of this process, one per runtime, machine and GPU lease.
+    pub(super) runners: crate::exec::runner::Runners,
+    /// How many trials this process runs at once: each runner keeps that many kernels warm.
+    pub(crate) slots: usize,
+    /// How long a runner idles before it exits by itself (`RUNTIME_MATRIX_RUNNER_IDLE`).
+    pub(crate) runner_idle: Duration,
+    /// Where running notebooks' cells are said, for the heartbeat.
+    pub(crate) board: Arc<crate::progress::Board>,
 }
 
 /// One trial's run in a container: what every step needs.
@@ -90,7 +98,10 @@ impl DockerExecutor {
             builds,
             engines: Mutex::default(),
             images: Mutex::default(),
-            reused: Mutex::default(),
+            runners: Default::default(),
+            slots: 1,
+            runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
+            board: Default::default(),
         }
     }
 
@@ -110,15 +121,30 @@ impl DockerExecutor {
             Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
         let trial = Trial::new(spec, docker, run, gpus, secrets);
-        match self.run_in_container(&trial) {
+        // What was set up, and the image, are the trial's whatever ends it afterwards.
+        let mut setup = Vec::new();
+        let mut image = None;
+        let outcome = match self.run_in_container(&trial, &mut setup, &mut image) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
+        };
+        setup.extend(outcome.setup);
+        Outcome {
+            setup,
+            image: outcome.image.or(image),
+            ..outcome
         }
     }
 
-    /// The steps of a trial once its container is known: each step's errors end the trial as
-    /// a setup failure, and the container is removed (or kept) whatever happens.
-    fn run_in_container(&self, trial: &Trial<'_>) -> Result<Outcome, EngineError> {
+    /// The steps of a trial once its runtime's image is known: each step's errors end the
+    /// trial as a setup failure. The trial runs on its runtime's runner for this machine, in a
+    /// folder of its own in the runner's container, which is removed after it.
+    fn run_in_container(
+        &self,
+        trial: &Trial<'_>,
+        setup: &mut Vec<crate::record::SetupStep>,
+        image_used: &mut Option<crate::record::TrialImage>,
+    ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
         // No call of the trial waits longer than the trial itself may take.
         let limit = self.engine_limit.min(spec.check.timeout + GRACE);
@@ -126,12 +152,14 @@ impl DockerExecutor {
             .runtime
             .block_on(self.engine(spec.machine.docker.as_deref(), limit))?
             .with_limit(limit);
-        let image = self.runtime.block_on(self.image(
+        let (image, made) = self.runtime.block_on(self.image(
             &engine,
             &docker.image,
             docker.pull,
             docker.build.as_ref(),
         ))?;
+        setup.extend(made);
+        *image_used = Some((&image).into());
         let host = match crate::gpu::detect() {
             crate::gpu::Detection::Found(host) => Some(host),
             crate::gpu::Detection::NoDriver(_) => None,
@@ -139,7 +167,29 @@ impl DockerExecutor {
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
             return Ok(outcome);
         }
-        let lease = self.container(&engine, trial)?;
+        let key = self.runner_key(&engine, trial);
+        let serves = format!(
+            "runtime `{}` on machine `{}`",
+            spec.runtime.name, spec.machine.name
+        );
+        let started = self.runners.get(&key, &serves, || {
+            self.start_runner(&engine, trial, &key, &serves)
+        });
+        let (runner, waited) = match started {
+            Ok(started) => started,
+            Err(crate::error::RunnerError::Engine(error)) => return Err(error),
+            Err(error) => return Ok(runner_failure(&error, trial)),
+        };
+        if let Some(waited) = waited {
+            setup.push(crate::record::SetupStep {
+                kind: crate::record::SetupKind::Runner,
+                subject: docker.image.clone(),
+                seconds: waited.as_secs_f64(),
+            });
+        }
+        let container = runner.container.clone().unwrap_or_default();
+        self.board
+            .runner(&spec.name, &format!("runner {}", short_id(&container)));
         let original = match &spec.check.kind {
             CheckKind::Notebook { path, .. } => Some(
                 crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
@@ -154,29 +204,29 @@ impl DockerExecutor {
         let archive =
             archive(&files).map_err(|error| io_error("pack the files of", &spec.name, error))?;
         self.runtime
-            .block_on(engine.upload(&lease.id, "/", archive))?;
+            .block_on(engine.upload(&container, "/", archive))?;
 
-        let exec = self.execute(&engine, &lease, trial)?;
-        if exec.exit_code.is_none() {
-            // The in-container limit did not act: the container cannot be trusted any more.
-            lease.poison();
-            if let Some(error) = self.why_no_end(&engine, &lease, trial, &exec) {
-                return Err(error);
-            }
-        }
+        let ran = match runner.bare {
+            true => self.run_bare(&engine, &container, trial)?,
+            false => self.run_on(&engine, &key, &runner, trial)?,
+        };
+        let ran = match ran {
+            Ok(ran) => ran,
+            Err(failed) => return Ok(failed),
+        };
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
-            self.judge(&engine, &lease, trial, &exec, original, host)?,
+            self.judge(&engine, &container, trial, &ran, original, host)?,
             trial.secrets.values(),
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
             ..outcome
         };
-        if outcome.failure.is_some() && exec.exit_code.is_some() {
+        if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
-                .block_on(engine.after_failure(&lease.id, exec.exit_code == Some(137)));
+                .block_on(engine.after_failure(&container, ran.exit_code == Some(137)));
             if let (Some(note), Some(failure)) = (
                 after_failure_note(running, oom_kills, docker.memory),
                 outcome.failure.as_mut(),
@@ -184,56 +234,149 @@ impl DockerExecutor {
                 failure.summary = format!("{} ({note})", failure.summary);
             }
         }
-        Ok(self.finish(lease, spec, &trial.container, outcome))
+        Ok(self.finish(&key, &runner, trial, outcome))
     }
 
-    /// Runs the trial's command in its container, with the real values of its secrets.
-    fn execute(
+    /// Runs the trial on `runner`. A runner that went away or stopped answering fails the
+    /// trial (`Ok(Err(outcome))`), unless the engine is to blame (`Err`).
+    fn run_on(
         &self,
         engine: &Engine,
-        lease: &Lease<'_>,
+        key: &str,
+        runner: &Arc<crate::exec::runner::Runner>,
         trial: &Trial<'_>,
-    ) -> Result<ExecOutcome, EngineError> {
-        let container = &trial.container;
-        let env: Vec<String> = container
+    ) -> Result<Result<Ran, Outcome>, EngineError> {
+        use crate::error::RunnerError;
+        let spec = trial.spec;
+        let container = runner.container.clone().unwrap_or_default();
+        let mut request = trial.invocation.request(&trial.folder);
+        for (name, value) in &trial.secrets {
+            request = request.with_env(name, value);
+        }
+        if !trial.gpus.is_empty() {
+            request = request.with_env("RUNTIME_MATRIX_GPUS", &trial.gpus.join(","));
+        }
+        let reply = runner.connection.run(
+            &request,
+            spec.check.timeout + crate::exec::runner::ANSWER_GRACE,
+            |event| self.progress(spec, event),
+        );
+        let error = match reply {
+            Ok(reply) => {
+                return Ok(Ok(Ran {
+                    end: reply.end(),
+                    exit_code: reply.exit,
+                    output: reply.output,
+                }));
+            }
+            Err(error) => error,
+        };
+        // Whether the engine is to blame: a paused container, an engine that went silent or
+        // that cannot be reached any more.
+        let limit = engine.request_limit().min(AFTER_DEADLINE);
+        let mut condition = self.runtime.block_on(engine.condition(&container, limit));
+        // A container killed from outside ends the runner's stream a moment before the engine
+        // says it stopped: give it that moment before blaming the connection.
+        let settle = std::time::Instant::now();
+        while matches!(error, RunnerError::Gone { .. })
+            && matches!(condition, Ok(Condition::Running))
+            && settle.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+            condition = self.runtime.block_on(engine.condition(&container, limit));
+        }
+        if matches!(error, RunnerError::Silent { .. }) {
+            self.runners.discard(key, runner);
+        }
+        match (condition, error) {
+            (Ok(Condition::Paused), _) => Err(EngineError::Paused {
+                container: short_id(&container),
+                deadline: spec.check.timeout,
+            }),
+            (Err(EngineError::Silent { .. }), RunnerError::Silent { waited, .. }) => {
+                Err(EngineError::Silent {
+                    endpoint: engine.endpoint().to_owned(),
+                    call: "exec",
+                    target: format!("container {}", short_id(&container)),
+                    limit: waited,
+                })
+            }
+            (Ok(Condition::Stopped | Condition::Gone), RunnerError::Gone { serves, .. }) => {
+                let reason = format!(
+                    "its container {} stopped (killed from outside, or by the engine)",
+                    short_id(&container)
+                );
+                Ok(Err(runner_failure(
+                    &RunnerError::Gone { serves, reason },
+                    trial,
+                )))
+            }
+            // Its container runs, or the engine cannot say: the connection to it was lost.
+            (condition, RunnerError::Gone { reason, .. })
+                if condition.is_err() || reason == super::runners::CLOSED =>
+            {
+                Err(EngineError::ConnectionLost {
+                    endpoint: engine.endpoint().to_owned(),
+                    operation: "talk to the runner in",
+                    target: format!("container {}", short_id(&container)),
+                    error: Box::new(bollard::errors::Error::IOError {
+                        err: std::io::Error::other(reason),
+                    }),
+                })
+            }
+            (_, error) => Ok(Err(runner_failure(&error, trial))),
+        }
+    }
+
+    /// Runs a command trial in a container with no runner (its image has no Python): one
+    /// `docker exec` under an in-container time limit. Other checks need Python.
+    fn run_bare(
+        &self,
+        engine: &Engine,
+        container: &str,
+        trial: &Trial<'_>,
+    ) -> Result<Result<Ran, Outcome>, EngineError> {
+        let (spec, docker) = (trial.spec, trial.docker);
+        if !matches!(spec.check.kind, CheckKind::Command { .. }) {
+            let said = format!("exec: \"{}\"", docker.python);
+            let missing = missing_tool(&said, None, &docker.python, &docker.image).unwrap_or(said);
+            return Ok(Err(missing_tool_failure(missing, None, "")));
+        }
+        let env: Vec<String> = trial
+            .container
             .env
             .iter()
             .map(|(key, value)| format!("{key}={}", trial.secrets.get(key).unwrap_or(value)))
             .collect();
-        self.runtime.block_on(engine.exec(
-            &lease.id,
-            container.command.clone(),
-            &container.workdir,
+        let start = std::time::Instant::now();
+        let exec = self.runtime.block_on(engine.exec(
+            container,
+            trial.container.command.clone(),
+            &trial.container.workdir,
             env,
-            trial.spec.check.timeout + GRACE,
-        ))
+            spec.check.timeout + GRACE,
+        ))?;
+        let elapsed = start.elapsed();
+        let end = match exec.exit_code {
+            Some(0) => ProcessEnd::Success,
+            // `timeout -s KILL` exits 137 when it killed the check at the deadline.
+            Some(137) if elapsed + Duration::from_millis(500) >= spec.check.timeout => {
+                ProcessEnd::Deadline
+            }
+            Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
+            None => ProcessEnd::Deadline,
+        };
+        Ok(Ok(Ran {
+            end,
+            exit_code: exec.exit_code,
+            output: exec.output,
+        }))
     }
 
-    /// Why a command outlived its deadline when the cause is not the check's: its container
-    /// was paused, or the engine stopped answering. `None` when the container runs on (a
-    /// process escaped the in-container limit), which the check's verdict reports.
-    fn why_no_end(
-        &self,
-        engine: &Engine,
-        lease: &Lease<'_>,
-        trial: &Trial<'_>,
-        exec: &ExecOutcome,
-    ) -> Option<EngineError> {
-        let limit = engine.request_limit().min(AFTER_DEADLINE);
-        match self.runtime.block_on(engine.condition(&lease.id, limit)) {
-            Ok(Condition::Paused) => Some(EngineError::Paused {
-                container: short_id(&lease.id),
-                deadline: trial.spec.check.timeout,
-            }),
-            Ok(_) => None,
-            // The command's output stopped with the engine: name the call that hung.
-            Err(EngineError::Silent { .. }) => Some(EngineError::Silent {
-                endpoint: engine.endpoint().to_owned(),
-                call: "exec",
-                target: format!("container {}", short_id(&lease.id)),
-                limit: exec.elapsed,
-            }),
-            Err(error) => Some(error),
+    /// Puts a notebook's cells on the progress board as its runner reports them.
+    fn progress(&self, spec: &TrialSpec, event: &crate::exec::runner::Event) {
+        if let (Some(phase), Some(index), Some(time)) = (&event.phase, event.index, event.time) {
+            self.board.cell(&spec.name, phase == "start", index, time);
         }
     }
 
@@ -241,43 +384,24 @@ impl DockerExecutor {
     fn judge(
         &self,
         engine: &Engine,
-        lease: &Lease<'_>,
+        container: &str,
         trial: &Trial<'_>,
-        exec: &ExecOutcome,
+        ran: &Ran,
         original: Option<serde_json::Value>,
         host: Option<&HostGpus>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
-        let end = match exec.exit_code {
-            Some(0) => ProcessEnd::Success,
-            // `timeout -s KILL` exits 137 when it killed the check at the deadline.
-            Some(137) if exec.elapsed + Duration::from_millis(500) >= spec.check.timeout => {
-                ProcessEnd::Deadline
-            }
-            Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
-            None => ProcessEnd::Deadline,
-        };
+        let end = ran.end;
         if let Some(missing) =
-            missing_tool(&exec.output, exec.exit_code, &docker.python, &docker.image)
+            missing_tool(&ran.output, ran.exit_code, &docker.python, &docker.image)
         {
-            return Ok(Outcome {
-                failure: Some(Failure {
-                    kind: FailureKind::MissingTool,
-                    category: Category::Runtime,
-                    summary: missing,
-                    cell: None,
-                    exit_code: exec.exit_code.and_then(|c| i32::try_from(c).ok()),
-                    output_tail: Some(crate::exec::provision::tail(&exec.output, 30)),
-                    cause: None,
-                }),
-                ..Outcome::default()
-            });
+            return Ok(missing_tool_failure(missing, ran.exit_code, &ran.output));
         }
         let download = |relative: &Option<String>| -> Result<Option<Vec<u8>>, EngineError> {
             match relative {
                 Some(relative) => self
                     .runtime
-                    .block_on(engine.download_file(&lease.id, &in_folder(&trial.folder, relative))),
+                    .block_on(engine.download_file(container, &in_folder(&trial.folder, relative))),
                 None => Ok(None),
             }
         };
@@ -295,68 +419,78 @@ impl DockerExecutor {
                 let result = NotebookRun {
                     original: &original,
                     progress: &progress,
-                    output: &exec.output,
+                    output: &ran.output,
                     end,
                     executed,
                 };
                 verdict::notebook(spec, trial.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => {
-                verdict::command(spec, line, end, &exec.output)
-            }
+            (CheckKind::Command { run: line }, _) => verdict::command(spec, line, end, &ran.output),
             (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
                 let judged = verdict::judge_gpu_check(
                     kind,
-                    &exec.output,
+                    &ran.output,
                     trial.gpus,
                     spec.machine.gpus,
                     host,
                 );
-                verdict::gpu_check(spec, judged, end, &exec.output)
+                verdict::gpu_check(spec, judged, end, &ran.output)
             }
             (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
         })
     }
 
-    /// Removes or keeps the trial's container, as `RUNTIME_MATRIX_KEEP` says.
+    /// Removes the trial's folder from its runner, or keeps the trial's container (a runner
+    /// of its own when containers are kept) as `RUNTIME_MATRIX_KEEP` says.
     fn finish(
         &self,
-        lease: Lease<'_>,
-        spec: &TrialSpec,
-        container: &ContainerSpec,
+        key: &str,
+        runner: &std::sync::Arc<crate::exec::runner::Runner>,
+        trial: &Trial<'_>,
         outcome: Outcome,
     ) -> Outcome {
+        let (spec, container) = (trial.spec, &trial.container);
         let keep = match self.keep {
             Keep::Never => false,
             Keep::Failed => outcome.failure.is_some(),
             Keep::Always => true,
         };
-        if keep && !lease.reused {
-            let prefix = match lease.engine.endpoint() {
-                "unix:///var/run/docker.sock" => String::new(),
-                endpoint => format!("DOCKER_HOST={endpoint} "),
-            };
-            let id = lease.keep();
-            let short = short_id(&id);
-            // Secrets went to the check's exec only: say how to pass them again.
-            let (pass, note) = match container.secrets.as_slice() {
-                [] => (String::new(), String::new()),
-                names => (
-                    names.iter().map(|name| format!("-e {name} ")).collect(),
-                    format!(
-                        "\n  its secrets ({}) are not stored in the container, so `docker inspect` \
-                         does not show them; `-e NAME` passes each from your environment",
-                        names.join(", ")
-                    ),
-                ),
-            };
-            eprintln!(
-                "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
-                spec.name,
-                container.workdir,
-                shell_words(&container.command)
-            );
+        let own = trial.docker.isolation == crate::config::Isolation::Container
+            || self.keep != Keep::Never;
+        if !keep {
+            runner.remove(&trial.folder);
+            if own {
+                self.runners.discard(key, runner);
+            }
+            return outcome;
         }
+        self.runners.forget(key);
+        let id = runner.container.clone().unwrap_or_default();
+        crate::exec::live::forget_container(&id);
+        let engine_endpoint = spec.machine.docker.clone().unwrap_or_default();
+        let prefix = match engine_endpoint.as_str() {
+            "" | "unix:///var/run/docker.sock" => String::new(),
+            endpoint => format!("DOCKER_HOST={endpoint} "),
+        };
+        let short = short_id(&id);
+        // Secrets went to the check only: say how to pass them again.
+        let (pass, note) = match container.secrets.as_slice() {
+            [] => (String::new(), String::new()),
+            names => (
+                names.iter().map(|name| format!("-e {name} ")).collect(),
+                format!(
+                    "\n  its secrets ({}) are not stored in the container, so `docker inspect` \
+                     does not show them; `-e NAME` passes each from your environment",
+                    names.join(", ")
+                ),
+            ),
+        };
+        eprintln!(
+            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
+            spec.name,
+            container.workdir,
+            shell_words(&container.command)
+        );
         outcome
     }
 
@@ -378,7 +512,7 @@ impl DockerExecutor {
             .with_limit(self.engine_limit);
         let engine = cell
             .get_or_init(|| async {
-                reap(&engine, self.owner).await;
+                reap(&engine, self.owner, &self.run_id).await;
                 engine
             })
             .await;
@@ -450,6 +584,39 @@ pub(super) enum SecretError {
         MIN_SECRET_BYTES
     )]
     TooShort { name: String, runtime: String },
+}
+
+/// How a check ended on its runner.
+pub(super) struct Ran {
+    end: ProcessEnd,
+    exit_code: Option<i64>,
+    output: String,
+}
+
+/// The outcome of a trial its runner could not run: infrastructure, but for an image that
+/// lacks what a runner needs, which is the runtime's.
+fn runner_failure(error: &crate::error::RunnerError, trial: &Trial<'_>) -> Outcome {
+    let text = crate::error::chain(error);
+    match missing_tool(&text, None, &trial.docker.python, &trial.docker.image) {
+        Some(missing) => missing_tool_failure(missing, None, ""),
+        None => setup_failure(Category::Infrastructure, text),
+    }
+}
+
+/// The outcome of a check whose image lacks a tool every check of its kind needs.
+fn missing_tool_failure(summary: String, exit_code: Option<i64>, output: &str) -> Outcome {
+    Outcome {
+        failure: Some(Failure {
+            kind: FailureKind::MissingTool,
+            category: Category::Runtime,
+            summary,
+            cell: None,
+            exit_code: exit_code.and_then(|c| i32::try_from(c).ok()),
+            output_tail: (!output.is_empty()).then(|| crate::exec::provision::tail(output, 30)),
+            cause: None,
+        }),
+        ..Outcome::default()
+    }
 }
 
 /// A GPU trial whose image declares a CUDA newer than this host's driver supports fails

@@ -1,0 +1,613 @@
+"""The runner: one long-lived process that runs a run's trials (notebooks and processes) for one
+runtime, so that a trial pays neither for an interpreter start nor, mostly, for a kernel start.
+
+    python3 runner.py serve --socket PATH --root DIR --idle SECONDS
+    python3 runner.py connect PATH
+
+`serve` listens on a unix socket for harness processes speaking JSON lines (ops `hello`, `run`,
+`cancel`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `error`). A notebook
+runs in nbclient on a kernel started ahead of need; a process runs in its own session. Every
+process of a trial carries the environment variable RUNTIME_MATRIX_TOKEN, so that at its end
+everything it started, daemons included, is found in /proc and killed. `connect` bridges stdin
+and stdout to the socket for clients that cannot reach it (`docker exec -i`).
+
+Standard library only at import time; nbclient, nbformat and jupyter_client are imported the
+first time a kernel is needed. Python 3.9+.
+"""
+
+import argparse
+import asyncio
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import platform
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import types
+from pathlib import Path
+
+TOKEN = "RUNTIME_MATRIX_TOKEN"
+MAX_OUTPUT = 1 << 20
+# Past its deadline by this much, a trial's processes are killed from the watchdog thread.
+WATCHDOG_GRACE = 5.0
+# jupyter_client and nbclient log kernel failures as errors; the trial's output carries them.
+QUIET = logging.getLogger("runtime_matrix.runner")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+
+
+def kill_token(token, orphans=None, spare=()):
+    """SIGKILLs every process whose environment carries `token`. Scans until none is left, so
+    a child forked between a scan and a kill is caught by the next scan. Killed pids other than
+    `spare` (children someone else reaps) go to `orphans`, to be reaped if they are ours."""
+    needle = f"\0{TOKEN}={token}\0".encode()
+    for _ in range(10):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as environ:
+                    if needle not in b"\0" + environ.read():
+                        continue
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            found = True
+            if orphans is not None and int(name) not in spare:
+                orphans.add(int(name))
+        if not found:
+            return
+
+
+def tail(data):
+    """The last MAX_OUTPUT bytes of `data` (bytes or str) as text."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    return data[-MAX_OUTPUT:].decode("utf-8", "ignore")
+
+
+def import_jupyter():
+    # nbclient first: the missing-tool verdict looks for its name.
+    import nbclient
+    import nbformat
+    import jupyter_client
+    import zmq.asyncio
+
+    return types.SimpleNamespace(
+        nbclient=nbclient, nbformat=nbformat, KernelManager=jupyter_client.AsyncKernelManager,
+        # One zmq context for all kernel clients: a context of its own costs each kernel two
+        # threads, kept until the garbage collector finds the client.
+        context=zmq.asyncio.Context(),
+    )
+
+
+class Loop(asyncio.SelectorEventLoop):
+    """An event loop that keeps the runner's signal handlers. nbclient adds its own SIGINT and
+    SIGTERM handlers for the length of a notebook and then removes them, which would leave the
+    default actions (dying without killing the trials' processes); it gets no-ops instead."""
+
+    def add_signal_handler(self, sig, callback, *args):
+        pass
+
+    def remove_signal_handler(self, sig):
+        return False
+
+    def keep_signal_handler(self, sig, callback):
+        super().add_signal_handler(sig, callback)
+
+
+def expose(pid):
+    """Makes `pid` (and what it starts) the first the OOM killer takes, so that a notebook that
+    fills its container's memory kills its own kernel, not the runner the other trials need."""
+    try:
+        with open(f"/proc/{pid}/oom_score_adj", "w") as adj:
+            adj.write("1000")
+    except (OSError, TypeError):
+        pass
+
+
+class Kernel:
+    """One kernel, started ahead of need, used for one notebook and then killed."""
+
+    def __init__(self, runner, name):
+        self.runner, self.name = runner, name
+        self.token = secrets.token_hex(8)
+        self.dir = runner.root / "kernels" / self.token
+        self.km = self.kc = None
+        self.ready = asyncio.ensure_future(self._start())
+
+    async def _start(self):
+        jupyter = await self.runner.jupyter()
+        tmp = self.dir / "tmp"
+        tmp.mkdir(parents=True)
+        env = dict(os.environ, TMPDIR=str(tmp), TEMP=str(tmp), TMP=str(tmp))
+        env[TOKEN] = self.token
+        self.km = jupyter.KernelManager(
+            kernel_name=self.name, connection_file=str(self.dir / "connection.json"), log=QUIET
+        )
+        with open(self.dir / "log", "wb") as log:
+            await self.km.start_kernel(env=env, cwd=str(self.dir), stdout=log, stderr=log)
+        expose(getattr(self.km.provisioner, "pid", None))
+        self.kc = self.km.client(context=jupyter.context)
+        self.kc.allow_stdin = False
+        # No heartbeat: the client asks the manager, which polls the process, whether it lives.
+        self.kc.start_channels(stdin=False, hb=False)
+        await self.kc.wait_for_ready(timeout=60)
+
+    async def prepare(self, env, cwd):
+        """Gives the kernel the trial's environment and working folder, without a trace in the
+        notebook (as nbconvert starting a kernel there would)."""
+        code = f"import os as _rm\n_rm.environ.update({env!r})\n_rm.chdir({cwd!r})\ndel _rm\n"
+        reply = await self.kc.execute(code, silent=True, store_history=False, reply=True, timeout=30)
+        content = reply["content"]
+        if content["status"] != "ok":
+            raise RuntimeError(f"preparing the kernel: {content.get('ename')}: {content.get('evalue')}")
+
+    def log(self):
+        try:
+            return (self.dir / "log").read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def kill(self):
+        """Kills the kernel and all it started now; the rest of the cleanup runs later, off the
+        trial's path."""
+        self.ready.cancel()
+        self.runner.sweep(self.token, getattr(self.km and self.km.provisioner, "pid", None))
+        asyncio.ensure_future(self._reap())
+
+    async def _reap(self):
+        try:
+            if self.kc:
+                self.kc.stop_channels()
+            if self.km and self.km.has_kernel:
+                await self.km.provisioner.wait()
+                await self.km.cleanup_resources()
+        except Exception:  # a half-started kernel may lack any of these; its folder goes anyway
+            pass
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, self.dir, True)
+
+
+class Trial:
+    """One `run` request, from the moment it arrives."""
+
+    def __init__(self):
+        self.cancelled = False
+        self.work = None
+        self.token = None
+        self.hard_deadline = None
+        self.output = lambda: ""
+
+    def cancel(self):
+        self.cancelled = True
+        if self.work:
+            self.work.cancel()
+
+
+class Connection:
+    """One client (a harness process): its slots and its trials, by id."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.slots = 1
+        self.running = 0
+        self.freed = asyncio.Event()
+        self.trials = {}
+
+    def send(self, event):
+        if not self.writer.is_closing():
+            self.writer.write(json.dumps(event).encode() + b"\n")
+
+
+class Runner:
+    """The server: connections, running trials and the pool of warm kernels."""
+
+    def __init__(self, socket_path, root, idle):
+        self.socket_path, self.root, self.idle = socket_path, Path(root), idle
+        self.conns = set()
+        self.trials = set()
+        self.pool = []
+        # The kernelspec warm kernels are started for: none until a client says its runtime
+        # has notebooks (a hello's `kernel`), or a notebook ran.
+        self.pool_name = None
+        self.notebooks = 0  # notebooks holding a kernel
+        self.orphans = set()
+        self.last_activity = time.monotonic()
+        self.nbclient = None
+        self._jupyter = None
+
+    def jupyter(self):
+        """nbclient, nbformat and jupyter_client, imported once, off the event loop."""
+        if self._jupyter is None:
+            self._jupyter = asyncio.get_running_loop().run_in_executor(None, import_jupyter)
+        return self._jupyter
+
+    async def serve(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.environ["JUPYTER_RUNTIME_DIR"] = str(self.root / "jupyter")
+        if importlib.util.find_spec("nbclient"):
+            self.nbclient = importlib.metadata.version("nbclient")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.keep_signal_handler(sig, self.shutdown)
+        umask = os.umask(0o177)  # the socket is born 600
+        try:
+            # asyncio removes a stale socket at the path first.
+            self.server = await asyncio.start_unix_server(
+                self.serve_connection, self.socket_path, limit=64 * MAX_OUTPUT
+            )
+        finally:
+            os.umask(umask)
+        threading.Thread(target=self.watchdog, daemon=True).start()
+        print(f"runner ready {os.getpid()}", file=sys.stderr, flush=True)
+        while True:
+            await asyncio.sleep(0.5)
+            self.reap_orphans()
+            if not self.conns and not self.trials and time.monotonic() - self.last_activity > self.idle:
+                self.shutdown()
+
+    def shutdown(self):
+        for trial in list(self.trials):
+            if trial.token:
+                kill_token(trial.token)
+        for kernel in self.pool:
+            kill_token(kernel.token)
+        Path(self.socket_path).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "kernels", True)
+        sys.stderr.flush()
+        # Not a normal interpreter exit: that would wait for executor threads and run nbclient's
+        # atexit handlers, while everything that matters is already done.
+        os._exit(0)
+
+    def sweep(self, token, spare=None):
+        """Kills everything with `token` now, and again a little later: a process in the middle
+        of an exec shows no environment for an instant, and a scan then misses it."""
+        kill_token(token, self.orphans, {spare})
+        loop = asyncio.get_running_loop()
+        for delay in (0.25, 1.0):
+            loop.call_later(delay, kill_token, token, self.orphans, {spare})
+
+    def watchdog(self):
+        """The last line of defence, on its own thread so that a stuck event loop cannot keep a
+        trial's processes alive past its deadline."""
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            for trial in list(self.trials):
+                if trial.hard_deadline and now > trial.hard_deadline and trial.token:
+                    kill_token(trial.token)
+
+    def reap_orphans(self):
+        """Reaps killed daemons that were reparented to the runner (when it is a container's
+        PID 1); no other process reaps them."""
+        for pid in list(self.orphans):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            except ChildProcessError:
+                pass
+            self.orphans.discard(pid)
+
+    def refill(self):
+        """Starts or kills warm kernels so that as many are warm as trials may run at once (the
+        largest `slots`): the next notebook's kernel starts while the current one runs."""
+        if not self.nbclient or not self.pool_name:
+            return
+        target = max([conn.slots for conn in self.conns] + [1])
+        while len(self.pool) < target:
+            kernel = Kernel(self, self.pool_name)
+            kernel.ready.add_done_callback(lambda ready, kernel=kernel: self.drop_failed(kernel))
+            self.pool.append(kernel)
+        while len(self.pool) > target:
+            self.pool.pop().kill()
+
+    def drop_failed(self, kernel):
+        # A warm kernel that failed to start is dropped, not refilled: a notebook needing that
+        # name starts its own and reports why it fails.
+        if not kernel.ready.cancelled() and kernel.ready.exception() and kernel in self.pool:
+            self.pool.remove(kernel)
+            kernel.kill()
+
+    def take_kernel(self, name):
+        self.notebooks += 1
+        for kernel in self.pool:
+            if kernel.name == name:
+                self.pool.remove(kernel)
+                return kernel
+        return Kernel(self, name)
+
+    def release_kernel(self, kernel):
+        kernel.kill()
+        self.notebooks -= 1
+        if kernel.ready.done() and not kernel.ready.cancelled() and not kernel.ready.exception():
+            self.pool_name = kernel.name
+        self.refill()
+
+    async def serve_connection(self, reader, writer):
+        conn = Connection(writer)
+        self.conns.add(conn)
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                self.handle(conn, line)
+        except (ConnectionError, ValueError):  # reset, or a line over the limit
+            pass
+        finally:
+            self.conns.discard(conn)
+            for trial in conn.trials.values():
+                trial.cancel()
+            conn.freed.set()
+            writer.close()
+            self.last_activity = time.monotonic()
+            self.refill()
+
+    def handle(self, conn, line):
+        msg = {}
+        try:
+            msg = json.loads(line)
+            self.dispatch(conn, msg)
+        except Exception as error:  # a bad request is answered, never fatal
+            tid = msg.get("id") if isinstance(msg, dict) else None
+            conn.send({"event": "error", "id": tid, "message": f"{type(error).__name__}: {error}"})
+
+    async def hello(self, conn):
+        """Answers a hello once a warm kernel is ready (or none can be): starting the runner's
+        first kernel is setup, not the first notebook's time."""
+        starting = [kernel.ready for kernel in self.pool]
+        if starting and not any(ready.done() for ready in starting):
+            await asyncio.wait(starting, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        conn.send({"event": "hello", "pid": os.getpid(), "python": platform.python_version(),
+                   "nbclient": self.nbclient, "warm": len(self.pool)})
+
+    def dispatch(self, conn, msg):
+        op, tid = msg["op"], msg.get("id")
+        if op == "hello":
+            conn.slots = max(1, int(msg.get("slots", 1)))
+            self.pool_name = msg.get("kernel") or self.pool_name
+            conn.freed.set()
+            self.refill()
+            asyncio.ensure_future(self.hello(conn))
+        elif op == "run":
+            if msg["kind"] not in ("notebook", "process"):
+                raise ValueError(f"unknown kind {msg['kind']!r}")
+            if tid in conn.trials:
+                raise ValueError(f"trial {tid!r} is running already")
+            conn.trials[tid] = Trial()
+            asyncio.ensure_future(self.trial(conn, tid, msg))
+        elif op == "cancel":
+            if tid in conn.trials:  # else it has ended already: its end event says how
+                conn.trials[tid].cancel()
+                conn.freed.set()
+        elif op == "remove":
+            if not os.path.isabs(msg["folder"]):
+                raise ValueError("remove needs an absolute folder")
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, msg["folder"], True)
+        elif op == "shutdown":
+            self.shutdown()
+        else:
+            raise ValueError(f"unknown op {op!r}")
+
+    async def trial(self, conn, tid, msg):
+        trial = conn.trials[tid]
+        try:
+            while conn.running >= conn.slots and not trial.cancelled:
+                conn.freed.clear()
+                await conn.freed.wait()
+            if trial.cancelled:
+                conn.send({"id": tid, "event": "end", "exit": None, "ended": "cancelled",
+                           "output": "", "seconds": 0.0})
+                return
+            conn.running += 1
+            self.trials.add(trial)
+            try:
+                await self.run(conn, tid, trial, msg)
+            finally:
+                self.trials.discard(trial)
+                conn.running -= 1
+                conn.freed.set()
+        finally:
+            del conn.trials[tid]
+            self.last_activity = time.monotonic()
+
+    async def run(self, conn, tid, trial, msg):
+        conn.send({"id": tid, "event": "started"})
+        start = time.monotonic()
+        deadline = msg.get("deadline")
+        if deadline is not None:
+            trial.hard_deadline = start + deadline + WATCHDOG_GRACE
+        work = self.notebook(conn, tid, trial, msg) if msg["kind"] == "notebook" else self.process(trial, msg)
+        trial.work = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({trial.work}, timeout=deadline)
+        if done and not trial.cancelled and not trial.work.cancelled():
+            try:
+                code, output = trial.work.result()
+            except Exception:  # a bug here must end this trial, not the runner
+                code, output = 1, traceback.format_exc()
+            ended = "exited"
+        else:
+            ended = "cancelled" if trial.cancelled else "deadline"
+            trial.work.cancel()
+            await asyncio.wait({trial.work})  # its cleanup kills the trial's processes
+            code, output = None, trial.output()
+        conn.send({"id": tid, "event": "end", "exit": code, "ended": ended,
+                   "output": tail(output), "seconds": round(time.monotonic() - start, 3)})
+
+    async def notebook(self, conn, tid, trial, msg):
+        folder = Path(msg["folder"])
+        cwd = str(folder / msg.get("cwd", "."))
+        progress = folder / msg["progress"] if msg.get("progress") else None
+
+        def emit(event):
+            conn.send({"id": tid, "event": "cell", "phase": event["event"],
+                       "index": event["index"], "time": event["time"]})
+            if progress:
+                with open(progress, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(event) + "\n")
+
+        # The same events as exec/nbconvert_hooks.py writes for nbconvert.
+        def on_cell_execute(cell, cell_index, **_):
+            emit({"event": "start", "index": cell_index, "time": time.time()})
+
+        def on_cell_executed(cell, cell_index, **_):
+            emit({"event": "done", "index": cell_index, "time": time.time(), "cell": cell})
+
+        try:
+            jupyter = await self.jupyter()
+            with open(folder / msg["notebook"], encoding="utf-8") as source:
+                nb = jupyter.nbformat.read(source, as_version=4)
+            if progress:
+                progress.parent.mkdir(parents=True, exist_ok=True)
+        except Exception:
+            return 1, traceback.format_exc()
+        name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+        kernel = self.take_kernel(name)
+        trial.token = kernel.token
+        trial.output = kernel.log
+        try:
+            await kernel.ready
+            await kernel.prepare(msg.get("env", {}), cwd)
+            cell_timeout = msg.get("cell_timeout")
+            client = jupyter.nbclient.NotebookClient(
+                nb, km=kernel.km, kernel_name=name, log=QUIET,
+                # nbclient's timeout is an Integer trait.
+                timeout=None if cell_timeout is None else max(1, round(cell_timeout)),
+                resources={"metadata": {"path": cwd}},
+                on_cell_execute=on_cell_execute, on_cell_executed=on_cell_executed,
+            )
+            client.kc = kernel.kc  # ready and prepared: nbclient must not start another
+            await client.async_execute()
+            if msg.get("executed"):
+                executed = folder / msg["executed"]
+                executed.parent.mkdir(parents=True, exist_ok=True)
+                jupyter.nbformat.write(nb, str(executed))
+            return 0, kernel.log()
+        except Exception:
+            return 1, kernel.log() + traceback.format_exc()
+        finally:
+            self.release_kernel(kernel)
+            final = kernel.log()  # before its folder goes
+            trial.output = lambda: final
+
+    async def process(self, trial, msg):
+        folder = Path(msg["folder"])
+        trial.token = secrets.token_hex(8)
+        tmp = folder / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(msg.get("env", {}))
+        env.update({TOKEN: trial.token, "TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp)})
+        output = ProcessOutput()
+        trial.output = lambda: bytes(output.data)
+        try:
+            transport, _ = await asyncio.get_running_loop().subprocess_exec(
+                lambda: output, *msg["argv"], cwd=str(folder / msg.get("cwd", ".")), env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as error:  # as a shell reports a command it cannot run
+            return (127 if isinstance(error, FileNotFoundError) else 126), f"{error}\n"
+        expose(transport.get_pid())
+        try:
+            await asyncio.wait({output.exited})  # (not `await output.exited`: a cancel would void it)
+            self.sweep(trial.token, transport.get_pid())  # what it left would hold the pipe open
+            await asyncio.wait({output.closed}, timeout=2)
+            code = transport.get_returncode()
+            return (128 - code if code < 0 else code), bytes(output.data)
+        finally:
+            self.sweep(trial.token, transport.get_pid())
+            # Closed before asyncio saw the exit, the transport would reap the process itself,
+            # under the child watcher's feet.
+            await asyncio.wait({output.exited}, timeout=1)
+            transport.close()
+
+
+class ProcessOutput(asyncio.SubprocessProtocol):
+    """A process trial's merged output (the last MAX_OUTPUT bytes) and its exit. Unlike
+    asyncio's Process.wait(), `exited` does not wait for the pipe to close as well."""
+
+    def __init__(self):
+        loop = asyncio.get_running_loop()
+        self.data = bytearray()
+        self.exited, self.closed = loop.create_future(), loop.create_future()
+
+    def pipe_data_received(self, fd, data):
+        self.data.extend(data)
+        del self.data[:-MAX_OUTPUT]
+
+    def process_exited(self):
+        self.exited.set_result(None)
+
+    def connection_lost(self, exc):
+        self.closed.set_result(None)
+
+
+def connect(path):
+    """Copies stdin to the socket and the socket to stdout until either side closes."""
+    # The runner may still be starting (its container was started just now): wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(path)
+            break
+        except (FileNotFoundError, ConnectionRefusedError) as error:
+            sock.close()
+            if time.monotonic() > deadline:
+                print(f"runner connect: cannot connect to {path}: {error}", file=sys.stderr)
+                return 3
+            time.sleep(0.02)
+        except OSError as error:
+            print(f"runner connect: cannot connect to {path}: {error}", file=sys.stderr)
+            return 3
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        while True:
+            ready, _, _ = select.select([stdin, sock], [], [])
+            if stdin in ready:
+                data = os.read(stdin, 65536)
+                if not data:
+                    return 0
+                sock.sendall(data)
+            if sock in ready:
+                data = sock.recv(65536)
+                if not data:
+                    return 0
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(stdout, view):]
+    except OSError:  # either side went away
+        return 0
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve")
+    serve.add_argument("--socket", required=True)
+    serve.add_argument("--root", required=True)
+    serve.add_argument("--idle", type=float, required=True)
+    bridge = commands.add_parser("connect")
+    bridge.add_argument("path")
+    args = parser.parse_args()
+    if args.command == "connect":
+        return connect(args.path)
+    loop = Loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(Runner(args.socket, args.root, args.idle).serve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
