@@ -105,6 +105,25 @@ fn unknown_keys_inside_inline_tables_warn() {
     );
 }
 
+#[test]
+fn reuse_container_from_before_runners_loads_and_says_it_has_no_effect() {
+    let dir = fixtures().join("matrices");
+    let (code, _, stderr) = output(runtime_matrix().current_dir(&dir).args([
+        "plan",
+        "--config",
+        "reuse_container.toml",
+    ]));
+    assert_eq!(
+        (code, stderr.as_str()),
+        (
+            Some(0),
+            "warning: reuse_container.toml: runtimes.shared.reuse-container has no effect any more: a runtime's \
+             trials on a machine share one runner container by default (remove it; `isolation = \"container\"` \
+             gives each trial its own)\n"
+        )
+    );
+}
+
 /// Every command that loads the matrix prints an invalid matrix's unknown keys before its
 /// error: a misspelt key is often the cause of the error.
 #[rstest::rstest]
