@@ -29,8 +29,8 @@ pub struct Outcome {
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
     /// The setup the trial did or waited for before its check ran (an image built or pulled,
-    /// a virtualenv provisioned), with the seconds it spent on each: the harness takes them
-    /// off the trial's duration.
+    /// a virtualenv provisioned, a runner started), with the seconds it spent on each: the
+    /// harness takes them off the trial's duration.
     pub setup: Vec<SetupStep>,
 }
 
