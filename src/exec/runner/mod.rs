@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 pub(crate) const SCRIPT: &str = include_str!("runner.py");
 
 /// How long a runner may take to start and say hello: an interpreter, its imports and a
-/// first kernel in a busy container.
-pub(crate) const START_LIMIT: Duration = Duration::from_secs(60);
+/// first kernel in a busy container (the runner itself answers after 60s at most, ready
+/// kernel or not).
+pub(crate) const START_LIMIT: Duration = Duration::from_secs(90);
 
 /// How long past a trial's deadline the harness waits for the runner's answer before it
 /// counts the runner as not answering: the runner kills a trial at its deadline itself.
