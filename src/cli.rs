@@ -10,6 +10,7 @@ use crate::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use crate::exec::trial_container;
 use crate::harness::{self, Harness, Options, fail_setup};
 use crate::plan::MachineSelection;
+use crate::report::text::count;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -185,10 +186,10 @@ fn plan(select: Select, format: Format) -> ExitCode {
         }
         Format::Text => {
             println!(
-                "{}: {} runtimes, {} machines, stage `{}`",
+                "{}: {}, {}, stage `{}`",
                 matrix.path.display(),
-                matrix.runtimes.len(),
-                matrix.machines.len(),
+                count(matrix.runtimes.len(), "runtime", "runtimes"),
+                count(matrix.machines.len(), "machine", "machines"),
                 plan.stage
             );
             match &selection.machines {
@@ -215,7 +216,10 @@ fn plan(select: Select, format: Format) -> ExitCode {
                 MachineSelection::Named(names) => println!("machines named: {}", names.join(", ")),
                 MachineSelection::CpuOnly => {}
             }
-            println!("\nwould run {} trials:", plan.trials.len());
+            println!(
+                "\nwould run {}:",
+                count(plan.trials.len(), "trial", "trials")
+            );
             for t in &plan.trials {
                 let timeouts = match t.check.kind {
                     crate::config::CheckKind::Notebook { .. } => format!(
@@ -240,7 +244,10 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     print_container(&container);
                 }
             }
-            println!("\nwould not run {} trials:", plan.excluded.len());
+            println!(
+                "\nwould not run {}:",
+                count(plan.excluded.len(), "trial", "trials")
+            );
             for e in &plan.excluded {
                 println!("  {}  ({})", e.name, e.reason);
             }
@@ -327,13 +334,13 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
     }
     let s = &report.summary;
     println!(
-        "merged {} trial records from {} run(s): {} passed, {} failed, {} expected failures, {} unexpected passes, {} excluded, {} not run",
-        s.total,
-        report.runs.len(),
+        "merged {} from {}: {} passed, {} failed, {}, {}, {} excluded, {} not run",
+        count(s.total, "trial record", "trial records"),
+        count(report.runs.len(), "run", "runs"),
         s.passed,
         s.failed,
-        s.expected_failures,
-        s.unexpected_passes,
+        count(s.expected_failures, "expected failure", "expected failures"),
+        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
         s.excluded,
         s.not_run
     );

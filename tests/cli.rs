@@ -67,7 +67,7 @@ fn report_merges_shards_into_one_report() {
         "failures in the records fail the report: {stdout}{stderr}"
     );
     assert!(
-        stdout.contains("merged 8 trial records from 2 run(s)") && stdout.contains(", 0 not run\n"),
+        stdout.contains("merged 8 trial records from 2 runs") && stdout.contains(", 0 not run\n"),
         "{stdout}"
     );
 

@@ -2,6 +2,7 @@
 //! exclusions, the setup the runs did and the slowest trials. Fit for a CI job summary.
 
 use super::Report;
+use super::text::count;
 use crate::record::TrialRecord;
 use crate::verdict::Status;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,8 +30,13 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     };
     writeln!(
         out,
-        "**{verdict}**: {} trials ran: {} passed, {} failed, {} expected failures, {} unexpected passes{not_run_count}; {} excluded.\n",
-        s.total, s.passed, s.failed, s.expected_failures, s.unexpected_passes, s.excluded
+        "**{verdict}**: {} ran: {} passed, {} failed, {}, {}{not_run_count}; {} excluded.\n",
+        count(s.total, "trial", "trials"),
+        s.passed,
+        s.failed,
+        count(s.expected_failures, "expected failure", "expected failures"),
+        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
+        s.excluded
     )?;
     for i in &report.interruptions {
         writeln!(

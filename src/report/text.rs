@@ -6,6 +6,14 @@ use crate::verdict::FailureKind;
 use std::fmt::Write;
 use std::path::Path;
 
+/// `n` things, in the singular for one: `1 trial`, `2 trials`, `0 trials`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// `notebook `x.ipynb`` or `command `name``, from a check name.
 pub fn describe_check(check: &str) -> String {
     match (check.strip_prefix("nb::"), check.strip_prefix("cmd::")) {
@@ -87,6 +95,16 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_say_one_thing_in_the_singular() {
+        assert_eq!(count(1, "trial", "trials"), "1 trial");
+        assert_eq!(count(0, "trial", "trials"), "0 trials");
+        assert_eq!(
+            count(2, "unexpected pass", "unexpected passes"),
+            "2 unexpected passes"
+        );
+    }
     use crate::verdict::Failure;
     use rstest::rstest;
 
