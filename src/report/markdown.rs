@@ -10,8 +10,49 @@ use std::io::Write;
 
 const SLOWEST: usize = 10;
 
-/// Writes `report` as Markdown.
+/// The most report.md holds: GitHub cuts a job summary at 1 MiB, and a summary step may add
+/// lines of its own.
+pub const LIMIT: usize = 900 * 1024;
+
+/// Writes `report` as Markdown, at most [`LIMIT`] bytes of it: a longer one is cut at a line,
+/// with a last line saying so and where the rest is.
 pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let mut whole = Vec::new();
+    render(report, &mut whole)?;
+    out.write_all(&cap(whole, LIMIT))
+}
+
+/// `markdown` cut to at most `limit` bytes at a line boundary, ending with a line that says how
+/// many lines were cut; unchanged when it fits.
+fn cap(mut markdown: Vec<u8>, limit: usize) -> Vec<u8> {
+    if markdown.len() <= limit {
+        return markdown;
+    }
+    let note = |lines: usize| {
+        format!(
+            "\n**report.md was cut here at {} KiB ({} left out)**: report.json and junit.xml \
+             hold every trial.\n",
+            limit / 1024,
+            count(lines, "line", "lines")
+        )
+    };
+    // Room for the note, whose length barely depends on the number it holds.
+    let room = limit.saturating_sub(note(usize::MAX).len());
+    let cut = markdown[..room]
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |newline| newline + 1);
+    let left_out = markdown[cut..]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count();
+    markdown.truncate(cut);
+    markdown.extend_from_slice(note(left_out).as_bytes());
+    markdown
+}
+
+/// Writes all of `report` as Markdown.
+fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let s = &report.summary;
     writeln!(out, "# runtime-matrix report\n")?;
     // An incomplete run never reads as passing: what did not run proved nothing.
@@ -352,4 +393,34 @@ fn cell(text: &str) -> String {
 
 fn inline(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_that_fits_is_not_cut() {
+        let text = b"# report\n\nall passed\n".to_vec();
+        assert_eq!(cap(text.clone(), 1024), text);
+    }
+
+    #[test]
+    fn a_long_report_is_cut_at_a_line_within_the_limit_and_says_so() {
+        let text: String = (0..1000)
+            .map(|i| format!("| trial {i} | failed |\n"))
+            .collect();
+        let capped = String::from_utf8(cap(text.clone().into_bytes(), 4096)).unwrap();
+        assert!(capped.len() <= 4096, "{}", capped.len());
+        let (kept, note) = capped.rsplit_once("\n\n").unwrap();
+        assert!(text.starts_with(&format!("{kept}\n")), "cut mid-line");
+        let left_out = text.lines().count() - kept.lines().count();
+        assert_eq!(
+            note,
+            format!(
+                "**report.md was cut here at 4 KiB ({left_out} lines left out)**: report.json and \
+                 junit.xml hold every trial.\n"
+            )
+        );
+    }
 }
