@@ -177,7 +177,13 @@ impl Harness {
             .into_iter()
             .map(|spec| (planned_of(&spec), trial(spec, Some(context.clone()))))
             .unzip();
-        if let Err(error) = run.write_planned(&to_run(&self.args, planned, &trials)) {
+        let to_run = to_run(&self.args, planned, &trials);
+        context.executor.expect(
+            to_run
+                .iter()
+                .map(|planned| (planned.runtime.as_str(), planned.machine.as_str())),
+        );
+        if let Err(error) = run.write_planned(&to_run) {
             return fail_setup(&error);
         }
         let mut marked = false;

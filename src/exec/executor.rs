@@ -109,6 +109,9 @@ pub struct Executor {
     pub(super) runners: super::runner::Runners,
     /// How many trials this process runs at once.
     pub(super) slots: usize,
+    /// How many trials of each runtime and machine this process will run, once the harness
+    /// says: a runner never keeps more kernels warm than it can be given notebooks at once.
+    planned: std::sync::Mutex<std::collections::HashMap<(String, String), usize>>,
     /// How long a runner idles before it exits by itself.
     pub(super) runner_idle: std::time::Duration,
 }
@@ -136,6 +139,7 @@ impl Executor {
             progress: Default::default(),
             runners: Default::default(),
             slots: 1,
+            planned: Default::default(),
             runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
         }
     }
@@ -145,9 +149,26 @@ impl Executor {
     pub fn with_runners(mut self, slots: usize, idle: std::time::Duration) -> Executor {
         self.slots = slots.max(1);
         self.runner_idle = idle;
-        self.docker.slots = self.slots;
         self.docker.runner_idle = idle;
         self
+    }
+
+    /// Says which trials this process will run, by runtime and machine.
+    pub(crate) fn expect<'a>(&self, trials: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut planned = super::live::lock(&self.planned);
+        for (runtime, machine) in trials {
+            *planned
+                .entry((runtime.to_owned(), machine.to_owned()))
+                .or_default() += 1;
+        }
+    }
+
+    /// How many of `spec`'s runtime and machine's trials may run at once here: the test
+    /// threads, or fewer when this process has fewer of them to run.
+    pub(super) fn slots_for(&self, spec: &TrialSpec) -> usize {
+        let key = (spec.runtime.name.clone(), spec.machine.name.clone());
+        let planned = super::live::lock(&self.planned).get(&key).copied();
+        planned.map_or(self.slots, |n| n.min(self.slots)).max(1)
     }
 
     /// Leases GPUs through the lock files in `lock_dir`, waiting up to `timeout` for them
@@ -195,7 +216,10 @@ impl Executor {
             ExecutorKind::Host { python, packages } => {
                 host::run(self, python, packages, spec, run, gpus)
             }
-            ExecutorKind::Docker(docker) => self.docker.run(spec, docker, run, gpus),
+            ExecutorKind::Docker(docker) => {
+                self.docker
+                    .run(spec, docker, run, gpus, self.slots_for(spec))
+            }
         };
         // Its texts are cleaned where outside text enters (verdict, notebook) and once more by
         // the harness, plain for the record and for a terminal in the message.

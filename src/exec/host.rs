@@ -173,7 +173,7 @@ impl Job<'_> {
                 key: key.clone(),
                 env: self.runner_env(),
                 idle: executor.runner_idle,
-                slots: executor.slots,
+                slots: executor.slots_for(spec),
                 notebooks: spec
                     .runtime
                     .checks

@@ -52,8 +52,6 @@ pub(crate) struct DockerExecutor {
         Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
     /// The runners of this process, one per runtime, machine and GPU lease.
     pub(super) runners: crate::exec::runner::Runners,
-    /// How many trials this process runs at once: each runner keeps that many kernels warm.
-    pub(crate) slots: usize,
     /// How long a runner idles before it exits by itself (`RUNTIME_MATRIX_RUNNER_IDLE`).
     pub(crate) runner_idle: Duration,
     /// Where running notebooks' cells are said, for the heartbeat.
@@ -73,6 +71,8 @@ pub(super) struct Trial<'a> {
     pub(super) secrets: BTreeMap<String, String>,
     /// The trial's folder inside the container.
     pub(super) folder: String,
+    /// How many trials of its runtime and machine this process may run at once.
+    pub(super) slots: usize,
 }
 
 impl DockerExecutor {
@@ -99,7 +99,6 @@ impl DockerExecutor {
             engines: Mutex::default(),
             images: Mutex::default(),
             runners: Default::default(),
-            slots: 1,
             runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
             board: Default::default(),
         }
@@ -115,12 +114,16 @@ impl DockerExecutor {
         docker: &DockerRuntime,
         run: &RunDir,
         gpus: &[String],
+        slots: usize,
     ) -> Outcome {
         let secrets = match secrets_of(spec, docker) {
             Ok(secrets) => secrets,
             Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
-        let trial = Trial::new(spec, docker, run, gpus, secrets);
+        let trial = Trial {
+            slots,
+            ..Trial::new(spec, docker, run, gpus, secrets)
+        };
         // What was set up, and the image, are the trial's whatever ends it afterwards.
         let mut setup = Vec::new();
         let mut image = None;
@@ -545,6 +548,7 @@ impl<'a> Trial<'a> {
             container,
             secrets,
             folder: trial_folder(&spec.name),
+            slots: 1,
         }
     }
 }

@@ -84,7 +84,7 @@ impl DockerExecutor {
             .checks
             .iter()
             .any(|check| matches!(check.kind, crate::config::CheckKind::Notebook { .. }));
-        match runner.hello(self.slots, notebooks) {
+        match runner.hello(trial.slots, notebooks) {
             Ok(_) => Ok(runner),
             Err(error) => {
                 let text = chain(&error);

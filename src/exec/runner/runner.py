@@ -301,10 +301,12 @@ class Runner:
 
     def refill(self):
         """Starts or kills warm kernels so that as many are warm as trials may run at once (the
-        largest `slots`): the next notebook's kernel starts while the current one runs."""
+        `slots` of the open connections, together): the next notebook's kernel starts while the
+        current one runs."""
         if not self.nbclient or not self.pool_name:
             return
-        target = max([conn.slots for conn in self.conns] + [1])
+        # Each connection may run `slots` trials at once: under cargo-nextest, one per process.
+        target = max(sum(conn.slots for conn in self.conns), 1)
         while len(self.pool) < target:
             kernel = Kernel(self, self.pool_name)
             kernel.ready.add_done_callback(lambda ready, kernel=kernel: self.drop_failed(kernel))
