@@ -197,10 +197,9 @@ impl Job<'_> {
             .into_iter()
             .collect();
         let folder = self.scratch.to_string_lossy();
-        let mut request = self.invocation.request(&folder);
-        for (key, value) in self.runner_env() {
-            request = request.with_env(&key, &value);
-        }
+        // The runner has its `PATH` and GPUs already (they are part of its key); the request
+        // adds the trial's own environment.
+        let request = self.invocation.request(&folder);
         let reply = runner
             .connection
             .run(&request, spec.check.timeout + ANSWER_GRACE, |event| {
