@@ -65,6 +65,10 @@ fn with_cause(failure: Failure, detected: Option<GpuCause>) -> Failure {
     failure
 }
 
+/// Why a notebook that failed before its first cell has no executed notebook.
+pub(super) const NEVER_STARTED: &str =
+    "no executed notebook: the notebook never started (no cell ran)";
+
 /// What one nbconvert run left behind.
 pub(super) struct NotebookRun<'a> {
     /// The notebook as it was before execution.
@@ -89,6 +93,9 @@ pub(super) fn notebook(
     let progress = Progress::parse(result.progress);
     let report = ExecutionReport::read(result.original, &progress, result.output, result.end);
 
+    // A notebook that failed before any cell started keeps no executed notebook: it would be
+    // an unexecuted copy posing as executed.
+    let never_started = report.failure.is_some() && !progress.any_started();
     // nbconvert writes the executed notebook only when every cell ran; otherwise it is rebuilt
     // from the cells that did.
     let executed = match result
@@ -99,9 +106,12 @@ pub(super) fn notebook(
         None => serde_json::to_vec_pretty(&progress.apply_to(result.original)).unwrap_or_default(),
     };
     let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
-    let artifact = crate::record::write_atomic(&artifact, &executed)
-        .ok()
-        .map(|()| artifact);
+    let artifact = match never_started {
+        true => None,
+        false => crate::record::write_atomic(&artifact, &executed)
+            .ok()
+            .map(|()| artifact),
+    };
 
     let failure = report.failure.map(|(kind, cell, summary)| {
         let category = match kind {
@@ -137,6 +147,7 @@ pub(super) fn notebook(
         failure: failure.map(|failure| with_cause(failure, None)),
         cells: report.cells,
         artifact,
+        artifact_note: never_started.then(|| NEVER_STARTED.to_owned()),
         ..Outcome::default()
     }
 }

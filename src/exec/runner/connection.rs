@@ -107,6 +107,30 @@ impl Connection {
         }
     }
 
+    /// Sends `op` as a request of its own (it gets an id) and waits up to `wait` for the
+    /// first event with that id, which answers it; several may be asked at once.
+    pub(crate) fn call(
+        &self,
+        mut op: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Event, RunnerError> {
+        let id = format!("t{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let receiver = self.register(&id)?;
+        op["id"] = id.clone().into();
+        let answer = self
+            .send(&op)
+            .and_then(|()| match receiver.recv_timeout(wait) {
+                Ok(event) => Ok(event),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.gone()),
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(RunnerError::Silent {
+                    serves: self.serves.clone(),
+                    waited: wait,
+                }),
+            });
+        lock(&self.waiting).remove(&id);
+        answer
+    }
+
     /// Sends `op`, which has no answer.
     pub(crate) fn tell(&self, op: serde_json::Value) -> Result<(), RunnerError> {
         self.send(&op)
