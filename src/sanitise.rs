@@ -282,7 +282,7 @@ mod tests {
             !json.contains("\\u001b") && !json.contains("\\u0007"),
             "{json}"
         );
-        assert_eq!(json.matches("\"xy\"").count(), 5, "{json}");
+        assert_eq!(json.matches("\"xy\"").count(), 6, "{json}");
     }
 
     #[rstest]
