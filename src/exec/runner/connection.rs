@@ -236,6 +236,31 @@ mod tests {
     }
 
     #[test]
+    fn a_call_gets_the_answer_with_its_own_id() {
+        let (connection, lines) = connection();
+        let runner = connection.clone();
+        let answer = std::thread::spawn(move || {
+            runner.call(
+                serde_json::json!({"op": "render", "folder": "/t"}),
+                Duration::from_secs(5),
+            )
+        });
+        let sent = lines.recv().unwrap();
+        assert_eq!(
+            (&sent["op"], &sent["folder"]),
+            (&"render".into(), &"/t".into())
+        );
+        let id = sent["id"].as_str().unwrap().to_owned();
+        connection.dispatch(br#"{"id":"other","event":"rendered","note":"not this one"}"#);
+        connection.dispatch(
+            format!(r#"{{"id":"{id}","event":"rendered","note":"nbconvert is not installed"}}"#)
+                .as_bytes(),
+        );
+        let event = answer.join().unwrap().unwrap();
+        assert_eq!(event.note.as_deref(), Some("nbconvert is not installed"));
+    }
+
+    #[test]
     fn a_connection_that_ends_fails_the_trials_waiting_on_it() {
         let (connection, lines) = connection();
         let runner = connection.clone();
