@@ -243,7 +243,33 @@ impl Job<'_> {
             }
         };
         outcome.setup.extend(setup);
+        if let Some(artifact) = super::html::wanted(&outcome) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&runner, artifact);
+            super::html::keep(&mut outcome, rendered);
+            outcome.after_check += started.elapsed();
+        }
         Ok(outcome)
+    }
+
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the scratch folder; else why not.
+    fn render(&self, runner: &super::runner::Runner, artifact: &Path) -> Result<Vec<u8>, String> {
+        let (notebook, html) = super::html::paths(artifact);
+        let source = self.scratch.join(&notebook);
+        std::fs::create_dir_all(source.parent().unwrap_or(self.scratch))
+            .and_then(|()| std::fs::copy(artifact, &source))
+            .map_err(|error| format!("cannot copy {}: {error}", artifact.display()))?;
+        let folder = self.scratch.to_string_lossy();
+        match runner.render(&folder, &notebook, &html) {
+            Ok(None) => {
+                let html = self.scratch.join(&html);
+                crate::fsx::read_bounded(&html, crate::fsx::COLLECTED)
+                    .map_err(|error| format!("cannot read {}: {error}", html.display()))
+            }
+            Ok(Some(why)) => Err(why),
+            Err(error) => Err(chain(&error)),
+        }
     }
 }
 

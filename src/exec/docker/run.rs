@@ -11,7 +11,7 @@ use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
 use crate::exec::live::{Owner, lock};
-use crate::exec::redact::{MIN_SECRET_BYTES, redact};
+use crate::exec::redact::{MIN_SECRET_BYTES, redact, redact_file};
 use crate::exec::verdict::{self, NotebookRun, setup_failure};
 use crate::gpu::HostGpus;
 use crate::notebook::ProcessEnd;
@@ -217,6 +217,17 @@ impl DockerExecutor {
             image: Some((&image).into()),
             ..outcome
         };
+        // Rendered from the kept notebook, secrets masked already, and masked again in the
+        // HTML: escaping may spell a secret anew.
+        if let Some(artifact) = crate::exec::html::wanted(&outcome).filter(|_| !runner.bare) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&engine, &container, &runner, trial, artifact);
+            crate::exec::html::keep(&mut outcome, rendered);
+            if let Some(html) = &outcome.html {
+                redact_file(html, &trial.secrets.values().collect::<Vec<_>>());
+            }
+            outcome.after_check += started.elapsed();
+        }
         if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
@@ -365,6 +376,47 @@ impl DockerExecutor {
             exit_code: exec.exit_code,
             output: exec.output,
         }))
+    }
+
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the trial's folder and copied out (at most [`COLLECTED`] of it); else why
+    /// not.
+    ///
+    /// [`COLLECTED`]: crate::fsx::COLLECTED
+    fn render(
+        &self,
+        engine: &Engine,
+        container: &str,
+        runner: &crate::exec::runner::Runner,
+        trial: &Trial<'_>,
+        artifact: &Path,
+    ) -> Result<Vec<u8>, String> {
+        let (notebook, html) = crate::exec::html::paths(artifact);
+        let bytes = crate::fsx::read_bounded(artifact, crate::fsx::COLLECTED)
+            .map_err(|error| format!("cannot read {}: {error}", artifact.display()))?;
+        let source = in_folder(&trial.folder, &notebook);
+        let parent = source.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let files = BTreeMap::from([(parent.to_owned(), None), (source, Some(bytes))]);
+        let archive = archive(&files).map_err(|error| format!("cannot pack it: {error}"))?;
+        self.runtime
+            .block_on(engine.upload(container, "/", archive))
+            .map_err(|error| crate::error::chain(&error))?;
+        if let Some(why) = runner
+            .render(&trial.folder, &notebook, &html)
+            .map_err(|error| crate::error::chain(&error))?
+        {
+            return Err(why);
+        }
+        let path = in_folder(&trial.folder, &html);
+        let limit = crate::fsx::COLLECTED.bytes;
+        match self
+            .runtime
+            .block_on(engine.download_file_within(container, &path, limit))
+        {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(format!("nbconvert wrote no {html}")),
+            Err(error) => Err(crate::error::chain(&error)),
+        }
     }
 
     /// Puts a notebook's cells on the progress board as its runner reports them.
