@@ -194,6 +194,8 @@ pub struct RunContents {
     pub records: Vec<TrialRecord>,
     /// Every exclusion.
     pub excluded: Vec<Excluded>,
+    /// Every trial a run left out because libtest ignored it (container trials are opt-in).
+    pub skipped: Vec<Excluded>,
     /// Every planned trial, with the run that planned it.
     pub planned: Vec<(String, Planned)>,
     /// Runs that recorded no plan (made by a runtime-matrix older than plans): what they
@@ -208,6 +210,7 @@ impl RunContents {
     pub(crate) fn append(&mut self, mut other: RunContents) {
         self.records.append(&mut other.records);
         self.excluded.append(&mut other.excluded);
+        self.skipped.append(&mut other.skipped);
         self.planned.append(&mut other.planned);
         self.runs_without_plan.append(&mut other.runs_without_plan);
         self.interruptions.append(&mut other.interruptions);
@@ -217,12 +220,13 @@ impl RunContents {
     pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty()
             && self.excluded.is_empty()
+            && self.skipped.is_empty()
             && self.planned.is_empty()
             && self.interruptions.is_empty()
     }
 }
 
-/// The folder of one run: `records/`, `artifacts/`, `excluded.json`, `planned/`, an
+/// The folder of one run: `records/`, `artifacts/`, `excluded.json`, `planned/`, `skipped/`, an
 /// `interrupted.json` when a signal cut it short, and the reports.
 #[derive(Debug, Clone)]
 pub(crate) struct RunDir {
@@ -299,6 +303,23 @@ impl RunDir {
             return Ok(());
         }
         let json = serde_json::to_vec_pretty(planned).expect("plans always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
+    }
+
+    /// Writes the trials this process leaves out because libtest ignores them, with why, like
+    /// [`RunDir::write_planned`]: a file of its own under `skipped/` per distinct list.
+    pub fn write_skipped(&self, skipped: &[Excluded]) -> Result<(), OutputError> {
+        if skipped.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = skipped.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        let key = crate::names::folder_key(&names.join("\n"));
+        let path = self.path.join("skipped").join(format!("{key:016x}.json"));
+        if path.exists() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(skipped).expect("skipped trials always serialise");
         write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
     }
 
@@ -422,6 +443,13 @@ fn read_run(run: &Path) -> Result<RunContents, OutputError> {
     };
     if plans.is_empty() {
         contents.runs_without_plan.push(run_id.clone());
+    }
+    let skipped_dir = run.join("skipped");
+    if skipped_dir.is_dir() {
+        for path in json_files(&skipped_dir)? {
+            let list: Vec<Excluded> = read_json(&path, crate::fsx::PLANNED)?;
+            contents.skipped.extend(list);
+        }
     }
     for path in plans {
         let list: Vec<Planned> = read_json(&path, crate::fsx::PLANNED)?;

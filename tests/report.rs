@@ -29,6 +29,8 @@ fn read<T: serde::de::DeserializeOwned>(name: &str) -> T {
 fn contents() -> RunContents {
     let records: Vec<TrialRecord> = read("records.json");
     let excluded: Vec<Excluded> = read("excluded.json");
+    // Container trials one shard left out as opt-in; another shard ran one of them.
+    let skipped: Vec<Excluded> = read("skipped.json");
     let planned = records
         .iter()
         .map(|r| {
@@ -44,6 +46,7 @@ fn contents() -> RunContents {
     RunContents {
         records,
         excluded,
+        skipped,
         planned,
         ..RunContents::default()
     }
@@ -122,7 +125,7 @@ fn junit_parses_with_a_junit_library_and_infrastructure_failures_are_errors() {
     let parsed = quick_junit::Report::deserialize(xml.as_slice()).unwrap();
     assert_eq!(
         (parsed.tests, parsed.failures, parsed.errors),
-        (10, 5, 1),
+        (12, 5, 1),
         "{}",
         String::from_utf8_lossy(&xml)
     );
@@ -229,7 +232,28 @@ fn the_summary_counts_each_status_once() {
             summary.excluded,
             summary.not_run
         ),
-        (8, 1, 5, 1, 1, 2, 0)
+        (8, 1, 5, 1, 1, 3, 0)
+    );
+    // One shard left two container trials out as opt-in; the other ran one of them. One
+    // trial was left to a shard no merged run ran, and one excluded as another shard's was
+    // run there.
+    let merged = report();
+    let skipped: Vec<&str> = merged.skipped.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(skipped, ["torch::cpu::cmd::lint"]);
+    assert_eq!(merged.summary.skipped, 1);
+    let excluded: Vec<(&str, &str)> = merged
+        .excluded
+        .iter()
+        .map(|e| (e.name.as_str(), e.reason.as_str()))
+        .collect();
+    assert!(excluded.contains(&(
+        "plain::cpu::cmd::other-shard",
+        "in shard 2/2, not 1/2, and no merged run ran that shard"
+    )));
+    assert!(
+        !excluded
+            .iter()
+            .any(|(name, _)| *name == "torch::cpu::nb::failing_cell")
     );
     assert_eq!(report().incomplete(), None);
 }
@@ -258,7 +282,8 @@ fn a_trial_planned_but_not_run_counts_as_not_run_even_where_another_run_excluded
         not_run,
         ["plain::h100::cmd::disk", "torch::h100::nb::smoke"]
     );
-    assert_eq!((report.summary.not_run, report.summary.excluded), (2, 1));
+    // The other exclusion left is the trial no merged shard ran.
+    assert_eq!((report.summary.not_run, report.summary.excluded), (2, 2));
     assert_eq!(
         report.incomplete().as_deref(),
         Some(

@@ -11,7 +11,7 @@
 //! infrastructure failure (the engine, provisioning, I/O) and a planned trial that left no record
 //! are `<error>`: CI gates and test views pass a suite whose cases were skipped, and a trial an
 //! interrupted run never finished proved nothing. Excluded trials are `<skipped>` with their
-//! reason; an expected failure passes, saying so in its `<system-out>`.
+//! reason, and so are container trials left out because they are opt-in; an expected failure passes, saying so in its `<system-out>`.
 //!
 //! The output validates against the Jenkins xUnit plugin's `junit-10.xsd` (the schema pytest
 //! checks its own JUnit output with), which is stricter than GitHub's and GitLab's parsers: no
@@ -43,7 +43,7 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         let case = case(&n.name, &n.runtime, &n.machine, status);
         suites.entry(&n.runtime).or_default().cases.push(case);
     }
-    for e in &report.excluded {
+    for e in report.excluded.iter().chain(&report.skipped) {
         let mut status = TestCaseStatus::skipped();
         status.set_message(one_line(&e.reason));
         let case = case(&e.name, &e.runtime, &e.machine, status);

@@ -28,6 +28,8 @@ pub struct Summary {
     pub unexpected_passes: usize,
     /// Declared but not run.
     pub excluded: usize,
+    /// Left out because libtest ignored them: container trials are opt-in.
+    pub skipped: usize,
     /// Planned, but left no record: interrupted, killed, or in a shard not merged.
     pub not_run: usize,
     /// The setup the runs did, by runtime, machine, kind and subject: none of it is counted in
@@ -79,6 +81,11 @@ fn setup_of(records: &[TrialRecord]) -> Vec<RunSetup> {
         .collect()
 }
 
+/// Whether an exclusion's reason is only that the trial is in another shard.
+fn is_shard(reason: &str) -> bool {
+    reason.starts_with(crate::plan::SHARD_REASON)
+}
+
 /// A trial a merged run planned but did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotRun {
@@ -109,8 +116,12 @@ pub struct Report {
     pub summary: Summary,
     /// One record per trial, by name.
     pub trials: Vec<TrialRecord>,
-    /// Trials declared but not run anywhere in the merged runs, by name.
+    /// Trials declared but not run anywhere in the merged runs, by name. A trial that every
+    /// merged run left to another shard says that none of them ran it.
     pub excluded: Vec<Excluded>,
+    /// Trials a merged run left out because libtest ignored them (container trials are
+    /// opt-in: `--include-ignored`), and no merged run ran, by name.
+    pub skipped: Vec<Excluded>,
     /// Whether a merged run was cut short by SIGINT or SIGTERM.
     pub interrupted: bool,
     /// How each interrupted run was interrupted.
@@ -132,6 +143,7 @@ impl Report {
         let RunContents {
             records,
             excluded,
+            skipped,
             planned,
             mut runs_without_plan,
             mut interruptions,
@@ -165,14 +177,37 @@ impl Report {
                 reason: reason.to_owned(),
             });
         }
+        let mut skipped_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
+        for entry in skipped {
+            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
+                skipped_by_name.entry(entry.name.clone()).or_insert(entry);
+            }
+        }
+        // A trial one shard leaves to another is run, not run or skipped there; excluded only
+        // when no merged run had it, and then for a reason other than its shard if there is one.
         let mut excluded_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
         for entry in excluded {
-            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
-                excluded_by_name.entry(entry.name.clone()).or_insert(entry);
+            if by_name.contains_key(&entry.name)
+                || not_run.contains_key(&entry.name)
+                || skipped_by_name.contains_key(&entry.name)
+            {
+                continue;
+            }
+            match excluded_by_name.get(&entry.name) {
+                Some(kept) if !is_shard(&kept.reason) || is_shard(&entry.reason) => {}
+                _ => {
+                    excluded_by_name.insert(entry.name.clone(), entry);
+                }
+            }
+        }
+        for entry in excluded_by_name.values_mut() {
+            if is_shard(&entry.reason) {
+                entry.reason = format!("{}, and no merged run ran that shard", entry.reason);
             }
         }
         let trials: Vec<TrialRecord> = by_name.into_values().collect();
         let excluded: Vec<Excluded> = excluded_by_name.into_values().collect();
+        let skipped: Vec<Excluded> = skipped_by_name.into_values().collect();
         let not_run: Vec<NotRun> = not_run.into_values().collect();
         let count = |status: Status| trials.iter().filter(|t| t.status == status).count();
         let summary = Summary {
@@ -182,6 +217,7 @@ impl Report {
             expected_failures: count(Status::ExpectedFailure),
             unexpected_passes: count(Status::UnexpectedPass),
             excluded: excluded.len(),
+            skipped: skipped.len(),
             not_run: not_run.len(),
             setup,
         };
@@ -203,6 +239,7 @@ impl Report {
             summary,
             trials,
             excluded,
+            skipped,
             interrupted: !interruptions.is_empty(),
             interruptions,
             not_run,
