@@ -3,6 +3,7 @@
 //! [`Invocation`] rendered with the scratch folder as its trial folder.
 
 use super::Outcome;
+use super::data::DataSet;
 use super::executor::Executor;
 use super::invocation::{Invocation, PER_TRIAL, WORK};
 use super::runner::ANSWER_GRACE;
@@ -111,9 +112,10 @@ impl Job<'_> {
         env
     }
 
-    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`.
+    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`
+    /// at its path under the notebooks folder.
     fn stage(&self) -> Result<(), String> {
-        let work = self.scratch.join(WORK);
+        let work = self.scratch.join(WORK).join(&self.invocation.work_dir);
         match &self.invocation.work_source {
             Some(folder) => copy_folder(folder, &work).map_err(|error| {
                 format!(
@@ -130,6 +132,18 @@ impl Job<'_> {
                 .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
         }
         Ok(())
+    }
+
+    /// Copies the notebook's data set into `work/`, each file at its path under the notebooks
+    /// folder, straight from its source: a copy per trial, so that no trial sees another's
+    /// changes. A data set that cannot be staged fails the trial, naming the glob or file: the
+    /// outcome it ends with.
+    fn stage_data(&self) -> Option<Outcome> {
+        let data = self.invocation.data.as_ref()?;
+        DataSet::find(&data.notebooks_dir, &data.globs)
+            .and_then(|set| set.copy_into(&self.scratch.join(WORK)))
+            .err()
+            .map(|error| super::data::failure(&error))
     }
 
     /// A file the check left in the scratch folder; the check may have made it anything, so
@@ -152,6 +166,9 @@ impl Job<'_> {
             _ => None,
         };
         self.stage()?;
+        if let Some(failed) = self.stage_data() {
+            return Ok(failed);
+        }
         let executor = self.executor;
         let key = format!(
             "{}|host|{}|{}|{}|{}|{}",
