@@ -10,6 +10,7 @@ use super::runner::ANSWER_GRACE;
 use super::runner::host::HostRunner;
 use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::CheckKind;
+use crate::error::DataError;
 use crate::error::chain;
 use crate::plan::TrialSpec;
 use crate::record::RunDir;
@@ -134,16 +135,15 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Copies the notebook's data set into `work/`, each file at its path under the notebooks
-    /// folder, straight from its source: a copy per trial, so that no trial sees another's
-    /// changes. A data set that cannot be staged fails the trial, naming the glob or file: the
-    /// outcome it ends with.
-    fn stage_data(&self) -> Option<Outcome> {
-        let data = self.invocation.data.as_ref()?;
-        DataSet::find(&data.notebooks_dir, &data.globs)
-            .and_then(|set| set.copy_into(&self.scratch.join(WORK)))
-            .err()
-            .map(|error| super::data::failure(&error))
+    /// The notebook's data set, found before anything is copied: one that cannot be staged
+    /// (a glob that matches nothing, a file that is not one, a set over the limit) fails the
+    /// trial, naming the glob or file.
+    fn find_data(&self) -> Result<Option<DataSet>, DataError> {
+        self.invocation
+            .data
+            .as_ref()
+            .map(|data| DataSet::find(&data.notebooks_dir, &data.globs))
+            .transpose()
     }
 
     /// A file the check left in the scratch folder; the check may have made it anything, so
@@ -165,9 +165,15 @@ impl Job<'_> {
             ),
             _ => None,
         };
+        let data = match self.find_data() {
+            Ok(data) => data,
+            Err(error) => return Ok(super::data::failure(&error)),
+        };
         self.stage()?;
-        if let Some(failed) = self.stage_data() {
-            return Ok(failed);
+        // Straight from the source, a copy per trial: no trial sees another's changes, and a
+        // copy from the runner's own copy would cost the same.
+        if let Err(error) = data.map_or(Ok(()), |set| set.copy_into(&self.scratch.join(WORK))) {
+            return Ok(super::data::failure(&error));
         }
         let executor = self.executor;
         let key = format!(
