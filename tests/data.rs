@@ -205,3 +205,22 @@ fn listing_and_plan_read_no_data_and_plan_shows_each_trials_globs() {
         "{again:#}"
     );
 }
+
+#[test]
+fn data_on_a_runtime_without_notebooks_warns_that_it_has_no_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        "[machines.cpu]\ngpus = 0\n\n[runtimes.sh]\ncommands.ok = \"true\"\ndata = [\"data/**\"]\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = output(runtime_matrix().arg("plan").arg("--config").arg(&config));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "runtimes.sh.data has no effect: the runtime has no notebooks, and data is staged with notebooks only"
+        ),
+        "{stderr}"
+    );
+}

@@ -88,11 +88,15 @@ impl DataSet {
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(failed)?;
             }
-            let mut source = file.open().map_err(failed)?;
+            let mut source = file.open_take().map_err(failed)?;
             // A copy of an earlier stage (the notebook's own folder) may be there, read-only.
             let _ = std::fs::remove_file(&target);
             let mut out = std::fs::File::create(&target).map_err(failed)?;
-            io::copy(&mut source, &mut out).map_err(failed)?;
+            // `Take<File>` to `File`: the kernel copies (copy_file_range), no buffer here.
+            let copied = io::copy(&mut source, &mut out).map_err(failed)?;
+            if copied < file.size {
+                return Err(failed(shrank(file.size - copied)));
+            }
         }
         Ok(())
     }
@@ -153,13 +157,25 @@ impl DataFile {
     /// is an error (an archive entry must hold the bytes its header says), one that grew is
     /// read no further.
     fn open(&self) -> io::Result<impl Read> {
-        crate::fsx::regular_file(&self.path)?;
-        let file = std::fs::File::open(&self.path)?;
         Ok(Exact {
-            inner: file.take(self.size),
+            inner: self.open_take()?,
             left: self.size,
         })
     }
+
+    /// This file, read no further than the size it had when it was found.
+    fn open_take(&self) -> io::Result<io::Take<std::fs::File>> {
+        crate::fsx::regular_file(&self.path)?;
+        Ok(std::fs::File::open(&self.path)?.take(self.size))
+    }
+}
+
+/// The error of a file that is `left` bytes shorter than when it was found.
+fn shrank(left: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("it shrank by {left} bytes while it was staged"),
+    )
 }
 
 /// A reader that must give exactly `left` more bytes.
@@ -172,10 +188,7 @@ impl<R: Read> Read for Exact<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buf)?;
         if read == 0 && self.left > 0 && !buf.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("it shrank by {} bytes while it was staged", self.left),
-            ));
+            return Err(shrank(self.left));
         }
         self.left -= read as u64;
         Ok(read)
