@@ -224,3 +224,47 @@ fn data_on_a_runtime_without_notebooks_warns_that_it_has_no_effect() {
         "{stderr}"
     );
 }
+
+#[test]
+fn under_nextest_a_second_process_finds_the_data_set_the_first_gave_their_runner() {
+    let out = tempfile::tempdir().unwrap();
+    let run_id = "data-nextest";
+    let exact = |trial: &str| {
+        let mut command = harness(
+            &matrix(),
+            out.path(),
+            run_id,
+            &["--include-ignored", "--exact", trial],
+        );
+        command
+            .env("NEXTEST_RUN_ID", run_id)
+            .env("RUNTIME_MATRIX_RUNNER_IDLE", "10s");
+        output(&mut command)
+    };
+    let (code, stdout, stderr) = exact("docker::cpu::nb::analysis/report");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let (code, stdout, stderr) = exact("docker::cpu::nb::analysis/summary");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("(another process of the run started it)"),
+        "{stderr}"
+    );
+    let records = records(out.path(), run_id);
+    let data_steps = |trial: &str| {
+        records[trial]["setup"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|step| step["kind"] == "data")
+            .count()
+    };
+    assert_eq!(data_steps("docker::cpu::nb::analysis/report"), 1);
+    assert_eq!(data_steps("docker::cpu::nb::analysis/summary"), 0);
+    // No process stops a runner shared under cargo-nextest: it idles out.
+    assert!(
+        support::wait_for(Duration::from_secs(40), || containers_of_run(run_id)
+            .is_empty()),
+        "{:?}",
+        containers_of_run(run_id)
+    );
+}

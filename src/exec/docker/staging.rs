@@ -74,11 +74,9 @@ impl DockerExecutor {
             return Ok(Ok((store, None)));
         }
         // The processes of a run (cargo-nextest) share a runner: one uploads, the others wait
-        // for it and find its marker.
-        let lock_file = self.locks.join(format!(
-            "data-{}.lock",
-            crate::exec::runner::key_name(&staged)
-        ));
+        // for it and find its marker. One lock file per data set, not per container: lock
+        // files outlive runs.
+        let lock_file = self.locks.join(format!("data-{}.lock", set.key()));
         let _held = std::fs::create_dir_all(&self.locks)
             .and_then(|()| std::fs::File::create(&lock_file))
             .and_then(|file| file.lock().map(|()| file))
