@@ -15,6 +15,11 @@ fn matrix() -> PathBuf {
     fixtures().join("matrices/data.toml")
 }
 
+/// Every run reaps the containers of harnesses that are gone, which is what a runner shared
+/// under cargo-nextest is between its processes: the test that needs one runs alone among the
+/// container tests here (as in tests/runner.rs).
+static ENGINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// The fixture data, as the notebooks expect to find it in every trial.
 const PRICES: &str = "item,price\napple,3\npear,4\n";
 
@@ -92,6 +97,9 @@ fn host_notebooks_read_their_data_at_its_paths_and_change_only_their_copy() {
 
 #[test]
 fn container_notebooks_read_their_data_staged_once_per_runner_and_change_only_their_copy() {
+    let _engine = ENGINE
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().unwrap();
     let records = run(out.path(), "docker-data", "docker");
     assert_data_staged(&records, "docker");
@@ -227,6 +235,9 @@ fn data_on_a_runtime_without_notebooks_warns_that_it_has_no_effect() {
 
 #[test]
 fn under_nextest_a_second_process_finds_the_data_set_the_first_gave_their_runner() {
+    let _engine = ENGINE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let out = tempfile::tempdir().unwrap();
     let run_id = "data-nextest";
     let exact = |trial: &str| {

@@ -9,6 +9,7 @@ mod data;
 mod docker;
 mod executor;
 mod host;
+mod html;
 mod invocation;
 mod live;
 pub mod process;
