@@ -111,16 +111,19 @@ pub enum SetupKind {
     Pull,
     /// A persistent runner started for a runtime on a machine.
     Runner,
+    /// A notebook's data set uploaded to a runner, once for all its trials.
+    Data,
 }
 
 impl SetupKind {
-    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`.
+    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`, `data`.
     pub fn as_str(self) -> &'static str {
         match self {
             SetupKind::Provision => "provision",
             SetupKind::Build => "build",
             SetupKind::Pull => "pull",
             SetupKind::Runner => "runner",
+            SetupKind::Data => "data",
         }
     }
 }

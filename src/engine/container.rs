@@ -311,6 +311,32 @@ impl Engine {
         .await
     }
 
+    /// Uploads the tar archive `chunks` gives, as they come, into container `id` at `path`,
+    /// waiting at most `limit` in all: an archive too large to hold in memory.
+    pub async fn upload_stream(
+        &self,
+        id: &str,
+        path: &str,
+        chunks: impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+        limit: Duration,
+    ) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::new().path(path).build();
+        let body = bollard::body_try_stream(chunks.map(|chunk| chunk.map(Into::into)));
+        let upload = async {
+            self.docker
+                .upload_to_container(id, Some(options), body)
+                .await
+                .map_err(|error| self.error("copy files into container", short(id), error))
+        };
+        self.bounded(
+            "upload archive",
+            format!("container {}", short(id)),
+            limit,
+            upload,
+        )
+        .await
+    }
+
     /// The file at `path` in container `id`, or `None` when it does not exist.
     pub async fn download_file(
         &self,

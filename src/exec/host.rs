@@ -3,12 +3,14 @@
 //! [`Invocation`] rendered with the scratch folder as its trial folder.
 
 use super::Outcome;
+use super::data::DataSet;
 use super::executor::Executor;
 use super::invocation::{Invocation, PER_TRIAL, WORK};
 use super::runner::ANSWER_GRACE;
 use super::runner::host::HostRunner;
 use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::CheckKind;
+use crate::error::DataError;
 use crate::error::chain;
 use crate::plan::TrialSpec;
 use crate::record::RunDir;
@@ -111,9 +113,10 @@ impl Job<'_> {
         env
     }
 
-    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`.
+    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`
+    /// at its path under the notebooks folder.
     fn stage(&self) -> Result<(), String> {
-        let work = self.scratch.join(WORK);
+        let work = self.scratch.join(WORK).join(&self.invocation.work_dir);
         match &self.invocation.work_source {
             Some(folder) => copy_folder(folder, &work).map_err(|error| {
                 format!(
@@ -132,6 +135,17 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// The notebook's data set, found before anything is copied: one that cannot be staged
+    /// (a glob that matches nothing, a file that is not one, a set over the limit) fails the
+    /// trial, naming the glob or file.
+    fn find_data(&self) -> Result<Option<DataSet>, DataError> {
+        self.invocation
+            .data
+            .as_ref()
+            .map(|data| DataSet::find(&data.notebooks_dir, &data.globs))
+            .transpose()
+    }
+
     /// A file the check left in the scratch folder; the check may have made it anything, so
     /// only a regular file of bounded size is read.
     fn collected(&self, relative: &Option<String>) -> Option<Vec<u8>> {
@@ -142,7 +156,16 @@ impl Job<'_> {
     /// Runs the trial on its runtime's runner and judges what came back.
     fn run(&self) -> Result<Outcome, String> {
         let spec = self.spec;
+        let data = match self.find_data() {
+            Ok(data) => data,
+            Err(error) => return Ok(super::data::failure(&error)),
+        };
         self.stage()?;
+        // Straight from the source, a copy per trial: no trial sees another's changes, and a
+        // copy from the runner's own copy would cost the same.
+        if let Err(error) = data.map_or(Ok(()), |set| set.copy_into(&self.scratch.join(WORK))) {
+            return Ok(super::data::failure(&error));
+        }
         let executor = self.executor;
         let key = format!(
             "{}|host|{}|{}|{}|{}|{}",

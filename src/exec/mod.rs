@@ -5,6 +5,7 @@
 //! The public API is synchronous: the executor owns one tokio runtime for the Docker engine and
 //! blocks on it, so nothing outside knows about tokio or bollard.
 
+mod data;
 mod docker;
 mod executor;
 mod host;

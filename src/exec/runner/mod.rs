@@ -59,6 +59,19 @@ pub(crate) struct Request {
     executed: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     argv: Option<Vec<String>>,
+    /// A folder the runner holds (a data set staged once for all its trials) and where in the
+    /// trial folder it is copied before the notebook starts: the trial changes only its copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataCopy>,
+}
+
+/// A folder a runner copies into a trial's folder.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub(crate) struct DataCopy {
+    /// Absolute.
+    from: String,
+    /// Relative to the trial folder.
+    to: String,
 }
 
 impl Request {
@@ -80,14 +93,15 @@ impl Request {
             progress: None,
             executed: None,
             argv: Some(argv),
+            data: None,
         }
     }
 
-    /// A notebook at `notebook` (relative to the trial folder) run in `work/`, its progress
+    /// A notebook at `notebook` run in `cwd` (both relative to the trial folder), its progress
     /// events appended to `progress` and the executed notebook written to `executed`.
     pub(crate) fn notebook(
         folder: String,
-        notebook: String,
+        (notebook, cwd): (String, String),
         env: Vec<(String, String)>,
         timeouts: (f64, f64),
         progress: String,
@@ -97,7 +111,7 @@ impl Request {
         Request {
             kind: "notebook",
             folder,
-            cwd: crate::exec::invocation::WORK.into(),
+            cwd,
             env: env.into_iter().collect(),
             deadline,
             notebook: Some(notebook),
@@ -105,7 +119,18 @@ impl Request {
             progress: Some(progress),
             executed: Some(executed),
             argv: None,
+            data: None,
         }
+    }
+
+    /// The trial with the runner's folder `from` copied into its folder's `to` (relative)
+    /// before it starts.
+    pub(crate) fn with_data(mut self, from: &str, to: &str) -> Request {
+        self.data = Some(DataCopy {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        self
     }
 
     /// The trial's environment with `key` set to `value`.

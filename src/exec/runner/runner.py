@@ -592,6 +592,7 @@ class Runner:
             emit({"event": "done", "index": cell_index, "time": time.time(), "cell": cell})
 
         try:
+            await self.copy_data(msg)
             jupyter = await self.jupyter()
             if progress:
                 progress.parent.mkdir(parents=True, exist_ok=True)
@@ -629,6 +630,16 @@ class Runner:
             self.release_kernel(kernel)
             final = kernel.log()  # before its folder goes
             trial.output = lambda: final
+
+    async def copy_data(self, msg):
+        """Copies the data set the runner holds for this trial (uploaded once per runner) into
+        the trial's folder, off the event loop: the trial may change its copy, no other trial
+        sees that."""
+        data = msg.get("data")
+        if data:
+            target = str(Path(msg["folder"]) / data["to"])
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: shutil.copytree(data["from"], target, dirs_exist_ok=True))
 
     async def render(self, conn, tid, msg):
         """Renders a notebook in a trial folder to HTML (`runner.py render`, a process of its own
