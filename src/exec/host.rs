@@ -156,6 +156,9 @@ impl Job<'_> {
     /// Runs the trial on its runtime's runner and judges what came back.
     fn run(&self) -> Result<Outcome, String> {
         let spec = self.spec;
+        if let Some(outcome) = verdict::notebook_file_failure(spec) {
+            return Ok(outcome);
+        }
         let data = match self.find_data() {
             Ok(data) => data,
             Err(error) => return Ok(super::data::failure(&error)),
@@ -312,10 +315,15 @@ fn copy_folder(from: &Path, to: &Path) -> std::io::Result<()> {
             copy_folder(&entry.path(), &target)?;
         } else {
             let path = entry.path();
+            // What is not a regular file (a FIFO, a device, a socket, a link to nothing) has no
+            // contents to copy, and opening it could block: it is left out, so that one odd
+            // file fails only the notebook that needs it, never its neighbours.
+            if crate::fsx::regular_file(&path).is_err() {
+                continue;
+            }
             let named = |error: std::io::Error| {
                 std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
             };
-            crate::fsx::regular_file(&path).map_err(named)?;
             std::fs::copy(&path, &target).map_err(named)?;
         }
     }
@@ -327,19 +335,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copying_a_notebooks_folder_refuses_what_is_not_a_regular_file() {
+    fn copying_a_notebooks_folder_leaves_out_what_is_not_a_regular_file() {
         let from = tempfile::tempdir().unwrap();
         let to = tempfile::tempdir().unwrap();
         std::fs::write(from.path().join("data.csv"), "a,b\n").unwrap();
-        let zero = from.path().join("zero.bin");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-        let error = copy_folder(from.path(), &to.path().join("work")).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "{}: a character device, not a regular file (give a regular file)",
-                zero.display()
-            )
-        );
+        std::os::unix::fs::symlink("/dev/zero", from.path().join("zero.bin")).unwrap();
+        let fifo =
+            std::ffi::CString::new(from.path().join("fifo.ipynb").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let work = to.path().join("work");
+        copy_folder(from.path(), &work).unwrap();
+        let mut copied: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        copied.sort();
+        assert_eq!(copied, ["data.csv"]);
     }
 }

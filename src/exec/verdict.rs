@@ -17,6 +17,28 @@ pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
     setup(category, summary, None)
 }
 
+/// The outcome of a notebook trial whose file is not a regular file (a FIFO, a device, a
+/// socket, a link to nothing): it fails alone, before anything is staged, as a file nbformat
+/// could not read would. `None` for any other trial.
+pub(super) fn notebook_file_failure(spec: &TrialSpec) -> Option<Outcome> {
+    let crate::config::CheckKind::Notebook { path, .. } = &spec.check.kind else {
+        return None;
+    };
+    let error = crate::fsx::regular_file(path).err()?;
+    Some(Outcome {
+        failure: Some(Failure {
+            kind: FailureKind::InvalidNotebook,
+            category: Category::Notebook,
+            summary: format!("it cannot be read: {error}"),
+            cell: None,
+            exit_code: None,
+            output_tail: None,
+            cause: None,
+        }),
+        ..Outcome::default()
+    })
+}
+
 /// An outcome for an image the preflight refused; the cause is the preflight's own finding.
 pub(super) fn preflight_failure(error: &PreflightError) -> Outcome {
     setup(Category::Runtime, error.to_string(), Some(error.cause()))

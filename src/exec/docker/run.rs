@@ -174,6 +174,9 @@ impl DockerExecutor {
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
             return Ok(outcome);
         }
+        if let Some(outcome) = verdict::notebook_file_failure(spec) {
+            return Ok(outcome);
+        }
         // Found before a runner starts: a data set that cannot be staged fails the trial now.
         let data = match &trial.invocation.data {
             Some(data) => match DataSet::find(&data.notebooks_dir, &data.globs) {

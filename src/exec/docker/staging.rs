@@ -218,6 +218,11 @@ fn folder_files(folder: &Path, prefix: &str) -> std::io::Result<BTreeMap<String,
             if entry.file_type()?.is_dir() {
                 files.insert(key, None);
                 stack.push(path);
+            } else if crate::fsx::regular_file(&path).is_err() {
+                // Not a regular file (a FIFO, a device, a socket, a link to nothing): nothing to
+                // copy, and opening it could block. Left out, so that it fails only a notebook
+                // that needs it, never its neighbours.
+                continue;
             } else {
                 let limit = Limit {
                     bytes: left,
@@ -303,21 +308,15 @@ mod tests {
     }
 
     #[test]
-    fn a_device_in_the_notebooks_folder_is_named_not_read() {
+    fn a_device_or_fifo_in_the_notebooks_folder_is_left_out_not_read() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("data.csv"), "a,b\n").unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.bin")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", dir.path().join("dangling.csv")).unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("fifo.ipynb").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let files = folder_files(dir.path(), "/w").unwrap();
+        assert_eq!(files.keys().collect::<Vec<_>>(), ["/w", "/w/data.csv"]);
         assert_eq!(files["/w/data.csv"].as_deref(), Some(&b"a,b\n"[..]));
-
-        let zero = dir.path().join("zero.bin");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-        let error = folder_files(dir.path(), "/w").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "{}: a character device, not a regular file (give a regular file)",
-                zero.display()
-            )
-        );
     }
 }
