@@ -139,6 +139,7 @@ mod tests {
             check: "nb::train".into(),
             executor: "docker".into(),
             tags: vec![],
+            parameters: Default::default(),
             status: Status::Failed,
             failure: Some(failure),
             expected: None,

@@ -2,7 +2,7 @@
 //! checks. The main type is [`Override`].
 
 use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part, shown};
-use crate::config::matrix::{Check, CheckKind};
+use crate::config::matrix::{Check, CheckKind, Parameters};
 use crate::config::raw::{RawCommand, RawMatrix, RawOverride, RawRuntime};
 use crate::config::suggest::did_you_mean;
 use crate::notebook::check_notebook;
@@ -29,6 +29,7 @@ pub(super) struct Override {
     cell_timeout: Option<Duration>,
     tags: Vec<String>,
     stages: Option<Vec<String>>,
+    parameters: Parameters,
     used: bool,
 }
 
@@ -45,6 +46,7 @@ impl Override {
         if let Some(stages) = &self.stages {
             check.stages = stages.clone();
         }
+        check.parameters.extend(self.parameters.clone());
     }
 }
 
@@ -156,6 +158,7 @@ impl Compiler {
                 cell_timeout,
                 tags: o.tags.clone(),
                 stages,
+                parameters: self.parameters(&key, &o.parameters),
                 used: false,
             });
         }
@@ -233,6 +236,7 @@ impl Compiler {
                 cell_timeout: defaults.cell_timeout,
                 tags: defaults.tags.clone(),
                 stages: defaults.stages.clone(),
+                parameters: Parameters::new(),
             };
             for o in overrides.iter_mut() {
                 o.apply(&relative, &mut check);
@@ -297,6 +301,7 @@ impl Compiler {
                 cell_timeout: timeout,
                 tags: defaults.tags.iter().cloned().chain(tags).collect(),
                 stages: stages.unwrap_or_else(|| defaults.stages.clone()),
+                parameters: Parameters::new(),
             });
         }
         checks
@@ -376,6 +381,7 @@ fn gpu_check(name: &str, kind: CheckKind, defaults: &CheckDefaults) -> Check {
             .chain(["gpu-check".to_owned()])
             .collect(),
         stages: defaults.stages.clone(),
+        parameters: Parameters::new(),
     }
 }
 
