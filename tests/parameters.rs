@@ -5,7 +5,7 @@
 //! `injected-parameters` right after the `parameters` cell (at the top when there is none,
 //! in place of a cell papermill injected before), with papermill's text. What the notebooks
 //! print and assert changes with them; a notebook with neither parameters nor a `parameters`
-//! cell runs as it is.
+//! cell runs as it is, and an R notebook given parameters fails saying why.
 
 mod support;
 
@@ -71,7 +71,7 @@ fn injected(runtime: &str, machine: &str, declared: &str) -> String {
 /// and the runtime's `label`) each got their runtime's, machine's and overrides' parameters.
 fn check_runtime(out: &Path, run_id: &str, runtime: &str) {
     let records = run(out, run_id, &format!("{runtime}::"));
-    assert_eq!(records.len(), 8, "{records:#?}");
+    assert_eq!(records.len(), 10, "{records:#?}");
     let (epochs, own_device, own_label) = match runtime {
         "host" => (1, "host-cpu", "label = \"from the runtime\"\n"),
         _ => (2, "docker-cpu", ""),
@@ -143,6 +143,16 @@ fn check_runtime(out: &Path, run_id: &str, runtime: &str) {
     assert_eq!(
         fits["failure"]["summary"],
         "AssertionError: batch 64 does not fit"
+    );
+    // papermill writes Python only: declared parameters fail an R notebook, saying why.
+    let in_r = &records[&format!("{runtime}::small::nb::in_r")];
+    assert_eq!(in_r["status"], "expected-failure", "{in_r:#}");
+    assert!(
+        in_r["failure"]["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("ValueError: parameters (batch, device, epochs"),
+        "{in_r:#}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! The report renderers, in memory: a fixed set of records (passed, a failing cell, an
+//! The report renderers, in memory: a fixed set of records (passed with notebook parameters, a failing cell, an
 //! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause)
 //! and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
 //! byte with its expected file in `fixtures/reports/`. The same records as an incomplete run
