@@ -147,9 +147,12 @@ def inject_parameters(nb, parameters):
     declared = [name for name in parameters if not name.startswith(BUILTIN_PARAMETER)]
     if not parameters or (not declared and first_tagged(nb, "parameters") < 0):
         return nb
-    language = (nb.metadata.get("kernelspec", {}).get("language")
-                or nb.metadata.get("language_info", {}).get("name") or "python")
-    if language.lower() != "python":
+    # Where papermill looks (utils.nb_language), and its Python kernel by name; nbclient runs
+    # a notebook that names neither with the default kernel, Python.
+    language = (nb.metadata.get("language_info", {}).get("name")
+                or nb.metadata.get("kernelspec", {}).get("language") or "python")
+    pyspark = nb.metadata.get("kernelspec", {}).get("name") == "pysparkkernel"
+    if language.lower() != "python" and not pyspark:
         if declared:
             raise ValueError(f"parameters ({', '.join(declared)}) can only be injected into Python "
                              f"notebooks, and this notebook's language is {language}")
