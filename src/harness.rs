@@ -372,6 +372,11 @@ impl Context {
             .as_ref()
             .map(|failure| crate::sanitise::failure(failure, crate::sanitise::plain));
         let (status, verdict) = judge(spec, failure.as_ref());
+        let in_run = |path: &Option<std::path::PathBuf>| {
+            path.as_deref()
+                .and_then(|path| path.strip_prefix(&self.run.path).ok())
+                .map(|path| path.to_string_lossy().into_owned())
+        };
         let mut record = TrialRecord {
             schema: crate::record::RECORD_SCHEMA,
             run_id: self.run.run_id.clone(),
@@ -389,14 +394,15 @@ impl Context {
                 matches: rule.matches.clone(),
             }),
             started_at,
-            seconds: trial_seconds(start.elapsed(), &outcome.setup),
+            seconds: trial_seconds(
+                start.elapsed().saturating_sub(outcome.after_check),
+                &outcome.setup,
+            ),
             setup: outcome.setup,
             cells: outcome.cells,
-            artifact: outcome
-                .artifact
-                .as_deref()
-                .and_then(|path| path.strip_prefix(&self.run.path).ok())
-                .map(|path| path.to_string_lossy().into_owned()),
+            artifact: in_run(&outcome.artifact),
+            html: in_run(&outcome.html),
+            artifact_note: outcome.artifact_note,
             host: self.host.clone(),
             image: outcome.image,
             gpus: outcome.gpus,

@@ -65,8 +65,18 @@ pub struct TrialRecord {
     pub setup: Vec<SetupStep>,
     /// Per-cell durations of a notebook.
     pub cells: Vec<CellTiming>,
-    /// The executed notebook, relative to the run folder.
+    /// The executed notebook, relative to the run folder (in a report: to the report's folder).
     pub artifact: Option<String>,
+    /// A failed notebook's executed notebook rendered as HTML, beside [`artifact`]
+    /// (relative as it is), so that the failure reads without Jupyter.
+    ///
+    /// [`artifact`]: TrialRecord::artifact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Why a failed notebook lacks an artifact, said whole: `no executed notebook: the notebook
+    /// never started (no cell ran)`, or `no HTML: ...` when its runtime could not render it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_note: Option<String>,
     /// The GPUs the trial held, by UUID.
     #[serde(default)]
     pub gpus: Vec<String>,
@@ -180,7 +190,9 @@ impl Interruption {
     }
 }
 
-/// Everything the run folders under one path hold, as `report` merges it.
+/// Everything the run folders under one path hold, as `report` merges it. Records read from
+/// a run folder have their artifacts' paths joined to that folder, as found from here, so
+/// that a report written anywhere links them ([`crate::report::write_all`]).
 #[derive(Debug, Clone, Default)]
 pub struct RunContents {
     /// Every record.
@@ -381,7 +393,11 @@ pub(crate) fn read_dir(dir: &Path) -> Result<RunContents, OutputError> {
 fn read_run(run: &Path) -> Result<RunContents, OutputError> {
     let mut contents = RunContents::default();
     for path in json_files(&run.join("records"))? {
-        contents.records.push(read_json(&path, crate::fsx::RECORD)?);
+        let mut record: TrialRecord = read_json(&path, crate::fsx::RECORD)?;
+        for kept in record.artifact.iter_mut().chain(record.html.iter_mut()) {
+            *kept = run.join(&*kept).to_string_lossy().into_owned();
+        }
+        contents.records.push(record);
     }
     // A file that is there but cannot be read (a dangling link, a device) is an error: the
     // report would lose what it says.

@@ -1,4 +1,5 @@
-//! The report renderers, in memory: a fixed set of records (passed with notebook parameters, a failing cell, an
+//! The report renderers, in memory: a fixed set of records (passed with notebook parameters,
+//! a failing cell with its executed notebook and its HTML, a notebook that never started, an
 //! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause)
 //! and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
 //! byte with its expected file in `fixtures/reports/`. The same records as an incomplete run
@@ -130,7 +131,7 @@ fn the_summary_counts_each_status_once() {
             summary.excluded,
             summary.not_run
         ),
-        (6, 1, 3, 1, 1, 2, 0)
+        (7, 1, 4, 1, 1, 2, 0)
     );
     assert_eq!(report().incomplete(), None);
 }

@@ -317,6 +317,19 @@ impl Engine {
         id: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.download_file_within(id, path, u64::MAX).await
+    }
+
+    /// The file at `path` in container `id`, or `None` when it does not exist; a file larger
+    /// than `max_bytes` is an error, and no more than that (and a tar header) is held.
+    pub async fn download_file_within(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        // One tar header block and the end-of-archive blocks around the file's bytes.
+        let most = max_bytes.saturating_add(64 * 1024);
         let options = DownloadFromContainerOptionsBuilder::new()
             .path(path)
             .build();
@@ -325,7 +338,20 @@ impl Engine {
             let mut archive = Vec::new();
             while let Some(chunk) = stream.next().await {
                 match chunk {
-                    Ok(bytes) => archive.extend_from_slice(&bytes),
+                    Ok(bytes) => {
+                        archive.extend_from_slice(&bytes);
+                        if archive.len() as u64 > most {
+                            let too_large = std::io::Error::new(
+                                std::io::ErrorKind::FileTooLarge,
+                                format!("{path} is larger than {max_bytes} bytes"),
+                            );
+                            return Err(self.error(
+                                "copy files out of container",
+                                short(id),
+                                bollard::errors::Error::IOError { err: too_large },
+                            ));
+                        }
+                    }
                     Err(error) if status(&error) == Some(404) => return Ok(None),
                     Err(error) => {
                         return Err(self.error("copy files out of container", short(id), error));

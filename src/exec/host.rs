@@ -142,15 +142,6 @@ impl Job<'_> {
     /// Runs the trial on its runtime's runner and judges what came back.
     fn run(&self) -> Result<Outcome, String> {
         let spec = self.spec;
-        let original = match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => Some(
-                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-                    .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?,
-            ),
-            _ => None,
-        };
         self.stage()?;
         let executor = self.executor;
         let key = format!(
@@ -222,13 +213,12 @@ impl Job<'_> {
             }
         };
         let end = reply.end();
-        let mut outcome = match (&spec.check.kind, original) {
-            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+        let mut outcome = match &spec.check.kind {
+            CheckKind::Notebook { relative, .. } => {
                 let progress = self
                     .collected(&self.invocation.progress)
                     .unwrap_or_default();
                 let result = NotebookRun {
-                    original: &original,
                     progress: &String::from_utf8_lossy(&progress),
                     output: &reply.output,
                     end,
@@ -236,10 +226,8 @@ impl Job<'_> {
                 };
                 verdict::notebook(spec, self.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => {
-                verdict::command(spec, line, end, &reply.output)
-            }
-            (kind, _) => {
+            CheckKind::Command { run: line } => verdict::command(spec, line, end, &reply.output),
+            kind => {
                 let host = match crate::gpu::detect() {
                     crate::gpu::Detection::Found(host) => Some(host),
                     crate::gpu::Detection::NoDriver(_) => None,
@@ -255,7 +243,33 @@ impl Job<'_> {
             }
         };
         outcome.setup.extend(setup);
+        if let Some(artifact) = super::html::wanted(&outcome) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&runner, artifact);
+            super::html::keep(&mut outcome, rendered);
+            outcome.after_check += started.elapsed();
+        }
         Ok(outcome)
+    }
+
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the scratch folder; else why not.
+    fn render(&self, runner: &super::runner::Runner, artifact: &Path) -> Result<Vec<u8>, String> {
+        let (notebook, html) = super::html::paths(artifact);
+        let source = self.scratch.join(&notebook);
+        std::fs::create_dir_all(source.parent().unwrap_or(self.scratch))
+            .and_then(|()| std::fs::copy(artifact, &source))
+            .map_err(|error| format!("cannot copy {}: {error}", artifact.display()))?;
+        let folder = self.scratch.to_string_lossy();
+        match runner.render(&folder, &notebook, &html) {
+            Ok(None) => {
+                let html = self.scratch.join(&html);
+                crate::fsx::read_bounded(&html, crate::fsx::COLLECTED)
+                    .map_err(|error| format!("cannot read {}: {error}", html.display()))
+            }
+            Ok(Some(why)) => Err(why),
+            Err(error) => Err(chain(&error)),
+        }
     }
 }
 

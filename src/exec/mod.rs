@@ -8,6 +8,7 @@
 mod docker;
 mod executor;
 mod host;
+mod html;
 mod invocation;
 mod live;
 pub mod process;

@@ -270,12 +270,49 @@ fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
             tail.trim_end()
         )?;
     }
-    if let Some(artifact) = &t.artifact {
-        writeln!(out, "Executed notebook: `{artifact}`\n")?;
-    } else {
-        writeln!(out)?;
+    match (&t.artifact, &t.html, &t.artifact_note) {
+        (Some(artifact), html, note) => {
+            write!(out, "Executed notebook: {}", link(artifact))?;
+            if let Some(html) = html {
+                write!(out, ", as HTML: {}", link(html))?;
+            }
+            if let Some(note) = note {
+                write!(out, " ({})", inline(note))?;
+            }
+            writeln!(out, "\n")
+        }
+        (None, _, Some(note)) => {
+            let note = inline(note);
+            let mut chars = note.chars();
+            let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
+            writeln!(out, "{}{}\n", first.unwrap_or_default(), chars.as_str())
+        }
+        (None, _, None) => writeln!(out),
     }
-    Ok(())
+}
+
+/// A link to the file at `path` (relative to the report's folder), named by the file's name.
+fn link(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let mut text = String::new();
+    for c in name.chars() {
+        if "\\`*_[]<>!#|".contains(c) {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    // Percent-encoded: a link target with a space, a parenthesis or a non-ASCII name works
+    // on GitHub and in local viewers alike.
+    let mut target = String::new();
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                target.push(byte as char);
+            }
+            _ => target.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    format!("[{text}]({target})")
 }
 
 fn expected(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
@@ -398,6 +435,14 @@ fn inline(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_name_the_file_and_encode_the_path() {
+        assert_eq!(
+            link("../run 1/artifacts/py/cpu/my_[nb] (2).ipynb"),
+            "[my\\_\\[nb\\] (2).ipynb](../run%201/artifacts/py/cpu/my_%5Bnb%5D%20%282%29.ipynb)"
+        );
+    }
 
     #[test]
     fn a_report_that_fits_is_not_cut() {

@@ -280,12 +280,23 @@ pub fn read_report(dirs: &[PathBuf]) -> Result<Report, OutputError> {
 
 type Renderer = fn(&Report, &mut Vec<u8>) -> std::io::Result<()>;
 
-/// Writes the three report files into `out`, each atomically.
+/// Writes the three report files into `out`, each atomically. The records' artifact paths
+/// (as [`read_report`] found them) become relative to `out`, so that the reports' links work
+/// wherever `out` is and from wherever they are read.
 pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
     std::fs::create_dir_all(out).map_err(|error| OutputError::CreateDir {
         path: out.to_owned(),
         error,
     })?;
+    let mut report = report.clone();
+    for trial in &mut report.trials {
+        for kept in trial.artifact.iter_mut().chain(trial.html.iter_mut()) {
+            *kept = relative_to(Path::new(kept), out)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    let report = &report;
     let renderers: [(&str, Renderer); 3] = [
         ("report.json", json::write),
         ("report.md", markdown::write),
@@ -301,9 +312,57 @@ pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// `path` as a path relative to the folder `base`, both taken from the current folder and
+/// read lexically (`..` removes the component before it): `../run-1/artifacts/x.ipynb`.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    use std::path::Component;
+    fn lexical(path: &Path) -> Vec<Component<'_>> {
+        let mut parts: Vec<Component<'_>> = Vec::new();
+        for part in path.components() {
+            match part {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
+                    parts.pop();
+                }
+                part => parts.push(part),
+            }
+        }
+        parts
+    }
+    let (Ok(path), Ok(base)) = (std::path::absolute(path), std::path::absolute(base)) else {
+        return path.to_owned();
+    };
+    let (path, base) = (lexical(&path), lexical(&base));
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..base.len() {
+        relative.push("..");
+    }
+    relative.extend(&path[common..]);
+    relative
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_paths_become_relative_to_the_reports_folder() {
+        let path = Path::new("/out/shard-1/run/./artifacts/py/cpu/x.ipynb");
+        assert_eq!(
+            relative_to(path, Path::new("/out/merged/../merged/report")),
+            Path::new("../../shard-1/run/artifacts/py/cpu/x.ipynb")
+        );
+        assert_eq!(
+            relative_to(path, Path::new("/out/shard-1/run")),
+            Path::new("artifacts/py/cpu/x.ipynb")
+        );
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            relative_to(Path::new("run/artifacts/x.html"), &here.join("run")),
+            Path::new("artifacts/x.html")
+        );
+    }
 
     /// A passed record of `runtime::machine::check` in run `rN` (started at N o'clock) with
     /// `setup`.

@@ -11,7 +11,7 @@ use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
 use crate::exec::live::{Owner, lock};
-use crate::exec::redact::{MIN_SECRET_BYTES, redact};
+use crate::exec::redact::{MIN_SECRET_BYTES, redact, redact_file};
 use crate::exec::verdict::{self, NotebookRun, setup_failure};
 use crate::gpu::HostGpus;
 use crate::notebook::ProcessEnd;
@@ -193,15 +193,6 @@ impl DockerExecutor {
         let container = runner.container.clone().unwrap_or_default();
         self.board
             .runner(&spec.name, &format!("runner {}", short_id(&container)));
-        let original = match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => Some(
-                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                    .unwrap_or_default(),
-            ),
-            _ => None,
-        };
         let files = trial_files(&trial.invocation, &trial.folder)
             .map_err(|error| io_error("read the notebook's folder for", &spec.name, error))?;
         let archive =
@@ -219,13 +210,24 @@ impl DockerExecutor {
         };
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
-            self.judge(&engine, &container, trial, &ran, original, host)?,
+            self.judge(&engine, &container, trial, &ran, host)?,
             trial.secrets.values(),
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
             ..outcome
         };
+        // Rendered from the kept notebook, secrets masked already, and masked again in the
+        // HTML: escaping may spell a secret anew.
+        if let Some(artifact) = crate::exec::html::wanted(&outcome).filter(|_| !runner.bare) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&engine, &container, &runner, trial, artifact);
+            crate::exec::html::keep(&mut outcome, rendered);
+            if let Some(html) = &outcome.html {
+                redact_file(html, &trial.secrets.values().collect::<Vec<_>>());
+            }
+            outcome.after_check += started.elapsed();
+        }
         if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
@@ -376,6 +378,47 @@ impl DockerExecutor {
         }))
     }
 
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the trial's folder and copied out (at most [`COLLECTED`] of it); else why
+    /// not.
+    ///
+    /// [`COLLECTED`]: crate::fsx::COLLECTED
+    fn render(
+        &self,
+        engine: &Engine,
+        container: &str,
+        runner: &crate::exec::runner::Runner,
+        trial: &Trial<'_>,
+        artifact: &Path,
+    ) -> Result<Vec<u8>, String> {
+        let (notebook, html) = crate::exec::html::paths(artifact);
+        let bytes = crate::fsx::read_bounded(artifact, crate::fsx::COLLECTED)
+            .map_err(|error| format!("cannot read {}: {error}", artifact.display()))?;
+        let source = in_folder(&trial.folder, &notebook);
+        let parent = source.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let files = BTreeMap::from([(parent.to_owned(), None), (source, Some(bytes))]);
+        let archive = archive(&files).map_err(|error| format!("cannot pack it: {error}"))?;
+        self.runtime
+            .block_on(engine.upload(container, "/", archive))
+            .map_err(|error| crate::error::chain(&error))?;
+        if let Some(why) = runner
+            .render(&trial.folder, &notebook, &html)
+            .map_err(|error| crate::error::chain(&error))?
+        {
+            return Err(why);
+        }
+        let path = in_folder(&trial.folder, &html);
+        let limit = crate::fsx::COLLECTED.bytes;
+        match self
+            .runtime
+            .block_on(engine.download_file_within(container, &path, limit))
+        {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(format!("nbconvert wrote no {html}")),
+            Err(error) => Err(crate::error::chain(&error)),
+        }
+    }
+
     /// Puts a notebook's cells on the progress board as its runner reports them.
     fn progress(&self, spec: &TrialSpec, event: &crate::exec::runner::Event) {
         if let (Some(phase), Some(index), Some(time)) = (&event.phase, event.index, event.time) {
@@ -390,7 +433,6 @@ impl DockerExecutor {
         container: &str,
         trial: &Trial<'_>,
         ran: &Ran,
-        original: Option<serde_json::Value>,
         host: Option<&HostGpus>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
@@ -408,19 +450,15 @@ impl DockerExecutor {
                 None => Ok(None),
             }
         };
-        Ok(match (&spec.check.kind, original) {
-            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+        Ok(match &spec.check.kind {
+            CheckKind::Notebook { relative, .. } => {
                 let progress = download(&trial.invocation.progress)
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                let executed = match end {
-                    ProcessEnd::Success => download(&trial.invocation.executed)?,
-                    _ => None,
-                };
+                let executed = download(&trial.invocation.executed)?;
                 let progress = String::from_utf8_lossy(&progress);
                 let result = NotebookRun {
-                    original: &original,
                     progress: &progress,
                     output: &ran.output,
                     end,
@@ -428,8 +466,8 @@ impl DockerExecutor {
                 };
                 verdict::notebook(spec, trial.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => verdict::command(spec, line, end, &ran.output),
-            (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
+            CheckKind::Command { run: line } => verdict::command(spec, line, end, &ran.output),
+            kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }) => {
                 let judged = verdict::judge_gpu_check(
                     kind,
                     &ran.output,
@@ -439,7 +477,6 @@ impl DockerExecutor {
                 );
                 verdict::gpu_check(spec, judged, end, &ran.output)
             }
-            (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
         })
     }
 

@@ -32,6 +32,10 @@ pub(crate) const START_LIMIT: Duration = Duration::from_secs(90);
 /// counts the runner as not answering: the runner kills a trial at its deadline itself.
 pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(4);
 
+/// How long rendering a notebook as HTML may take in the runtime; past it the runtime's
+/// nbconvert is stopped and the trial has no HTML.
+pub(crate) const RENDER_LIMIT: Duration = Duration::from_secs(30);
+
 /// One trial, as the runner takes it: every path but `folder` is relative to `folder`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct Request {
@@ -167,6 +171,9 @@ pub(crate) struct Event {
     pub(crate) message: Option<String>,
     #[serde(default)]
     pub(crate) pid: Option<u32>,
+    /// Why a `render` made no HTML.
+    #[serde(default)]
+    pub(crate) note: Option<String>,
 }
 
 /// How a trial on a runner ended.
@@ -284,6 +291,27 @@ impl Runner {
     /// Stops it: asked to end, then made to.
     pub(crate) fn stop(&self) {
         (self.stop)();
+    }
+
+    /// Renders the notebook at `notebook` in the trial folder `folder` as HTML at `html` (both
+    /// relative to `folder`), with the runtime's nbconvert under [`RENDER_LIMIT`]: `Ok(None)`
+    /// when it did, else why not.
+    pub(crate) fn render(
+        &self,
+        folder: &str,
+        notebook: &str,
+        html: &str,
+    ) -> Result<Option<String>, RunnerError> {
+        let op = serde_json::json!({
+            "op": "render", "folder": folder, "notebook": notebook, "html": html,
+            "limit": RENDER_LIMIT.as_secs_f64(),
+        });
+        let answer = self.connection.call(op, RENDER_LIMIT + ANSWER_GRACE)?;
+        Ok(match answer.event.as_str() {
+            "rendered" => answer.note,
+            // An older runner, or a request it refused.
+            _ => Some(answer.message.unwrap_or(answer.event)),
+        })
     }
 
     /// Removes a finished trial's folder; nothing waits for it.

@@ -3,13 +3,16 @@ runtime, so that a trial pays neither for an interpreter start nor, mostly, for 
 
     python3 runner.py serve --socket PATH --root DIR --idle SECONDS
     python3 runner.py connect PATH
+    python3 runner.py render NOTEBOOK HTML
 
 `serve` listens on a unix socket for harness processes speaking JSON lines (ops `hello`, `run`,
-`cancel`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `error`). A notebook
+`cancel`, `render`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `rendered`,
+`error`). A notebook
 runs in nbclient on a kernel started ahead of need; a process runs in its own session. Every
 process of a trial carries the environment variable RUNTIME_MATRIX_TOKEN, so that at its end
 everything it started, daemons included, is found in /proc and killed. `connect` bridges stdin
-and stdout to the socket for clients that cannot reach it (`docker exec -i`).
+and stdout to the socket for clients that cannot reach it (`docker exec -i`). `render` writes a
+notebook as HTML with nbconvert; the runner runs it as a process of its own for a `render` op.
 
 Standard library only at import time; nbclient, nbformat and jupyter_client are imported the
 first time a kernel is needed. Python 3.9+.
@@ -35,10 +38,13 @@ import threading
 import time
 import traceback
 import types
+import warnings
 from pathlib import Path
 
 TOKEN = "RUNTIME_MATRIX_TOKEN"
 MAX_OUTPUT = 1 << 20
+# `render` exits with this when nbconvert cannot be imported.
+NO_NBCONVERT = 3
 # Past its deadline by this much, a trial's processes are killed from the watchdog thread.
 WATCHDOG_GRACE = 5.0
 # jupyter_client and nbclient log kernel failures as errors; the trial's output carries them.
@@ -171,6 +177,123 @@ def inject_parameters(nb, parameters):
         nb.metadata["papermill"] = {}
     nb.metadata["papermill"]["parameters"] = dict(parameters)
     return nb
+
+
+# The first words of the output of a trial whose file nbformat refused; the harness looks for them.
+INVALID = "InvalidNotebook: "
+# How much of a validation message is kept: nbformat quotes whole cells.
+MAX_PROBLEM = 400
+
+
+def read_notebook(nbformat, path):
+    """The notebook at `path` as nbconvert reads it, or why not: `(nb, None)` or `(None,
+    problem)`. nbconvert reads with `nbformat.read(as_version=4)`, which upgrades older versions,
+    then normalizes (filling in missing cell ids, renaming duplicate ones) and validates against
+    nbformat's schema before its first preprocessor runs; so does this."""
+    text = None
+    try:
+        nb = None
+        with warnings.catch_warnings():  # nbformat warns about what it repairs
+            warnings.simplefilter("ignore")
+            with open(path, encoding="utf-8") as source:
+                text = source.read()
+            nb = nbformat.reads(text, as_version=4)
+            if hasattr(nbformat.validator, "normalize"):  # nbformat 5.1.4 and later
+                _, nb = nbformat.validator.normalize(nb)
+            nbformat.validate(nb, relax_add_props=True)
+        return nb, None
+    except nbformat.ValidationError as error:
+        return None, shorten(validation_problem(detailed(nbformat, nb) or error))
+    except UnicodeDecodeError as error:
+        return None, f"it is not UTF-8 text ({error.reason} at byte {error.start})"
+    except Exception as error:
+        return None, shorten(read_problem(text, error))
+
+
+def detailed(nbformat, nb):
+    """jsonschema's finding on `nb`, which says where: the fastjsonschema validator that
+    nbformat prefers when it is installed (Debian's packages) says little more than `data.cells[0]
+    must be valid exactly by one definition`."""
+    try:
+        minor = nb.get("nbformat_minor") if isinstance(nb.get("nbformat_minor"), int) else None
+        validator = nbformat.validator.get_validator(
+            version=4, version_minor=minor, relax_add_props=True, name="jsonschema")
+        errors = list(validator.iter_errors(nb)) if validator else []
+        return errors[0] if errors else None
+    except Exception:
+        return None
+
+
+def validation_problem(error):
+    """nbformat's complaint, with where it is: `cell 3, field `id`: ...`."""
+    below, message = refine(error)
+    path = list(getattr(error, "absolute_path", None) or []) + below
+    if len(path) >= 2 and path[0] == "cells" and isinstance(path[1], int):
+        fields = ".".join(map(str, path[2:]))
+        where = f"cell {path[1]}" + (f", field `{fields}`" if fields else "")
+    elif path:
+        where = "field `" + ".".join(map(str, path)) + "`"
+    else:
+        where = ""
+    return f"{where}: {message}" if where else message
+
+
+def refine(error):
+    """Where below `error` the problem is, and what it is: a part that matches none of several
+    shapes (cell and output types, a source's string or list) is explained by the shape its type
+    says it is, or by its unknown type."""
+    message = getattr(error, "message", None) or str(error).splitlines()[0]
+    context = list(getattr(error, "context", None) or [])
+    if not context:
+        return [], message
+    instance = getattr(error, "instance", None)
+    if all(sub.validator == "type" for sub in context):
+        kinds = " or ".join(f"'{sub.validator_value}'" for sub in context)
+        return [], f"{json.dumps(instance)} is not of type {kinds}"
+    branches = {}
+    for sub in context:
+        branches.setdefault(tuple(sub.schema_path)[:1], []).append(sub)
+    discriminators = ("cell_type", "output_type")
+    fitting = [subs for subs in branches.values()
+               if not any(list(sub.relative_path)[-1:] in ([d] for d in discriminators)
+                          for sub in subs)]
+    if len(fitting) == 1:
+        sub = fitting[0][0]
+        below, message = refine(sub)
+        return list(sub.relative_path) + below, message
+    if not fitting and isinstance(instance, dict):
+        for key in discriminators:
+            if key in instance:
+                return [], f"unknown {key} {json.dumps(instance[key])}"
+    return [], message
+
+
+def read_problem(text, error):
+    """Why nbformat could not read `text` at all."""
+    if text is not None and not text.strip():
+        return "the file is empty"
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError as bad:
+        return f"it is not JSON ({bad})"
+    if data is not None and not isinstance(data, dict):
+        return f"it is JSON, but a {type(data).__name__} rather than a notebook's object"
+    return f"{type(error).__name__}: {error}"
+
+
+def shorten(text):
+    return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "..."
+
+
+def write_notebook(nbformat, nb, path):
+    """Writes `nb` at `path`, as nbconvert does, without its validation warnings."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nbformat.write(nb, str(path))
+    except Exception:  # the trial's verdict stands without it
+        traceback.print_exc()
 
 
 class Loop(asyncio.SelectorEventLoop):
@@ -474,6 +597,8 @@ class Runner:
             if tid in conn.trials:  # else it has ended already: its end event says how
                 conn.trials[tid].cancel()
                 conn.freed.set()
+        elif op == "render":
+            asyncio.ensure_future(self.render(conn, tid, msg))
         elif op == "remove":
             if not os.path.isabs(msg["folder"]):
                 raise ValueError("remove needs an absolute folder")
@@ -549,13 +674,18 @@ class Runner:
 
         try:
             jupyter = await self.jupyter()
-            with open(folder / msg["notebook"], encoding="utf-8") as source:
-                nb = jupyter.nbformat.read(source, as_version=4)
-            nb = inject_parameters(nb, msg.get("parameters"))
             if progress:
                 progress.parent.mkdir(parents=True, exist_ok=True)
         except Exception:
             return 1, traceback.format_exc()
+        nb, problem = read_notebook(jupyter.nbformat, folder / msg["notebook"])
+        if problem is not None:
+            return 1, f"{INVALID}{problem}\n"
+        try:
+            nb = inject_parameters(nb, msg.get("parameters"))
+        except ValueError as error:  # parameters papermill could not inject either
+            return 1, f"ValueError: {error}\n"
+        executed = folder / msg["executed"] if msg.get("executed") else None
         name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
         kernel = self.take_kernel(name)
         trial.token = kernel.token
@@ -573,17 +703,49 @@ class Runner:
             )
             client.kc = kernel.kc  # ready and prepared: nbclient must not start another
             await client.async_execute()
-            if msg.get("executed"):
-                executed = folder / msg["executed"]
-                executed.parent.mkdir(parents=True, exist_ok=True)
-                jupyter.nbformat.write(nb, str(executed))
             return 0, kernel.log()
         except Exception:
             return 1, kernel.log() + traceback.format_exc()
         finally:
+            # Written whatever happened: nbclient left every cell that ran, its outputs and the
+            # failing one's error in `nb`, and the harness reads cells and sources from it.
+            if executed is not None:
+                write_notebook(jupyter.nbformat, nb, executed)
             self.release_kernel(kernel)
             final = kernel.log()  # before its folder goes
             trial.output = lambda: final
+
+    async def render(self, conn, tid, msg):
+        """Renders a notebook in a trial folder to HTML (`runner.py render`, a process of its own
+        under a time limit: a slow or crashing nbconvert costs the runner nothing) and answers
+        `rendered`, with `note` saying why there is no HTML when there is none."""
+        token = secrets.token_hex(8)
+        limit = msg.get("limit", 30)
+        note = None
+        try:
+            folder = Path(msg["folder"])
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, os.path.abspath(__file__), "render",
+                str(folder / msg["notebook"]), str(folder / msg["html"]),
+                env=dict(os.environ, **{TOKEN: token}), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            try:
+                said, _ = await asyncio.wait_for(child.communicate(), limit)
+                words = tail(said).strip().splitlines()[-1:] or [f"it exited with code {child.returncode}"]
+                if child.returncode == NO_NBCONVERT:
+                    note = words[0]
+                elif child.returncode != 0:
+                    note = f"nbconvert failed: {words[0]}"
+            except asyncio.TimeoutError:
+                note = f"nbconvert took more than {limit}s"
+            finally:
+                kill_token(token, self.orphans, {child.pid})
+                if child.returncode is None:
+                    await child.wait()
+        except Exception as error:  # a render is best effort: its trial has its verdict already
+            note = f"{type(error).__name__}: {error}"
+        conn.send({"id": tid, "event": "rendered", "note": note})
 
     async def process(self, trial, msg):
         folder = Path(msg["folder"])
@@ -676,6 +838,22 @@ def connect(path):
         return 0
 
 
+def render(notebook, html):
+    """Writes `notebook` as HTML with nbconvert's HTMLExporter (as `jupyter nbconvert --to html`
+    does), saying on its last line why not when it cannot."""
+    try:
+        from nbconvert import HTMLExporter
+    except ImportError as error:
+        print(f"nbconvert is not installed in the runtime ({error})", flush=True)
+        return NO_NBCONVERT
+    import nbformat
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    with open(html, "w", encoding="utf-8") as out:
+        out.write(body)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -685,9 +863,14 @@ def main():
     serve.add_argument("--idle", type=float, required=True)
     bridge = commands.add_parser("connect")
     bridge.add_argument("path")
+    html = commands.add_parser("render")
+    html.add_argument("notebook")
+    html.add_argument("html")
     args = parser.parse_args()
     if args.command == "connect":
         return connect(args.path)
+    if args.command == "render":
+        return render(args.notebook, args.html)
     loop = Loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(Runner(args.socket, args.root, args.idle).serve())
