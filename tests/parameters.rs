@@ -144,6 +144,22 @@ fn check_runtime(out: &Path, run_id: &str, runtime: &str) {
         fits["failure"]["summary"],
         "AssertionError: batch 64 does not fit"
     );
+    // The failing cell is counted and quoted as the executed notebook has it, after the
+    // injected cell.
+    assert_eq!(fits["failure"]["cell"]["index"], 2);
+    assert!(
+        fits["failure"]["cell"]["source_excerpt"]
+            .as_str()
+            .unwrap()
+            .starts_with("assert batch <= 32"),
+        "{fits:#}"
+    );
+    let notebook = executed(out, run_id, fits);
+    assert_eq!(cells(&notebook)[1].0, tag("injected-parameters"));
+    assert_eq!(
+        notebook["cells"][2]["outputs"][0]["evalue"],
+        "batch 64 does not fit"
+    );
     // papermill writes Python only: declared parameters fail an R notebook, saying why.
     let in_r = &records[&format!("{runtime}::small::nb::in_r")];
     assert_eq!(in_r["status"], "expected-failure", "{in_r:#}");
