@@ -249,6 +249,14 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     t.name,
                     t.tags.join(",")
                 );
+                if !t.parameters.is_empty() {
+                    let parameters: Vec<String> = t
+                        .parameters
+                        .iter()
+                        .map(|(name, value)| format!("{name}={value}"))
+                        .collect();
+                    println!("      parameters {}", parameters.join(" "));
+                }
                 if let Some(container) = trial_container(t) {
                     print_container(&container);
                 }

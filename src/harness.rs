@@ -421,6 +421,7 @@ impl Context {
             check: spec.check.name.clone(),
             executor: spec.kind().to_owned(),
             tags: spec.tags.clone(),
+            parameters: spec.parameters.clone(),
             status,
             failure,
             expected: spec.expected_failure.as_ref().map(|rule| Expectation {

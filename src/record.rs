@@ -44,6 +44,11 @@ pub struct TrialRecord {
     pub executor: String,
     /// The trial's tags.
     pub tags: Vec<String>,
+    /// The parameters declared for a notebook trial (runtime's, machine's, overrides'
+    /// merged), as its notebook was given them; the built-ins it was also given are its
+    /// runtime, its machine and the machine's GPU count. Omitted when none were declared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parameters: BTreeMap<String, serde_json::Value>,
     /// How it ended.
     pub status: Status,
     /// Why it failed: set for failed and expected-failure trials.

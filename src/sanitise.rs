@@ -55,8 +55,8 @@ pub fn failure(failure: &Failure, clean: fn(&str) -> String) -> Failure {
 }
 
 /// Puts a record's free texts in [`plain`] form: its failure, its note (a GPU check's
-/// finding), its image's labels (the image author's words) and the reason of its expected
-/// failure. The harness does this before it writes a record, and the reports again to records
+/// finding), its image's labels (the image author's words), the reason of its expected
+/// failure and its parameters' strings. The harness does this before it writes a record, and the reports again to records
 /// read from disk (written by an older version, or by hand).
 pub fn record(record: &mut TrialRecord) {
     if let Some(found) = &record.failure {
@@ -79,6 +79,26 @@ pub fn record(record: &mut TrialRecord) {
         );
     for text in texts {
         *text = plain(text);
+    }
+    record.parameters.values_mut().for_each(plain_strings);
+}
+
+/// Every string in `value`, keys of tables included, in [`plain`] form.
+fn plain_strings(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => *text = plain(text),
+        Value::Array(items) => items.iter_mut().for_each(plain_strings),
+        Value::Object(table) => {
+            *table = std::mem::take(table)
+                .into_iter()
+                .map(|(key, mut item)| {
+                    plain_strings(&mut item);
+                    (plain(&key), item)
+                })
+                .collect();
+        }
+        _ => {}
     }
 }
 
@@ -245,6 +265,7 @@ mod tests {
             check: "cmd::c".into(),
             executor: "docker".into(),
             tags: vec![],
+            parameters: [("p".to_owned(), serde_json::json!({ hostile: [hostile] }))].into(),
             status: Status::ExpectedFailure,
             failure: Some(Failure {
                 kind: FailureKind::ExitCode,
@@ -282,7 +303,7 @@ mod tests {
             !json.contains("\\u001b") && !json.contains("\\u0007"),
             "{json}"
         );
-        assert_eq!(json.matches("\"xy\"").count(), 6, "{json}");
+        assert_eq!(json.matches("\"xy\"").count(), 8, "{json}");
     }
 
     #[rstest]

@@ -1,6 +1,7 @@
-//! The report renderers, in memory: a fixed set of records (passed, a failing cell with its
-//! executed notebook and its HTML, a notebook that never started, an expected failure, an
-//! unexpected pass, a failed command, a GPU failure with a known cause) and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
+//! The report renderers, in memory: a fixed set of records (passed with notebook parameters,
+//! a failing cell with its executed notebook and its HTML, a notebook that never started, an
+//! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause)
+//! and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
 //! byte with its expected file in `fixtures/reports/`. The same records as an incomplete run
 //! (`fixtures/reports/interrupted/`: run `nightly-2` interrupted by SIGTERM before two of its
 //! planned trials finished, one of them excluded by the other run, and a run of an older

@@ -46,7 +46,26 @@ pub struct Machine {
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
     pub tags: Vec<String>,
+    /// Parameters given to the notebooks that run on it, over the runtime's.
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    pub parameters: Parameters,
 }
+
+/// Notebook parameters by name, papermill-style: each becomes a `name = value` line of the
+/// cell the runner injects (see [`BUILTIN_PARAMETERS`]). Values are JSON: strings, integers,
+/// finite floats, booleans, arrays and tables, as TOML gives them.
+pub type Parameters = BTreeMap<String, serde_json::Value>;
+
+/// The start of every built-in parameter's name; no declared parameter may use it.
+pub const BUILTIN_PREFIX: &str = "runtime_matrix_";
+
+/// The parameters every injected cell sets, before the declared ones: the runtime's name, the
+/// machine's name and the machine's GPU count.
+pub const BUILTIN_PARAMETERS: [&str; 3] = [
+    "runtime_matrix_runtime",
+    "runtime_matrix_machine",
+    "runtime_matrix_gpus",
+];
 
 /// How a runtime's checks are executed.
 #[derive(Debug, Clone, Serialize)]
@@ -152,6 +171,9 @@ pub struct Runtime {
     pub env: BTreeMap<String, String>,
     /// Names of the machines it targets, in name order.
     pub machines: Vec<String>,
+    /// Parameters given to its notebooks.
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    pub parameters: Parameters,
     /// Its checks, notebooks first (by path), then commands (by name).
     pub checks: Vec<Check>,
 }
@@ -178,6 +200,10 @@ pub struct Check {
     /// the trial, not at load.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub data: Vec<String>,
+    /// Parameters the `[[overrides]]` matching this notebook set, later entries winning;
+    /// they win over the runtime's and the machine's. Empty for other checks.
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    pub parameters: Parameters,
 }
 
 /// What a check runs.

@@ -15,7 +15,7 @@ mod validate;
 
 pub(crate) use load::print_warnings;
 pub use matrix::{
-    Build, Check, CheckKind, DockerRuntime, Exclusion, Executor, ExpectedFailure, Isolation,
-    Machine, Matrix, PullPolicy, Runtime,
+    BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, Check, CheckKind, DockerRuntime, Exclusion,
+    Executor, ExpectedFailure, Isolation, Machine, Matrix, Parameters, PullPolicy, Runtime,
 };
 pub(crate) use suggest::{nearest, wildcard_match};

@@ -41,7 +41,12 @@ pub(super) struct RawMachine {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default)]
+    pub parameters: RawParameters,
 }
+
+/// `parameters = { epochs = 1, device = "cuda" }`: values as TOML gives them, checked later.
+pub(super) type RawParameters = BTreeMap<String, toml::Value>;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -79,6 +84,8 @@ pub(super) struct RawRuntime {
     #[serde(default)]
     pub tags: Vec<String>,
     pub stages: Option<Vec<String>>,
+    #[serde(default)]
+    pub parameters: RawParameters,
 }
 
 /// How a runtime's image is built: a Dockerfile context folder, or a table.
@@ -149,6 +156,8 @@ pub(super) struct RawOverride {
     #[serde(default)]
     pub tags: Vec<String>,
     pub stages: Option<Vec<String>>,
+    #[serde(default)]
+    pub parameters: RawParameters,
 }
 
 /// An `[[exclude]]` or `[[expected-failures]]` entry: which trials it covers, and why.

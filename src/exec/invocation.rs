@@ -92,6 +92,8 @@ pub(crate) struct Invocation {
     pub(crate) executed: Option<String>,
     /// The notebook's file name, in [`WORK`], and its cell timeout in seconds.
     notebook: Option<(String, f64)>,
+    /// A notebook's parameters, built-ins first ([`TrialSpec::notebook_parameters`]).
+    parameters: Option<Vec<(String, serde_json::Value)>>,
     /// Seconds the whole check may take.
     deadline: f64,
 }
@@ -129,6 +131,7 @@ impl Invocation {
             progress: None,
             executed: None,
             notebook: None,
+            parameters: spec.notebook_parameters(),
             deadline: spec.check.timeout.as_secs_f64(),
         };
         match &spec.check.kind {
@@ -227,7 +230,8 @@ impl Invocation {
                 (*cell_timeout, self.deadline),
                 progress.clone(),
                 executed.clone(),
-            ),
+            )
+            .with_parameters(self.parameters.clone()),
             _ => Request::process(folder.to_owned(), self.command(folder), env, self.deadline),
         }
     }

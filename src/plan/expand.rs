@@ -2,7 +2,9 @@
 //! deciding which of them run here.
 
 use super::select::{Selection, shard_of};
-use crate::config::{Check, ExpectedFailure, Machine, Matrix, Runtime};
+use crate::config::{
+    BUILTIN_PARAMETERS, Check, CheckKind, ExpectedFailure, Machine, Matrix, Parameters, Runtime,
+};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -24,6 +26,10 @@ pub struct TrialSpec {
     pub tags: Vec<String>,
     /// The expected-failure rule covering this trial, if any.
     pub expected_failure: Option<ExpectedFailure>,
+    /// The parameters declared for a notebook trial: the runtime's, then the machine's, then
+    /// the overrides' (see [`Check::parameters`]), a later one winning. Empty for other checks.
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    pub parameters: Parameters,
     /// The project: the folder of the matrix file, labelled on containers.
     #[serde(skip)]
     pub project: Arc<str>,
@@ -58,6 +64,29 @@ impl TrialSpec {
     /// The libtest kind shown in brackets: the executor's name.
     pub fn kind(&self) -> &'static str {
         self.runtime.executor.name()
+    }
+
+    /// What the runner may inject into a notebook trial's notebook, in the order of the
+    /// injected cell: the built-ins ([`BUILTIN_PARAMETERS`]: runtime, machine, GPU count),
+    /// then the declared [`parameters`](TrialSpec::parameters) by name. `None` for other checks.
+    pub fn notebook_parameters(&self) -> Option<Vec<(String, serde_json::Value)>> {
+        if !matches!(self.check.kind, CheckKind::Notebook { .. }) {
+            return None;
+        }
+        let builtins = [
+            serde_json::Value::from(self.runtime.name.as_str()),
+            serde_json::Value::from(self.machine.name.as_str()),
+            serde_json::Value::from(self.machine.gpus),
+        ];
+        let builtins = BUILTIN_PARAMETERS
+            .iter()
+            .map(|name| name.to_string())
+            .zip(builtins);
+        let declared = self
+            .parameters
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()));
+        Some(builtins.chain(declared).collect())
     }
 }
 
@@ -113,6 +142,7 @@ impl Plan {
                             .iter()
                             .find(|rule| rule.covers(&runtime.name, &machine.name, &check.name))
                             .cloned(),
+                        parameters: parameters_of(&runtime, machine, check),
                         name,
                         project: project.clone(),
                         runtime: runtime.clone(),
@@ -140,15 +170,26 @@ impl Plan {
     }
 }
 
+/// A notebook check's parameters: the runtime's, over them the machine's, over those the
+/// overrides'.
+fn parameters_of(runtime: &Runtime, machine: &Machine, check: &Check) -> Parameters {
+    if !matches!(check.kind, CheckKind::Notebook { .. }) {
+        return Parameters::new();
+    }
+    let mut parameters = runtime.parameters.clone();
+    parameters.extend(machine.parameters.clone());
+    parameters.extend(check.parameters.clone());
+    parameters
+}
+
 fn tags_of(runtime: &Runtime, machine: &Machine, check: &Check) -> Vec<String> {
     let automatic = [
         runtime.executor.name(),
         if machine.gpus > 0 { "gpu" } else { "cpu" },
         match check.kind {
-            crate::config::CheckKind::Notebook { .. } => "notebook",
-            crate::config::CheckKind::Command { .. } => "command",
-            crate::config::CheckKind::GpuVisible
-            | crate::config::CheckKind::GpuFramework { .. } => "gpu-check",
+            CheckKind::Notebook { .. } => "notebook",
+            CheckKind::Command { .. } => "command",
+            CheckKind::GpuVisible | CheckKind::GpuFramework { .. } => "gpu-check",
         },
     ];
     let mut tags: Vec<String> = check
@@ -199,4 +240,68 @@ fn exclusion_reason(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn plan() -> Plan {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let matrix = Matrix::load(&root.join("fixtures/matrices/parameters.toml")).unwrap();
+        Plan::new(&matrix, &crate::Selection::default())
+    }
+
+    fn trial<'a>(plan: &'a Plan, name: &str) -> &'a TrialSpec {
+        plan.trials.iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn parameters_merge_runtime_then_machine_then_overrides_in_file_order() {
+        let plan = plan();
+        let merged = |name: &str| json!(trial(&plan, name).parameters);
+        // The runtime's device, over it the large machine's; the runtime's label, over it the
+        // first override's, over that the last one's.
+        assert_eq!(
+            merged("host::small::nb::report"),
+            json!({"batch": 8, "device": "host-cpu", "epochs": 1,
+                   "label": "from the last override", "nested": {"layers": [64, 32], "lr": 0.5}})
+        );
+        assert_eq!(
+            merged("host::large::nb::untagged"),
+            json!({"batch": 64, "device": "large-cpu", "epochs": 1, "label": "from the runtime"})
+        );
+        assert_eq!(merged("plain::bare::nb::untagged"), json!({}));
+    }
+
+    #[test]
+    fn the_injected_cell_sets_the_builtins_first_then_the_declared_by_name() {
+        let plan = plan();
+        let names: Vec<String> = trial(&plan, "docker::large::nb::fits")
+            .notebook_parameters()
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "runtime_matrix_runtime=\"docker\"",
+                "runtime_matrix_machine=\"large\"",
+                "runtime_matrix_gpus=0",
+                "batch=64",
+                "device=\"large-cpu\"",
+                "epochs=2",
+            ]
+        );
+        // Built-ins alone, for the runner to inject only into a notebook with a `parameters` cell.
+        assert_eq!(
+            trial(&plan, "plain::bare::nb::fits")
+                .notebook_parameters()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
 }

@@ -41,6 +41,15 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
     };
     let category = name_of(&failure.category);
     let _ = write!(out, "\n  category: {category}");
+    // A notebook may fail with one runtime's or machine's parameters only: say which it had.
+    if !record.parameters.is_empty() {
+        let parameters: Vec<String> = record
+            .parameters
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let _ = write!(out, "\n  parameters: {}", parameters.join(" "));
+    }
     if let Some(cause) = failure.cause {
         let _ = write!(out, "\n  cause: {}: {}", name_of(&cause), cause.explain());
     }
@@ -125,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn a_named_cause_is_explained_in_the_failure_message() {
+    fn a_named_cause_and_the_parameters_are_in_the_failure_message() {
         use crate::verdict::{Category, GpuCause, Status};
         let failure = Failure {
             kind: FailureKind::CellError,
@@ -147,6 +156,7 @@ mod tests {
             check: "nb::train".into(),
             executor: "docker".into(),
             tags: vec![],
+            parameters: Default::default(),
             status: Status::Failed,
             failure: Some(failure),
             expected: None,
@@ -165,6 +175,22 @@ mod tests {
         let details = failure_details(&record, None);
         assert!(
             details.contains("\n  cause: no-kernel-image: the framework was built without kernels"),
+            "{details}"
+        );
+        assert!(!details.contains("parameters"), "{details}");
+        let record = TrialRecord {
+            parameters: [
+                ("batch".to_owned(), serde_json::json!(64)),
+                ("device".to_owned(), serde_json::json!("cuda")),
+            ]
+            .into(),
+            ..record
+        };
+        let details = failure_details(&record, None);
+        assert!(
+            details.starts_with(
+                "\n  category: runtime\n  parameters: batch=64 device=\"cuda\"\n  cause:"
+            ),
             "{details}"
         );
     }

@@ -2,7 +2,7 @@
 //! checks. The main type is [`Override`].
 
 use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part, shown};
-use crate::config::matrix::{Check, CheckKind};
+use crate::config::matrix::{Check, CheckKind, Parameters};
 use crate::config::raw::{RawCommand, RawMatrix, RawOverride, RawRuntime};
 use crate::config::suggest::did_you_mean;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +26,7 @@ pub(super) struct Override {
     stages: Option<Vec<String>>,
     /// Data globs, already checked.
     data: Vec<String>,
+    parameters: Parameters,
     used: bool,
 }
 
@@ -47,6 +48,7 @@ impl Override {
                 check.data.push(glob.clone());
             }
         }
+        check.parameters.extend(self.parameters.clone());
     }
 }
 
@@ -162,6 +164,7 @@ impl Compiler {
                 tags: o.tags.clone(),
                 stages,
                 data,
+                parameters: self.parameters(&key, &o.parameters),
                 used: false,
             });
         }
@@ -236,6 +239,7 @@ impl Compiler {
                 tags: defaults.tags.clone(),
                 stages: defaults.stages.clone(),
                 data: defaults.data.clone(),
+                parameters: Parameters::new(),
             };
             for o in overrides.iter_mut() {
                 o.apply(&relative, &mut check);
@@ -286,6 +290,7 @@ impl Compiler {
                 tags: defaults.tags.iter().cloned().chain(tags).collect(),
                 stages: stages.unwrap_or_else(|| defaults.stages.clone()),
                 data: Vec::new(),
+                parameters: Parameters::new(),
             });
         }
         checks
@@ -385,6 +390,7 @@ fn gpu_check(name: &str, kind: CheckKind, defaults: &CheckDefaults) -> Check {
             .collect(),
         stages: defaults.stages.clone(),
         data: Vec::new(),
+        parameters: Parameters::new(),
     }
 }
 
@@ -501,6 +507,7 @@ mod tests {
             tags: Vec::new(),
             stages: Vec::new(),
             data: vec!["data/**".into()],
+            parameters: Parameters::new(),
         };
         let mut deep = check("deep/x.ipynb");
         let mut top = check("top.ipynb");

@@ -88,6 +88,16 @@ pub(in crate::config) fn compile(
 }
 
 impl Compiler {
+    /// A compiler for a file no test reads: for testing one section alone.
+    #[cfg(test)]
+    pub(super) fn for_tests() -> Compiler {
+        Compiler {
+            file: "matrix.toml".into(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
     /// Records a problem with the entry at `key`.
     pub(super) fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {

@@ -25,6 +25,7 @@ impl Compiler {
                 docker: m.docker.clone(),
                 description: m.description.clone(),
                 tags: m.tags.clone(),
+                parameters: self.parameters(&key, &m.parameters),
             });
         }
         if machines.is_empty() {

@@ -3,13 +3,14 @@
 //! first.
 //!
 //! One file per section of `matrix.toml`: [`stages`], [`machines`], [`runtimes`] (host and
-//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks) and [`rules`]
-//! (exclusions and expected failures); [`compiler`] holds the shared helpers and the order in
+//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`rules`]
+//! (exclusions and expected failures) and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the shared helpers and the order in
 //! which sections are compiled.
 
 mod checks;
 mod compiler;
 mod machines;
+mod parameters;
 mod rules;
 mod runtimes;
 mod stages;

@@ -136,6 +136,7 @@ impl Compiler {
             executor,
             env: r.env.clone(),
             machines,
+            parameters: self.parameters(&key, &r.parameters),
             checks,
         })
     }

@@ -65,7 +65,7 @@ impl Connection {
         lock(&self.ended).clone()
     }
 
-    fn send(&self, request: &serde_json::Value) -> Result<(), RunnerError> {
+    fn send(&self, request: &impl serde::Serialize) -> Result<(), RunnerError> {
         let mut line = serde_json::to_vec(request).unwrap_or_default();
         line.push(b'\n');
         let mut writer = lock(&self.writer);
@@ -159,9 +159,20 @@ impl Connection {
     ) -> Result<Reply, RunnerError> {
         let id = format!("t{}", self.next.fetch_add(1, Ordering::Relaxed));
         let receiver = self.register(&id)?;
-        let mut op = serde_json::to_value(request).unwrap_or_default();
-        op["op"] = "run".into();
-        op["id"] = id.clone().into();
+        // Serialised as it is, not through a `serde_json::Value`, which would sort the keys of
+        // a notebook's parameters: the injected cell keeps their order.
+        #[derive(serde::Serialize)]
+        struct Run<'a> {
+            op: &'static str,
+            id: &'a str,
+            #[serde(flatten)]
+            request: &'a Request,
+        }
+        let op = Run {
+            op: "run",
+            id: &id,
+            request,
+        };
         if let Err(error) = self.send(&op) {
             lock(&self.waiting).remove(&id);
             return Err(error);

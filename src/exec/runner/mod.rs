@@ -63,6 +63,13 @@ pub(crate) struct Request {
     /// trial folder it is copied before the notebook starts: the trial changes only its copy.
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<DataCopy>,
+    /// A notebook's parameters, as a JSON object in the injected cell's order (built-ins
+    /// first); the runner decides whether to inject them (`inject_parameters` in runner.py).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "parameters_object"
+    )]
+    parameters: Option<Vec<(String, serde_json::Value)>>,
 }
 
 /// A folder a runner copies into a trial's folder.
@@ -72,6 +79,21 @@ pub(crate) struct DataCopy {
     from: String,
     /// Relative to the trial folder.
     to: String,
+}
+
+/// `parameters` as a JSON object whose keys keep their order: a `serde_json::Map` would sort
+/// them, and Python keeps the order it reads.
+fn parameters_object<S: serde::Serializer>(
+    parameters: &Option<Vec<(String, serde_json::Value)>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let parameters = parameters.as_deref().unwrap_or_default();
+    let mut map = serializer.serialize_map(Some(parameters.len()))?;
+    for (name, value) in parameters {
+        map.serialize_entry(name, value)?;
+    }
+    map.end()
 }
 
 impl Request {
@@ -94,6 +116,7 @@ impl Request {
             executed: None,
             argv: Some(argv),
             data: None,
+            parameters: None,
         }
     }
 
@@ -120,6 +143,7 @@ impl Request {
             executed: Some(executed),
             argv: None,
             data: None,
+            parameters: None,
         }
     }
 
@@ -130,6 +154,15 @@ impl Request {
             from: from.to_owned(),
             to: to.to_owned(),
         });
+        self
+    }
+
+    /// The request with a notebook's `parameters`, in the order of the injected cell.
+    pub(crate) fn with_parameters(
+        mut self,
+        parameters: Option<Vec<(String, serde_json::Value)>>,
+    ) -> Request {
+        self.parameters = parameters;
         self
     }
 
@@ -411,4 +444,95 @@ pub(crate) fn scope() -> String {
 /// A short stable name for `key`, fit for a file or a label.
 pub(crate) fn key_name(key: &str) -> String {
     format!("{:016x}", crate::names::folder_key(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// papermill's injected cell for `parameters` (JSON, NaN allowed), as runner.py writes it.
+    fn codify(parameters: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/exec/runner");
+        let program = "import json, sys\nsys.path.insert(0, sys.argv[1])\nimport runner\n\
+                       sys.stdout.write(runner.codify(json.loads(sys.argv[2])))";
+        let output = std::process::Command::new("python3")
+            .args(["-c", program, dir, parameters])
+            .output()
+            .expect("python3 runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    #[test]
+    fn each_value_type_is_written_as_papermill_writes_it() {
+        // Checked against papermill 2.7.0's parameterize_notebook (without black).
+        let parameters = r#"{"text": "a \"b\"\n\\\u00e9\t", "empty": "", "count": -3,
+            "rate": 0.5, "whole": 2.0, "big": 1e20, "small": 1e-7, "flag": true, "off": false,
+            "none": null, "list": [1, "two", [3.5]], "table": {"a": {"c": false}, "b": 1},
+            "nan": NaN, "inf": Infinity, "ninf": -Infinity, "emptylist": [], "emptydict": {}}"#;
+        let expected = r#"# Parameters
+text = "a \"b\"\n\\\xe9\t"
+empty = ""
+count = -3
+rate = 0.5
+whole = 2.0
+big = 1e+20
+small = 1e-07
+flag = True
+off = False
+none = None
+list = [1, "two", [3.5]]
+table = {"a": {"c": False}, "b": 1}
+nan = float('nan')
+inf = float('inf')
+ninf = float('-inf')
+emptylist = []
+emptydict = {}
+"#;
+        assert_eq!(codify(parameters), expected);
+    }
+
+    #[test]
+    fn a_notebook_request_carries_its_parameters_in_the_cells_order() {
+        let parameters = vec![
+            ("runtime_matrix_runtime".to_owned(), json!("torch")),
+            ("b".to_owned(), json!(1)),
+            ("a".to_owned(), json!({"z": 1.0, "y": [true]})),
+        ];
+        let request = Request::notebook(
+            "/t".into(),
+            ("work/nb.ipynb".into(), "work".into()),
+            vec![],
+            (1.0, 2.0),
+            "progress.jsonl".into(),
+            "out/nb.ipynb".into(),
+        )
+        .with_parameters(Some(parameters));
+        // As the runner reads it: the line the connection writes.
+        let (sender, lines) = std::sync::mpsc::channel();
+        let writer: LineWriter = Box::new(move |line: &[u8]| {
+            let _ = sender.send(String::from_utf8(line.to_vec()).unwrap());
+            Ok(())
+        });
+        let connection = Connection::new("runtime `r`".into(), writer);
+        let _silent = connection.run(&request, Duration::from_millis(10), |_| {});
+        let line = lines.recv().unwrap();
+        assert!(
+            line.ends_with(
+                "\"parameters\":{\"runtime_matrix_runtime\":\"torch\",\"b\":1,\"a\":{\"y\":[true],\"z\":1.0}}}\n"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.starts_with(r#"{"op":"run","id":"t1","kind":"notebook""#),
+            "{line}"
+        );
+        let process = Request::process("/t".into(), vec!["true".into()], vec![], 1.0);
+        assert!(
+            !serde_json::to_string(&process)
+                .unwrap()
+                .contains("parameters")
+        );
+    }
 }

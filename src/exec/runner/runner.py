@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import math
 import os
 import platform
 import secrets
@@ -96,6 +97,86 @@ def import_jupyter():
         # threads, kept until the garbage collector finds the client.
         context=zmq.asyncio.Context(),
     )
+
+
+# Built-in parameters (runtime, machine, GPU count) start with this; declared ones may not.
+BUILTIN_PARAMETER = "runtime_matrix_"
+
+
+def translate(value):
+    """`value` as papermill's PythonTranslator writes it (papermill/translators.py, without
+    black, which papermill uses only when it is installed)."""
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        escaped = value.encode("unicode_escape").decode("utf-8").replace('"', r'\"')
+        return f'"{escaped}"'
+    if isinstance(value, (bool, int)):
+        return f"{value}"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return f"{value}"
+        if math.isnan(value):
+            return "float('nan')"
+        return "float('-inf')" if value < 0 else "float('inf')"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{translate(key)}: {translate(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(translate(item) for item in value) + "]"
+    return translate(str(value))
+
+
+def codify(parameters):
+    """The source of papermill's injected cell: a comment, then one assignment a line."""
+    return "# Parameters\n" + "".join(f"{name} = {translate(value)}\n" for name, value in parameters.items())
+
+
+def first_tagged(nb, tag):
+    """The index of the first cell tagged `tag`, or -1 (papermill's find_first_tagged_cell_index)."""
+    for index, cell in enumerate(nb.cells):
+        if tag in cell.get("metadata", {}).get("tags", []):
+            return index
+    return -1
+
+
+def inject_parameters(nb, parameters):
+    """`nb` with `parameters` injected as papermill does (papermill/parameterize.py): a new
+    code cell tagged `injected-parameters`, replacing an earlier one, else right after the
+    first cell tagged `parameters`, else at the top; and `metadata.papermill.parameters`.
+
+    Only when the trial declared parameters or the notebook has a `parameters` cell: a
+    notebook with neither runs as it is, its cells where they were. The parameters always
+    hold the built-ins, which alone do not count as declared. Python notebooks only, as
+    papermill finds no translator for other languages: declared parameters fail the trial
+    there, built-ins alone are left out."""
+    parameters = parameters or {}
+    declared = [name for name in parameters if not name.startswith(BUILTIN_PARAMETER)]
+    if not parameters or (not declared and first_tagged(nb, "parameters") < 0):
+        return nb
+    # Where papermill looks (utils.nb_language), and its Python kernel by name; nbclient runs
+    # a notebook that names neither with the default kernel, Python.
+    language = (nb.metadata.get("language_info", {}).get("name")
+                or nb.metadata.get("kernelspec", {}).get("language") or "python")
+    pyspark = nb.metadata.get("kernelspec", {}).get("name") == "pysparkkernel"
+    if language.lower() != "python" and not pyspark:
+        if declared:
+            raise ValueError(f"parameters ({', '.join(declared)}) can only be injected into Python "
+                             f"notebooks, and this notebook's language is {language}")
+        return nb
+    import nbformat
+
+    nb = nbformat.v4.upgrade(nb)  # as papermill does: a new cell has an id, which needs 4.5
+    cell = nbformat.v4.new_code_cell(source=codify(parameters))
+    cell.metadata["tags"] = ["injected-parameters"]
+    injected, tagged = first_tagged(nb, "injected-parameters"), first_tagged(nb, "parameters")
+    if injected >= 0:
+        nb.cells[injected] = cell
+    else:
+        nb.cells.insert(tagged + 1, cell)  # at the top when none is tagged (-1)
+    if not isinstance(nb.metadata.get("papermill"), dict):
+        nb.metadata["papermill"] = {}
+    nb.metadata["papermill"]["parameters"] = dict(parameters)
+    return nb
 
 
 # The first words of the output of a trial whose file nbformat refused; the harness looks for them.
@@ -601,6 +682,10 @@ class Runner:
         nb, problem = read_notebook(jupyter.nbformat, folder / msg["notebook"])
         if problem is not None:
             return 1, f"{INVALID}{problem}\n"
+        try:
+            nb = inject_parameters(nb, msg.get("parameters"))
+        except ValueError as error:  # parameters papermill could not inject either
+            return 1, f"ValueError: {error}\n"
         executed = folder / msg["executed"] if msg.get("executed") else None
         name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
         kernel = self.take_kernel(name)
