@@ -60,12 +60,15 @@ enum Command {
     /// Merge the records of one or more runs (or shards, or hosts) into report.json,
     /// report.md and junit.xml.
     Report {
-        /// Run folders, or folders of run folders.
-        #[arg(required = true)]
+        /// Run folders, or folders of run folders (default: the newest run, as `latest` in
+        /// the output folder names it: after `cargo nextest run`, say).
         dirs: Vec<PathBuf>,
         /// Where to write the reports (default: the first folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// The matrix file, for where the output folder is when no folder is given.
+        #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+        config: PathBuf,
     },
     /// Check that this host can run the matrix: config, Docker, the NVIDIA runtime, NVML, each
     /// runtime's image and the tools inside it, free disk. Exits 2 when something is missing.
@@ -117,7 +120,16 @@ pub fn main() -> ExitCode {
     }
     match cli.command {
         Command::Plan { select, format } => plan(select, format),
-        Command::Report { dirs, out } => report(&dirs, out),
+        Command::Report { dirs, out, config } => match dirs.is_empty() {
+            true => match newest_run(&config) {
+                Ok(run) => report(&[run], out),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(EXIT_SETUP)
+                }
+            },
+            false => report(&dirs, out),
+        },
         Command::Clean { config, runs } => clean(&config, runs),
         Command::Doctor { config } => {
             let options = match Options::from_env() {
@@ -361,6 +373,38 @@ fn clean(config: &std::path::Path, runs: Option<usize>) -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+/// The newest run's folder: the one `latest` names under the output folder of the matrix at
+/// `config` (or `RUNTIME_MATRIX_OUT`).
+fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
+    let options = Options::from_env().map_err(|error| chain(&error))?;
+    let root = match (crate::Matrix::load(config), &options.out) {
+        (Ok(matrix), _) => options.out_root(&matrix),
+        (Err(_), Some(out)) => out.clone(),
+        (Err(error), None) => {
+            return Err(format!(
+                "cannot tell where the runs are: {}\n  (give a run folder, set RUNTIME_MATRIX_OUT, or --config a readable matrix)",
+                chain(&error)
+            ));
+        }
+    };
+    let latest = root.join("latest");
+    let run_id = crate::fsx::read_bounded(&latest, crate::fsx::CONFIG)
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .map_err(|error| {
+            format!(
+                "no run to report on: cannot read {} ({error}); run the matrix first, or give a run folder",
+                latest.display()
+            )
+        })?;
+    if !crate::settings::is_plain_run_id(&run_id) {
+        return Err(format!(
+            "{} names `{run_id}`, which is not a run id; give a run folder",
+            latest.display()
+        ));
+    }
+    Ok(root.join(run_id))
 }
 
 fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {

@@ -356,11 +356,17 @@ struct Context {
 
 /// Writes the run's reports and says where; false when they could not be written.
 fn write_reports(run: &RunDir) -> bool {
-    match crate::report::write_from_dirs(std::slice::from_ref(&run.path), &run.path) {
-        Ok(written) => {
+    let written = crate::report::read_report(std::slice::from_ref(&run.path)).and_then(|report| {
+        crate::report::write_all(&report, &run.path)?;
+        Ok(report)
+    });
+    match written {
+        Ok(report) => {
+            // After libtest's own summary: what it does not say.
+            eprint!("{}", crate::report::console::summary(&report));
             eprintln!(
                 "runtime-matrix: reports written to {} (report.md, report.json, junit.xml)",
-                written.display()
+                run.path.display()
             );
             true
         }

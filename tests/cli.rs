@@ -272,3 +272,66 @@ fn merged_shards_account_for_every_trial_once_in_all_three_reports() {
         .count();
     assert_eq!(skipped_cases, 4);
 }
+
+/// The end of a run names what libtest's summary does not (expected failures, setup apart,
+/// the slowest trials), and, as after `cargo nextest run`, `report` with no folder merges the
+/// newest run.
+#[test]
+fn a_run_ends_with_a_summary_and_report_without_a_folder_takes_the_newest_run() {
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/commands.toml");
+    let (code, stdout, stderr) = output(&mut harness(
+        &config,
+        out.path(),
+        "summarised",
+        &["alpha::cpu::cmd::"],
+    ));
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let summary = stderr
+        .lines()
+        .skip_while(|line| !line.contains(" ran: "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        summary.starts_with("runtime-matrix: 3 trials ran: 1 passed, 2 failed, 0 expected failures, 0 unexpected passes"),
+        "{stderr}"
+    );
+    assert!(summary.contains("\n  slowest:\n"), "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "runtime-matrix: reports written to {}",
+            out.path().join("summarised").display()
+        )),
+        "{summary}"
+    );
+
+    std::fs::remove_file(out.path().join("summarised/report.md")).unwrap();
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .args(["report", "--config"])
+            .arg(&config)
+            .env("RUNTIME_MATRIX_OUT", out.path()),
+    );
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "reports written to {}",
+            out.path().join("summarised").display()
+        )),
+        "{stdout}"
+    );
+    assert!(out.path().join("summarised/report.md").exists());
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(
+        runtime_matrix()
+            .args(["report", "--config"])
+            .arg(&config)
+            .env("RUNTIME_MATRIX_OUT", empty.path()),
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("no run to report on") && stderr.contains("run the matrix first"),
+        "{stderr}"
+    );
+}

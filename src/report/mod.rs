@@ -1,6 +1,7 @@
 //! Merging records into reports. The main type is [`Report`]; [`json`], [`markdown`] and
 //! [`junit`] render it to any `impl Write`.
 
+pub(crate) mod console;
 pub mod json;
 pub mod junit;
 pub mod markdown;
