@@ -107,7 +107,7 @@ impl Provisioner {
         };
         let mut probe = Command::new(python);
         probe.args(["-c", PROBE]);
-        let token = format!("probe-{}", std::process::id());
+        let token = unique_token("probe");
         let finished = process::run(probe, Duration::from_secs(60), &token)
             .map_err(|e| python_error(e.to_string()))?;
         let lines: Vec<&str> = finished.output.lines().collect();
@@ -240,8 +240,17 @@ fn install(
     Ok(())
 }
 
+/// A token of this process's own for one probe or provisioning step: at its end everything
+/// carrying it is killed, so two running at once (runtimes of other packages provisioning side by
+/// side) must not share one, or the first to finish kills the other.
+fn unique_token(what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{what}-{}-{n}", std::process::id())
+}
+
 fn step(command: Command, deadline: Duration, name: &str) -> Result<(), (String, String)> {
-    let token = format!("provision-{}", std::process::id());
+    let token = unique_token("provision");
     match process::run(command, deadline, &token) {
         Ok(finished) if finished.ended == Ended::Exited(0) => Ok(()),
         Ok(finished) if finished.ended == Ended::Deadline => Err((
@@ -266,4 +275,45 @@ pub(crate) fn tail(text: &str, lines: usize) -> String {
 /// The default cache folder for a matrix at `root`.
 pub fn default_cache(out_root: &Path) -> PathBuf {
     out_root.join("cache")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runtimes with other interpreters probe side by side; the first probe to end must not
+    /// kill the others (it did when they shared a token).
+    #[test]
+    fn probes_of_other_interpreters_side_by_side_all_succeed() {
+        let python = which_python3();
+        let dir = tempfile::tempdir().unwrap();
+        let provisioner = Provisioner::new(dir.path().join("cache"));
+        let spellings: Vec<String> = (0..6)
+            .map(|i| {
+                let link = dir.path().join(format!("python-{i}"));
+                std::os::unix::fs::symlink(&python, &link).unwrap();
+                link.to_string_lossy().into_owned()
+            })
+            .collect();
+        std::thread::scope(|scope| {
+            let calls: Vec<_> = spellings
+                .iter()
+                .map(|spelling| {
+                    let provisioner = &provisioner;
+                    scope.spawn(move || provisioner.python("rt", spelling, &[], false).map(drop))
+                })
+                .collect();
+            for call in calls {
+                call.join().unwrap().unwrap();
+            }
+        });
+    }
+
+    fn which_python3() -> PathBuf {
+        let output = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .unwrap();
+        PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    }
 }
