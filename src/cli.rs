@@ -11,6 +11,7 @@ use crate::exec::trial_container;
 use crate::harness::{self, Harness, Options, fail_setup};
 use crate::plan::MachineSelection;
 use crate::report::text::count;
+use crate::report::{Baseline, Thresholds};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ enum Command {
         /// Where to write the reports (default: the first folder).
         #[arg(long)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        compare: Compare,
         /// The matrix file, for where the output folder is when no folder is given.
         #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
         config: PathBuf,
@@ -101,6 +104,66 @@ enum Command {
     },
 }
 
+/// Comparing the merged report with an earlier run's.
+#[derive(clap::Args)]
+struct Compare {
+    /// An earlier run to compare with: a run folder, a folder of run folders, or a
+    /// report.json. The comparison goes into the reports and is printed.
+    #[arg(long, env = "RUNTIME_MATRIX_BASELINE", value_name = "OLD")]
+    baseline: Option<PathBuf>,
+    /// A trial is slower than in the baseline when it took at least this many times as long...
+    #[arg(long, value_name = "RATIO", default_value_t = Thresholds::DEFAULT_RATIO, value_parser = at_least_one)]
+    slower_ratio: f64,
+    /// ... and at least this many seconds more.
+    #[arg(long, value_name = "SECONDS", default_value_t = Thresholds::DEFAULT_SECONDS, value_parser = not_negative)]
+    slower_seconds: f64,
+    /// What fails the report (exit code 101): `any` failing trial, or only `new` failures,
+    /// those the baseline does not have failing, and unexpected passes. An incomplete run
+    /// fails either way.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "any",
+        requires_if("new", "baseline")
+    )]
+    fail_on: FailOn,
+}
+
+/// What fails a report.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FailOn {
+    /// Any failed trial or unexpected pass.
+    Any,
+    /// Only failures the baseline does not have failing, and unexpected passes.
+    New,
+}
+
+fn number(text: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| format!("`{text}` is not a number"))
+}
+
+fn at_least_one(text: &str) -> Result<f64, String> {
+    let n = number(text)?;
+    match n >= 1.0 {
+        true => Ok(n),
+        false => Err(format!("`{text}` is below 1 (use a ratio such as 1.5)")),
+    }
+}
+
+fn not_negative(text: &str) -> Result<f64, String> {
+    let n = number(text)?;
+    match n >= 0.0 {
+        true => Ok(n),
+        false => Err(format!(
+            "`{text}` is negative (use seconds such as 5 or 0.5)"
+        )),
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Format {
     Text,
@@ -120,15 +183,20 @@ pub fn main() -> ExitCode {
     }
     match cli.command {
         Command::Plan { select, format } => plan(select, format),
-        Command::Report { dirs, out, config } => match dirs.is_empty() {
+        Command::Report {
+            dirs,
+            out,
+            compare,
+            config,
+        } => match dirs.is_empty() {
             true => match newest_run(&config) {
-                Ok(run) => report(&[run], out),
+                Ok(run) => report(&[run], out, compare),
                 Err(message) => {
                     eprintln!("error: {message}");
                     ExitCode::from(EXIT_SETUP)
                 }
             },
-            false => report(&dirs, out),
+            false => report(&dirs, out, compare),
         },
         Command::Clean { config, runs } => clean(&config, runs),
         Command::Doctor { config } => {
@@ -407,12 +475,24 @@ fn newest_run(config: &std::path::Path) -> Result<PathBuf, String> {
     Ok(root.join(run_id))
 }
 
-fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
+fn report(dirs: &[PathBuf], out: Option<PathBuf>, compare: Compare) -> ExitCode {
     let out = out.unwrap_or_else(|| dirs[0].clone());
-    let report = match crate::report::read_report(dirs) {
+    // Read before the runs: a bad baseline says so before anything is written.
+    let baseline = match compare.baseline.as_deref().map(Baseline::read).transpose() {
+        Ok(baseline) => baseline,
+        Err(error) => return fail_setup(&error),
+    };
+    let mut report = match crate::report::read_report(dirs) {
         Ok(report) => report,
         Err(error) => return fail_setup(&error),
     };
+    if let Some(baseline) = &baseline {
+        let thresholds = Thresholds {
+            slower_ratio: compare.slower_ratio,
+            slower_seconds: compare.slower_seconds,
+        };
+        report.compare(baseline, thresholds);
+    }
     if let Err(error) = crate::report::write_all(&report, &out) {
         eprintln!("error: {}", chain(&error));
         return fail_setup(&error);
@@ -429,6 +509,9 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
         s.excluded,
         s.not_run
     );
+    if let Some(comparison) = &report.baseline {
+        let _ = crate::report::baseline::write_text(comparison, &mut std::io::stdout().lock());
+    }
     println!(
         "reports written to {} (report.md, report.json, junit.xml)",
         out.display()
@@ -437,7 +520,29 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>) -> ExitCode {
     if let Some(problem) = &incomplete {
         eprintln!("error: {problem}");
     }
-    ExitCode::from(if report.has_failures() || incomplete.is_some() {
+    let failed = match (compare.fail_on, &report.baseline) {
+        (FailOn::New, Some(comparison)) => {
+            let blocking = comparison.blocking();
+            if !blocking.is_empty() {
+                let names: Vec<String> = blocking.iter().map(|c| format!("`{}`", c.name)).collect();
+                eprintln!(
+                    "error: {} the baseline does not have: {}",
+                    count(blocking.len(), "failure", "failures"),
+                    names.join(", ")
+                );
+            }
+            let known = comparison.known().len();
+            if known > 0 {
+                println!(
+                    "{} the baseline has too (not failing the report: --fail-on new)",
+                    count(known, "failure", "failures")
+                );
+            }
+            !blocking.is_empty()
+        }
+        _ => report.has_failures(),
+    };
+    ExitCode::from(if failed || incomplete.is_some() {
         EXIT_TRIALS_FAILED
     } else {
         EXIT_OK

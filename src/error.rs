@@ -174,6 +174,50 @@ pub enum OutputError {
     NoRecords(String),
 }
 
+/// A baseline to compare a report with cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    /// The path cannot be read, or its records cannot.
+    #[error("cannot read baseline {path} (give a run folder, a folder of run folders, or a report.json)", path = path.display())]
+    Read {
+        /// The folder or file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The file is not JSON of a report.
+    #[error("baseline {path} is not a runtime-matrix report.json", path = path.display())]
+    NotAReport {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: serde_json::Error,
+    },
+    /// The report has a schema this version does not read.
+    #[error(
+        "baseline {path} has report schema {found}, this runtime-matrix reads schema {expected} (compare with its run folder instead)",
+        path = path.display(),
+        expected = crate::report::REPORT_SCHEMA
+    )]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// The schema it has, or `none`.
+        found: String,
+    },
+    /// `RUNTIME_MATRIX_BASELINE` names a baseline that cannot be read.
+    #[error("invalid RUNTIME_MATRIX_BASELINE `{value}`", value = path.display())]
+    Setting {
+        /// The variable's value.
+        path: PathBuf,
+        /// Why it cannot be read.
+        #[source]
+        error: Box<BaselineError>,
+    },
+}
+
 /// Formats `error` and its chain of causes, one per line, for a terminal.
 pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

@@ -12,7 +12,9 @@
 //! Nothing here calls `process::exit`.
 
 use crate::config::{Matrix, print_warnings};
-use crate::error::{EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain};
+use crate::error::{
+    BaselineError, EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain,
+};
 use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
 };
@@ -21,6 +23,7 @@ use crate::progress::{Board, Heartbeat};
 use crate::record::{
     Expectation, Failure, Interruption, Planned, RunDir, SetupStep, Status, TrialRecord,
 };
+use crate::report::{Baseline, Thresholds};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::process::ExitCode;
@@ -138,6 +141,16 @@ impl Harness {
                  (RUNTIME_MATRIX_MACHINES runs them anyway)"
             );
         }
+        // Read before any trial runs: a baseline that cannot be read fails the run now, not
+        // after its trials. Under cargo-nextest no process writes reports, so none reads it.
+        let to_compare = options
+            .baseline
+            .as_deref()
+            .filter(|_| std::env::var_os("NEXTEST_RUN_ID").is_none());
+        let baseline = match to_compare.map(read_baseline).transpose() {
+            Ok(baseline) => baseline,
+            Err(error) => return fail_setup(&error),
+        };
         let out_root = options.out_root(&matrix);
         let run_id = options.run_id.clone().unwrap_or_else(new_run_id);
         let run = match RunDir::create(&out_root, &run_id) {
@@ -215,7 +228,7 @@ impl Harness {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if !under_nextest {
-                write_reports(&run);
+                write_reports(&run, baseline.as_ref());
             }
             return ExitCode::from((EXIT_INTERRUPTED_BASE + signal) as u8);
         }
@@ -228,7 +241,7 @@ impl Harness {
         // Under cargo-nextest every trial is its own process: reports are made afterwards by
         // `runtime-matrix report`, from all of the run's records.
         let ran = conclusion.num_passed + conclusion.num_failed > 0;
-        if ran && !under_nextest && !write_reports(&run) {
+        if ran && !under_nextest && !write_reports(&run, baseline.as_ref()) {
             return ExitCode::from(EXIT_SETUP);
         }
         conclusion.exit_code()
@@ -354,16 +367,32 @@ struct Context {
     heartbeat: Option<Duration>,
 }
 
-/// Writes the run's reports and says where; false when they could not be written.
-fn write_reports(run: &RunDir) -> bool {
-    let written = crate::report::read_report(std::slice::from_ref(&run.path)).and_then(|report| {
-        crate::report::write_all(&report, &run.path)?;
-        Ok(report)
-    });
+/// `RUNTIME_MATRIX_BASELINE`'s baseline, read; an error names the variable.
+fn read_baseline(path: &std::path::Path) -> Result<Baseline, BaselineError> {
+    Baseline::read(path).map_err(|error| BaselineError::Setting {
+        path: path.to_owned(),
+        error: Box::new(error),
+    })
+}
+
+/// Writes the run's reports, compared with `baseline` when there is one, and says where;
+/// false when they could not be written.
+fn write_reports(run: &RunDir, baseline: Option<&Baseline>) -> bool {
+    let written =
+        crate::report::read_report(std::slice::from_ref(&run.path)).and_then(|mut report| {
+            if let Some(baseline) = baseline {
+                report.compare(baseline, Thresholds::default());
+            }
+            crate::report::write_all(&report, &run.path).map(|()| report)
+        });
     match written {
         Ok(report) => {
             // After libtest's own summary: what it does not say.
             eprint!("{}", crate::report::console::summary(&report));
+            if let Some(comparison) = &report.baseline {
+                let _ =
+                    crate::report::baseline::write_text(comparison, &mut std::io::stderr().lock());
+            }
             eprintln!(
                 "runtime-matrix: reports written to {} (report.md, report.json, junit.xml)",
                 run.path.display()

@@ -82,6 +82,10 @@ pub struct Options {
     /// exits by itself (default 20s). A run that ends stops its runners at once; this is for
     /// cargo-nextest, whose processes share them, and for a harness that was killed.
     pub runner_idle: Duration,
+    /// `RUNTIME_MATRIX_BASELINE`: a run folder, a folder of run folders, or a report.json, to
+    /// compare the run's reports with; it must exist. Its contents are read when the run
+    /// starts, before any trial.
+    pub baseline: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -102,6 +106,7 @@ impl Default for Options {
             engine_timeout: crate::engine::DEFAULT_REQUEST_LIMIT,
             heartbeat: Some(DEFAULT_HEARTBEAT),
             runner_idle: DEFAULT_RUNNER_IDLE,
+            baseline: None,
         }
     }
 }
@@ -196,6 +201,19 @@ impl Options {
             )?,
             None => defaults.runner_idle,
         };
+        let baseline = match var("RUNTIME_MATRIX_BASELINE") {
+            // Only whether it is there: reading it is the run's job, and listing (once per
+            // trial under cargo-nextest) must stay fast.
+            Some(text) if std::fs::metadata(&text).is_err() => {
+                return Err(SettingsError {
+                    variable: "RUNTIME_MATRIX_BASELINE",
+                    value: text,
+                    accepted: "a run folder, a folder of run folders, or a report.json, that exists",
+                });
+            }
+            Some(text) => Some(PathBuf::from(text)),
+            None => None,
+        };
         Ok(Options {
             config: var("RUNTIME_MATRIX_CONFIG")
                 .map(PathBuf::from)
@@ -216,6 +234,7 @@ impl Options {
             engine_timeout,
             heartbeat,
             runner_idle,
+            baseline,
         })
     }
 
@@ -344,6 +363,24 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid RUNTIME_MATRIX_ENGINE_TIMEOUT `500ms` (use a duration of at least 1s, e.g. `30s` or `2m`)"
+        );
+    }
+
+    #[test]
+    fn a_baseline_is_a_path_that_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().display().to_string();
+        let options = parse(&[("RUNTIME_MATRIX_BASELINE", &there)]).unwrap();
+        assert_eq!(options.baseline, Some(dir.path().to_owned()));
+        assert_eq!(parse(&[]).unwrap().baseline, None);
+        let missing = format!("{there}/no-such-run");
+        let error = parse(&[("RUNTIME_MATRIX_BASELINE", &missing)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid RUNTIME_MATRIX_BASELINE `{missing}` (use a run folder, a folder of run \
+                 folders, or a report.json, that exists)"
+            )
         );
     }
 

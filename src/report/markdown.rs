@@ -106,6 +106,9 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     grid(report, out)?;
+    if let Some(comparison) = &report.baseline {
+        super::baseline::write_markdown(comparison, out)?;
+    }
     not_run(report, out)?;
     failures(report, out)?;
     expected(report, out)?;

@@ -1,6 +1,7 @@
 //! Merging the records, plans and interruptions of any runs into one [`Report`], and writing
 //! its three renderings.
 
+use super::baseline::{Baseline, Comparison, Thresholds};
 use super::{json, junit, markdown};
 use crate::error::OutputError;
 use crate::plan::Excluded;
@@ -131,6 +132,10 @@ pub struct Report {
     /// Runs that recorded no plan (made by a runtime-matrix older than plans): trials they
     /// planned but did not finish cannot be listed.
     pub runs_without_plan: Vec<String>,
+    /// This report compared with an earlier run's, when one was given
+    /// ([`Report::compare`]); omitted otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Comparison>,
 }
 
 impl Report {
@@ -244,7 +249,14 @@ impl Report {
             interruptions,
             not_run,
             runs_without_plan,
+            baseline: None,
         }
+    }
+
+    /// Compares this report with `baseline`, keeping the comparison in the report.
+    pub fn compare(&mut self, baseline: &Baseline, thresholds: Thresholds) -> &Comparison {
+        self.baseline
+            .insert(Comparison::new(self, baseline, thresholds))
     }
 
     /// Whether any trial failed the run.
