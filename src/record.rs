@@ -86,8 +86,39 @@ pub struct TrialRecord {
     /// The image a container trial ran in: reference, id and registry digest.
     #[serde(default)]
     pub image: Option<TrialImage>,
+    /// What the trial's processes used: memory, CPU time and GPU memory. Omitted when
+    /// nothing was measured (the trial never started a process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
     /// The host that ran it.
     pub host: String,
+}
+
+/// What one trial's processes used, measured by its runner (memory, CPU) and by the harness
+/// through NVML (GPU memory). Each figure is omitted when it is unknown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// The peak resident memory of the trial's processes together, sampled, and never below
+    /// one process's own high-water mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    /// The user and system CPU time of the trial's processes (a notebook's kernel from the
+    /// moment the notebook started, and whatever it started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// The peak GPU memory the processes on each leased GPU used together, by GPU UUID.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpu_memory_bytes: BTreeMap<String, u64>,
+}
+
+impl Resources {
+    /// `None` when no figure is known, so that the record omits it.
+    pub(crate) fn known(self) -> Option<Resources> {
+        (self.peak_memory_bytes.is_some()
+            || self.cpu_seconds.is_some()
+            || !self.gpu_memory_bytes.is_empty())
+        .then_some(self)
+    }
 }
 
 /// One step of setup a trial did or waited for: work done once per runtime and machine (or

@@ -295,6 +295,7 @@ mod tests {
                 digest: None,
                 labels: [("l".to_owned(), hostile.to_owned())].into(),
             }),
+            resources: None,
             host: "h".into(),
         };
         super::record(&mut record);

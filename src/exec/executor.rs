@@ -35,6 +35,8 @@ pub struct Outcome {
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.
     pub gpus: Vec<String>,
+    /// What the trial's processes used.
+    pub resources: Option<crate::record::Resources>,
     /// The setup the trial did or waited for before its check ran (an image built or pulled,
     /// a virtualenv provisioned, a runner started), with the seconds it spent on each: the
     /// harness takes them off the trial's duration.
@@ -219,6 +221,7 @@ impl Executor {
             .map(|lease| lease.uuids.clone())
             .unwrap_or_default();
         let gpus = gpus.as_slice();
+        let sampler = crate::gpu::usage::GpuSampler::start(gpus);
         let outcome = match &spec.runtime.executor {
             ExecutorKind::Host { python, packages } => {
                 host::run(self, python, packages, spec, run, gpus)
@@ -228,10 +231,19 @@ impl Executor {
                     .run(spec, docker, run, gpus, self.slots_for(spec))
             }
         };
+        let gpu_memory = sampler.map(|sampler| sampler.finish()).unwrap_or_default();
+        let resources = match gpu_memory.is_empty() {
+            true => outcome.resources.clone(),
+            false => Some(crate::record::Resources {
+                gpu_memory_bytes: gpu_memory,
+                ..outcome.resources.clone().unwrap_or_default()
+            }),
+        };
         // Its texts are cleaned where outside text enters (verdict, notebook) and once more by
         // the harness, plain for the record and for a terminal in the message.
         Outcome {
             gpus: gpus.to_vec(),
+            resources,
             ..outcome
         }
     }

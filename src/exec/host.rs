@@ -269,6 +269,7 @@ impl Job<'_> {
             }
         };
         outcome.setup.extend(setup);
+        outcome.resources = reply.resources;
         if let Some(artifact) = super::html::wanted(&outcome) {
             let started = std::time::Instant::now();
             let rendered = self.render(&runner, artifact);

@@ -63,6 +63,20 @@ pub fn detect() -> &'static Detection {
     })
 }
 
+/// NVML through the library [`use_library`] named, opened once per process for sampling
+/// while trials run; `None` when it cannot be loaded.
+pub(crate) fn nvml() -> Option<&'static Nvml> {
+    static NVML: OnceLock<Option<Nvml>> = OnceLock::new();
+    NVML.get_or_init(|| {
+        match LIBRARY.get().and_then(Option::as_deref) {
+            Some(path) => Nvml::builder().lib_path(path.as_os_str()).init(),
+            None => Nvml::init(),
+        }
+        .ok()
+    })
+    .as_ref()
+}
+
 /// Detection through the NVML library at `library` (the loader's `libnvidia-ml.so.1` when
 /// `None`). Never panics: a missing or broken library is [`Detection::NoDriver`].
 pub fn detect_with(library: Option<&std::ffi::OsStr>) -> Detection {

@@ -8,6 +8,7 @@ pub mod checks;
 mod detect;
 mod failures;
 pub mod lease;
+pub(crate) mod usage;
 
 pub use checks::{FRAMEWORK_SCRIPT, PROBE_SCRIPT, ProbeReport, framework_verdict, visible_verdict};
 pub use detect::{Detection, Gpu, HostGpus, detect, use_library};

@@ -114,7 +114,8 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     expected(report, out)?;
     excluded(report, out)?;
     setup(report, out)?;
-    slowest(report, out)
+    slowest(report, out)?;
+    heaviest(report, out)
 }
 
 fn code_list(items: &[String]) -> String {
@@ -444,6 +445,48 @@ fn slowest(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             "| `{}` | {:.2} | {} |",
             t.trial, t.seconds, slowest_cell
         )?;
+    }
+    Ok(())
+}
+
+/// The trials that used the most memory, with their CPU time (and GPU memory, when any trial
+/// measured some): what users size machines from.
+fn heaviest(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let mut trials: Vec<(&TrialRecord, &crate::record::Resources)> = report
+        .trials
+        .iter()
+        .filter_map(|t| Some((t, t.resources.as_ref()?)))
+        .filter(|(_, r)| r.peak_memory_bytes.is_some())
+        .collect();
+    if trials.is_empty() {
+        return Ok(());
+    }
+    trials.sort_by_key(|(t, r)| (std::cmp::Reverse(r.peak_memory_bytes), &t.trial));
+    let gpu = trials.iter().any(|(_, r)| !r.gpu_memory_bytes.is_empty());
+    writeln!(out, "\n## Heaviest trials\n")?;
+    match gpu {
+        true => writeln!(
+            out,
+            "| trial | peak memory | CPU seconds | peak GPU memory |\n|---|---:|---:|---:|"
+        )?,
+        false => writeln!(
+            out,
+            "| trial | peak memory | CPU seconds |\n|---|---:|---:|"
+        )?,
+    }
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0));
+    for (t, r) in trials.into_iter().take(SLOWEST) {
+        let cpu = r.cpu_seconds.map(|s| format!("{s:.2}")).unwrap_or_default();
+        let memory = r.peak_memory_bytes.map(mib).unwrap_or_default();
+        write!(out, "| `{}` | {memory} | {cpu} |", t.trial)?;
+        if gpu {
+            // Several GPUs' peaks are summed: each is the peak of one GPU, not of the trial.
+            match r.gpu_memory_bytes.is_empty() {
+                true => write!(out, "  |")?,
+                false => write!(out, " {} |", mib(r.gpu_memory_bytes.values().sum()))?,
+            }
+        }
+        writeln!(out)?;
     }
     Ok(())
 }

@@ -170,6 +170,7 @@ mod tests {
             gpus: vec![],
             note: None,
             image: None,
+            resources: None,
             host: "h".into(),
         };
         let details = failure_details(&record, None);

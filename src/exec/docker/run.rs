@@ -240,6 +240,7 @@ impl DockerExecutor {
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
+            resources: ran.resources.clone(),
             ..outcome
         };
         // Rendered from the kept notebook, secrets masked already, and masked again in the
@@ -302,6 +303,7 @@ impl DockerExecutor {
                     end: reply.end(),
                     exit_code: reply.exit,
                     output: reply.output,
+                    resources: reply.resources,
                 }));
             }
             Err(error) => error,
@@ -401,10 +403,12 @@ impl DockerExecutor {
             Some(code) => ProcessEnd::Failed(i32::try_from(code).unwrap_or(-1)),
             None => ProcessEnd::Deadline,
         };
+        // A bare `docker exec` has no runner to measure it.
         Ok(Ok(Ran {
             end,
             exit_code: exec.exit_code,
             output: exec.output,
+            resources: None,
         }))
     }
 
@@ -662,6 +666,7 @@ pub(super) struct Ran {
     end: ProcessEnd,
     exit_code: Option<i64>,
     output: String,
+    resources: Option<crate::record::Resources>,
 }
 
 /// The outcome of a trial its runner could not run: infrastructure, but for an image that

@@ -199,6 +199,9 @@ pub(crate) struct Event {
     /// Why a `render` made no HTML.
     #[serde(default)]
     pub(crate) note: Option<String>,
+    /// What an ended trial's processes used (`end`).
+    #[serde(default)]
+    pub(crate) resources: Option<crate::record::Resources>,
 }
 
 /// How a trial on a runner ended.
@@ -220,6 +223,8 @@ pub(crate) struct Reply {
     pub(crate) ended: Ended,
     /// The check's output, or for a notebook its kernel's and the runner's words.
     pub(crate) output: String,
+    /// What the trial's processes used, as far as the runner measured it.
+    pub(crate) resources: Option<crate::record::Resources>,
 }
 
 impl From<Event> for Reply {
@@ -233,6 +238,7 @@ impl From<Event> for Reply {
             exit: event.exit,
             ended,
             output: event.output.or(event.message).unwrap_or_default(),
+            resources: event.resources.and_then(crate::record::Resources::known),
         }
     }
 }

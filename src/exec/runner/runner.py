@@ -7,7 +7,7 @@ runtime, so that a trial pays neither for an interpreter start nor, mostly, for 
 
 `serve` listens on a unix socket for harness processes speaking JSON lines (ops `hello`, `run`,
 `cancel`, `render`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `rendered`,
-`error`). A notebook
+`error`; an `end` carries the trial's `resources`, see Usage). A notebook
 runs in nbclient on a kernel started ahead of need; a process runs in its own session. Every
 process of a trial carries the environment variable RUNTIME_MATRIX_TOKEN, so that at its end
 everything it started, daemons included, is found in /proc and killed. `connect` bridges stdin
@@ -75,6 +75,117 @@ def kill_token(token, orphans=None, spare=()):
                 orphans.add(int(name))
         if not found:
             return
+
+
+# How often a running trial's processes are sampled for their memory and CPU time.
+SAMPLE_PERIOD = 0.25
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def token_pids(token):
+    """The pids whose environment carries `token`, as kill_token finds them."""
+    needle = f"\0{TOKEN}={token}\0".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                if needle in b"\0" + environ.read():
+                    pids.append(int(name))
+        except OSError:
+            continue
+    return pids
+
+
+class Usage:
+    """What a trial's processes (every process carrying its token, daemons included) used,
+    from /proc: the same in a container as on the host, and only this trial's even when trials
+    share a runner (a container's cgroup holds them all).
+
+    Memory: the peak, over samples, of the processes' resident memory together, and never less
+    than one process's own high-water mark (VmHWM, kept by the kernel between samples). CPU:
+    each process's user and system time at its last sample, plus what its parent reaped from
+    children that had ended (cutime, cstime) less what was counted for those children already.
+    What a process did after its last sample is missed when it is reaped by someone that is not
+    the trial's (a process trial's own top process, reaped by the runner): at most SAMPLE_PERIOD
+    of its time."""
+
+    def __init__(self):
+        self.peak = 0
+        self.seen = {}  # pid -> (own ticks, reaped children's ticks, ppid)
+        self.baseline = 0
+        self.sampled = False
+        self.alive = set()
+        self.closed = False
+        # Samples come from an executor thread and, at a trial's end, from the event loop.
+        self.lock = threading.Lock()
+
+    def sample(self, token):
+        with self.lock:
+            if token and not self.closed:
+                self._sample(token)
+
+    def close(self, token):
+        """Takes the last sample, before the trial's processes are killed; later ones are void."""
+        with self.lock:
+            if token and not self.closed:
+                self._sample(token)
+            self.closed = True
+
+    def _sample(self, token):
+        resident = 0
+        alive = set()
+        for pid in token_pids(token):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    # The command may hold spaces and parentheses: fields follow the last `)`.
+                    fields = stat.read().rsplit(b")", 1)[1].split()
+                with open(f"/proc/{pid}/status", "rb") as status:
+                    memory = {line.split(b":")[0]: line.split()[1:2]
+                              for line in status if line.startswith((b"VmRSS:", b"VmHWM:"))}
+            except (OSError, IndexError):
+                continue
+            # After `)`: state, ppid, ..., utime (14th field of the line), stime, cutime, cstime.
+            ppid, utime, stime, cutime, cstime = (int(fields[i]) for i in (1, 11, 12, 13, 14))
+            self.seen[pid] = (utime + stime, cutime + cstime, ppid)
+            alive.add(pid)
+            rss = int(memory.get(b"VmRSS", [b"0"])[0] or 0) * 1024
+            hwm = int(memory.get(b"VmHWM", [b"0"])[0] or 0) * 1024
+            resident += rss
+            self.peak = max(self.peak, hwm)
+        self.peak = max(self.peak, resident)
+        self.sampled = self.sampled or bool(alive)
+        self.alive = alive
+
+    def ticks(self):
+        # What ended processes were counted with, by parent: the parent's reaped-children
+        # figure holds it again once it has reaped them.
+        counted = {}
+        for pid, (own, reaped, ppid) in self.seen.items():
+            if pid not in self.alive:
+                counted[ppid] = counted.get(ppid, 0) + own + reaped
+        total = 0
+        for pid, (own, reaped, _) in self.seen.items():
+            total += own + max(0, reaped - counted.get(pid, 0))
+        return total
+
+    def start(self, token):
+        """Counts from now: a warm kernel's start is setup, not the trial's CPU time."""
+        with self.lock:
+            self._sample(token)
+            self.baseline = self.ticks()
+
+    def figures(self):
+        """The `resources` of the trial's `end` event; empty when no process was ever seen."""
+        with self.lock:
+            return self._figures()
+
+    def _figures(self):
+        if not self.sampled:
+            return {}
+        return {"peak_memory_bytes": self.peak,
+                "cpu_seconds": round(max(0, self.ticks() - self.baseline) / CLOCK_TICKS, 3)}
 
 
 def tail(data):
@@ -392,6 +503,7 @@ class Trial:
         self.token = None
         self.hard_deadline = None
         self.output = lambda: ""
+        self.usage = Usage()
 
     def cancel(self):
         self.cancelled = True
@@ -638,6 +750,7 @@ class Runner:
             trial.hard_deadline = start + deadline + WATCHDOG_GRACE
         work = self.notebook(conn, tid, trial, msg) if msg["kind"] == "notebook" else self.process(trial, msg)
         trial.work = asyncio.ensure_future(work)
+        sampler = asyncio.ensure_future(self.sample(trial))
         done, _ = await asyncio.wait({trial.work}, timeout=deadline)
         if done and not trial.cancelled and not trial.work.cancelled():
             try:
@@ -650,8 +763,18 @@ class Runner:
             trial.work.cancel()
             await asyncio.wait({trial.work})  # its cleanup kills the trial's processes
             code, output = None, trial.output()
+        sampler.cancel()
+        trial.usage.close(None)
         conn.send({"id": tid, "event": "end", "exit": code, "ended": ended,
-                   "output": tail(output), "seconds": round(time.monotonic() - start, 3)})
+                   "output": tail(output), "seconds": round(time.monotonic() - start, 3),
+                   "resources": trial.usage.figures()})
+
+    async def sample(self, trial):
+        """Samples the trial's processes until it ends (cancelled then), off the event loop."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await loop.run_in_executor(None, trial.usage.sample, trial.token)
+            await asyncio.sleep(SAMPLE_PERIOD)
 
     async def notebook(self, conn, tid, trial, msg):
         folder = Path(msg["folder"])
@@ -694,6 +817,7 @@ class Runner:
         try:
             await kernel.ready
             await kernel.prepare(msg.get("env", {}), cwd)
+            trial.usage.start(kernel.token)
             cell_timeout = msg.get("cell_timeout")
             client = jupyter.nbclient.NotebookClient(
                 nb, km=kernel.km, kernel_name=name, log=QUIET,
@@ -712,6 +836,7 @@ class Runner:
             # failing one's error in `nb`, and the harness reads cells and sources from it.
             if executed is not None:
                 write_notebook(jupyter.nbformat, nb, executed)
+            trial.usage.close(kernel.token)
             self.release_kernel(kernel)
             final = kernel.log()  # before its folder goes
             trial.output = lambda: final
@@ -779,11 +904,13 @@ class Runner:
         expose(transport.get_pid())
         try:
             await asyncio.wait({output.exited})  # (not `await output.exited`: a cancel would void it)
+            trial.usage.close(trial.token)  # what it left, before the sweep
             self.sweep(trial.token, transport.get_pid())  # what it left would hold the pipe open
             await asyncio.wait({output.closed}, timeout=2)
             code = transport.get_returncode()
             return (128 - code if code < 0 else code), bytes(output.data)
         finally:
+            trial.usage.close(trial.token)
             self.sweep(trial.token, transport.get_pid())
             # Closed before asyncio saw the exit, the transport would reap the process itself,
             # under the child watcher's feet.
