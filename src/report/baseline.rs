@@ -599,6 +599,7 @@ mod tests {
             cells: vec![],
             artifact: None,
             html: None,
+            resources: None,
             artifact_note: None,
             gpus: vec![],
             note: None,
