@@ -76,11 +76,16 @@ enum Command {
     },
     /// Remove the containers of runs on this host whose process is gone, including those kept
     /// with RUNTIME_MATRIX_KEEP. Containers of live runs and containers that are not
-    /// runtime-matrix's are never touched.
+    /// runtime-matrix's are never touched. With `--runs N`, also remove all but the newest N
+    /// run folders.
     Clean {
-        /// The matrix file, for the machines' Docker engines.
+        /// The matrix file, for the machines' Docker engines and the run folders' place.
         #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
         config: PathBuf,
+        /// Keep the newest N run folders (by their last change) under the output folder
+        /// (RUNTIME_MATRIX_OUT, default target/runtime-matrix) and remove the others.
+        #[arg(long, value_name = "N")]
+        runs: Option<usize>,
     },
     /// Run the matrix as a test harness; arguments after `--` are libtest's
     /// (`--list`, `--exact`, filters, `--test-threads`...).
@@ -113,7 +118,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Plan { select, format } => plan(select, format),
         Command::Report { dirs, out } => report(&dirs, out),
-        Command::Clean { config } => clean(&config),
+        Command::Clean { config, runs } => clean(&config, runs),
         Command::Doctor { config } => {
             let options = match Options::from_env() {
                 Ok(options) => Options { config, ..options },
@@ -287,10 +292,11 @@ fn print_container(c: &ContainerSpec) {
     );
 }
 
-fn clean(config: &std::path::Path) -> ExitCode {
+fn clean(config: &std::path::Path, runs: Option<usize>) -> ExitCode {
     // The machines may name engines of their own; without a readable matrix, the default one.
     let mut endpoints: Vec<Option<String>> = vec![None];
-    if let Ok(matrix) = crate::Matrix::load(config) {
+    let matrix = crate::Matrix::load(config);
+    if let Ok(matrix) = &matrix {
         endpoints.extend(
             matrix
                 .machines
@@ -304,6 +310,29 @@ fn clean(config: &std::path::Path) -> ExitCode {
         Ok(options) => options,
         Err(error) => return fail_setup(&error),
     };
+    // Run folders first: they need no engine.
+    if let Some(keep) = runs {
+        let root = match &matrix {
+            Ok(matrix) => options.out_root(matrix),
+            Err(error) if options.out.is_none() => {
+                eprintln!(
+                    "error: cannot tell where the run folders are: {}\n  (set RUNTIME_MATRIX_OUT, or --config a readable matrix)",
+                    chain(error)
+                );
+                return ExitCode::from(EXIT_SETUP);
+            }
+            Err(_) => options.out.clone().unwrap_or_default(),
+        };
+        match crate::runs::prune_runs(&root, keep) {
+            Ok(removed) => println!(
+                "removed {} from {}, kept the newest {}",
+                crate::report::text::count(removed.len(), "run folder", "run folders"),
+                root.display(),
+                keep
+            ),
+            Err(error) => return fail_setup(&error),
+        }
+    }
     let cleaned = match crate::exec::clean_all(&endpoints, options.engine_timeout) {
         Ok(cleaned) => cleaned,
         Err(error) => return fail_setup(&error),

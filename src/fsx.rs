@@ -24,11 +24,6 @@ pub(crate) const CONFIG: Limit = Limit {
     bytes: 4 * MIB,
     what: "a matrix config",
 };
-/// A notebook, read at load and again by its trial.
-pub(crate) const NOTEBOOK: Limit = Limit {
-    bytes: 64 * MIB,
-    what: "a notebook",
-};
 /// A file a check left behind: the executed notebook, its progress.
 pub(crate) const COLLECTED: Limit = Limit {
     bytes: 256 * MIB,

@@ -55,6 +55,8 @@ pub enum FailureKind {
     KernelDied,
     /// The notebook's kernel is not installed in the runtime.
     NoSuchKernel,
+    /// nbformat refused the file (not a notebook, or one its schema rejects): nothing ran.
+    InvalidNotebook,
     /// A command (or nbconvert itself) exited non-zero.
     ExitCode,
     /// A GPU check found the runtime cannot use its GPUs as it should.
@@ -76,6 +78,7 @@ impl FailureKind {
                 "the kernel died (a crash in native code, the OOM killer, or os._exit)"
             }
             FailureKind::NoSuchKernel => "the notebook's kernel is not installed",
+            FailureKind::InvalidNotebook => "the file is not a notebook nbformat accepts",
             FailureKind::ExitCode => "exited with a non-zero code",
             FailureKind::MissingTool => "the runtime lacks a tool the check needs",
             FailureKind::GpuCheck => "the GPU check failed",

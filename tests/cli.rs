@@ -143,3 +143,41 @@ fn report_of_runs_without_a_plan_says_what_it_cannot_know() {
             .unwrap();
     assert_eq!(report["runs_without_plan"], serde_json::json!(["old"]));
 }
+
+#[test]
+fn clean_keeps_the_newest_run_folders_and_nothing_else() {
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/commands.toml");
+    for run_id in ["first", "second", "third"] {
+        let (code, stdout, stderr) = output(&mut harness(
+            &config,
+            out.path(),
+            run_id,
+            &["--exact", "alpha::cpu::cmd::ok"],
+        ));
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        // Run folders are told apart by when they last changed.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::create_dir_all(out.path().join("cache/venvs")).unwrap();
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .args(["clean", "--runs", "2", "--config"])
+            .arg(&config)
+            .env("RUNTIME_MATRIX_OUT", out.path()),
+    );
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "removed 1 run folder from {}, kept the newest 2",
+            out.path().display()
+        )),
+        "{stdout}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cache", "latest", "second", "third"]);
+}

@@ -60,10 +60,8 @@ fn bad_trials_fail_clearly_and_the_others_keep_their_records() {
             "missing:\n{expected}\nin:\n{stdout}"
         );
     }
-    assert!(
-        stderr.contains("notebook `no_kernelspec.ipynb` declares no kernel (metadata.kernelspec)"),
-        "{stderr}"
-    );
+    // Listing reads no notebook: whether one is valid, and its kernel, are its trial's business.
+    assert!(!stderr.contains("no_kernelspec"), "{stderr}");
 
     let records = records(out.path(), "corpus");
     assert_eq!(
@@ -320,7 +318,7 @@ fn configs_that_never_end_or_never_open_are_refused_at_once() {
 }
 
 #[test]
-fn notebooks_that_never_end_or_never_open_are_refused_at_load() {
+fn a_notebook_that_never_ends_or_never_opens_does_not_stop_the_listing() {
     let dir = tempfile::tempdir().unwrap();
     let notebooks = dir.path().join("notebooks");
     std::fs::create_dir(&notebooks).unwrap();
@@ -341,9 +339,9 @@ fn notebooks_that_never_end_or_never_open_are_refused_at_load() {
     assert_eq!(
         (code, stdout.as_str(), stderr.as_str()),
         (
-            Some(2),
-            "",
-            "error: invalid matrix config at matrix.toml:\n  - runtimes.py.notebooks: notebook `fifo.ipynb` cannot be read: a named pipe (FIFO), not a regular file (give a regular file)\n"
+            Some(0),
+            "[host] py::cpu::nb::fifo: test\n[host] py::cpu::nb::passing: test\n",
+            ""
         )
     );
     assert!(took < Duration::from_secs(10), "{took:?}");

@@ -142,15 +142,6 @@ impl Job<'_> {
     /// Runs the trial on its runtime's runner and judges what came back.
     fn run(&self) -> Result<Outcome, String> {
         let spec = self.spec;
-        let original = match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => Some(
-                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-                    .map_err(|error| format!("cannot read notebook {}: {error}", path.display()))?,
-            ),
-            _ => None,
-        };
         self.stage()?;
         let executor = self.executor;
         let key = format!(
@@ -222,13 +213,12 @@ impl Job<'_> {
             }
         };
         let end = reply.end();
-        let mut outcome = match (&spec.check.kind, original) {
-            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+        let mut outcome = match &spec.check.kind {
+            CheckKind::Notebook { relative, .. } => {
                 let progress = self
                     .collected(&self.invocation.progress)
                     .unwrap_or_default();
                 let result = NotebookRun {
-                    original: &original,
                     progress: &String::from_utf8_lossy(&progress),
                     output: &reply.output,
                     end,
@@ -236,10 +226,8 @@ impl Job<'_> {
                 };
                 verdict::notebook(spec, self.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => {
-                verdict::command(spec, line, end, &reply.output)
-            }
-            (kind, _) => {
+            CheckKind::Command { run: line } => verdict::command(spec, line, end, &reply.output),
+            kind => {
                 let host = match crate::gpu::detect() {
                     crate::gpu::Detection::Found(host) => Some(host),
                     crate::gpu::Detection::NoDriver(_) => None,

@@ -81,6 +81,7 @@ fn captured_summary(failure: &Failure) -> bool {
         | FailureKind::CellTimeout
         | FailureKind::KernelDied
         | FailureKind::NoSuchKernel
+        | FailureKind::InvalidNotebook
         | FailureKind::GpuCheck => true,
         FailureKind::ExitCode
         | FailureKind::Deadline

@@ -65,17 +65,16 @@ fn with_cause(failure: Failure, detected: Option<GpuCause>) -> Failure {
     failure
 }
 
-/// What one nbconvert run left behind.
+/// What one notebook run left behind.
 pub(super) struct NotebookRun<'a> {
-    /// The notebook as it was before execution.
-    pub original: &'a Value,
     /// The progress events file's text.
     pub progress: &'a str,
     /// nbconvert's output, stdout and stderr together.
     pub output: &'a str,
     /// How the process ended.
     pub end: ProcessEnd,
-    /// The executed notebook nbconvert wrote, if it wrote one.
+    /// The notebook as the runner read and ran it (upgraded and normalized by nbformat, with
+    /// every cell that ran and its outputs), complete or not; `None` when it never started.
     pub executed: Option<Vec<u8>>,
 }
 
@@ -87,21 +86,22 @@ pub(super) fn notebook(
     result: NotebookRun,
 ) -> Outcome {
     let progress = Progress::parse(result.progress);
-    let report = ExecutionReport::read(result.original, &progress, result.output, result.end);
-
-    // nbconvert writes the executed notebook only when every cell ran; otherwise it is rebuilt
-    // from the cells that did.
-    let executed = match result
+    // Cell indexes and sources are those of the notebook the runner ran: nbformat may have
+    // upgraded an older file, which changes its cells.
+    let notebook = result
         .executed
-        .filter(|_| result.end == ProcessEnd::Success)
-    {
-        Some(bytes) => bytes,
-        None => serde_json::to_vec_pretty(&progress.apply_to(result.original)).unwrap_or_default(),
-    };
-    let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
-    let artifact = crate::record::write_atomic(&artifact, &executed)
-        .ok()
-        .map(|()| artifact);
+        .as_deref()
+        .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .unwrap_or_default();
+    let report = ExecutionReport::read(&notebook, &progress, result.output, result.end);
+
+    // Kept whether or not every cell ran, unlike nbconvert, which writes it only then.
+    let artifact = result.executed.and_then(|executed| {
+        let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
+        crate::record::write_atomic(&artifact, &executed)
+            .ok()
+            .map(|()| artifact)
+    });
 
     let failure = report.failure.map(|(kind, cell, summary)| {
         let category = match kind {
@@ -109,7 +109,9 @@ pub(super) fn notebook(
                 Some("ModuleNotFoundError" | "ImportError") => Category::Runtime,
                 _ => Category::Notebook,
             },
-            FailureKind::CellTimeout | FailureKind::Deadline => Category::Notebook,
+            FailureKind::CellTimeout | FailureKind::Deadline | FailureKind::InvalidNotebook => {
+                Category::Notebook
+            }
             _ => Category::Runtime,
         };
         let summary = match kind {

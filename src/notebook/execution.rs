@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// How the runner starts the output of a trial whose file nbformat refused (runner.py's
+/// `INVALID`).
+const INVALID: &str = "InvalidNotebook: ";
+
 /// How long one cell took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CellTiming {
@@ -65,19 +69,6 @@ impl Progress {
             .last()
             .map(|(index, _)| *index)
             .filter(|index| !self.done.contains_key(index))
-    }
-
-    /// `notebook` with every executed cell replaced by its executed version.
-    pub fn apply_to(&self, notebook: &Value) -> Value {
-        let mut executed = notebook.clone();
-        if let Some(cells) = executed.get_mut("cells").and_then(Value::as_array_mut) {
-            for (index, (_, cell)) in &self.done {
-                if let (Some(slot), true) = (cells.get_mut(*index), cell.is_object()) {
-                    *slot = cell.clone();
-                }
-            }
-        }
-        executed
     }
 
     /// Per-cell durations, from the cells' `metadata.execution` timestamps when present and
@@ -147,7 +138,9 @@ impl ExecutionReport {
         let failure = match end {
             ProcessEnd::Success => None,
             ProcessEnd::Deadline => Some((FailureKind::Deadline, running, String::new())),
-            ProcessEnd::Failed(code) => Some(if output.contains("CellTimeoutError") {
+            ProcessEnd::Failed(code) => Some(if let Some(problem) = invalid(progress, &output) {
+                (FailureKind::InvalidNotebook, None, problem.to_owned())
+            } else if output.contains("CellTimeoutError") {
                 (
                     FailureKind::CellTimeout,
                     running,
@@ -182,6 +175,16 @@ impl ExecutionReport {
         };
         ExecutionReport { failure, cells }
     }
+}
+
+/// What nbformat found wrong with a file the runner refused: its output starts with
+/// [`INVALID`], and no cell started.
+fn invalid<'a>(progress: &Progress, output: &'a str) -> Option<&'a str> {
+    let problem = output.strip_prefix(INVALID)?;
+    progress
+        .started
+        .is_empty()
+        .then(|| problem.lines().next().unwrap_or_default().trim())
 }
 
 fn last_line_with(output: &str, needle: &str) -> String {
@@ -344,14 +347,34 @@ mod tests {
     }
 
     #[test]
-    fn executed_cells_replace_the_originals() {
-        let progress = Progress::parse(&done(
-            0,
-            json!([{"output_type": "stream", "name": "stdout", "text": "hi"}]),
-        ));
-        let executed = progress.apply_to(&notebook());
-        assert_eq!(executed["cells"][0]["outputs"][0]["text"], "hi");
-        assert_eq!(executed["cells"][1]["source"], "x / 0");
+    fn a_file_nbformat_refused_fails_as_invalid_with_its_reason() {
+        let output =
+            "InvalidNotebook: cell 0, field `id`: 'a b' does not match '^[a-zA-Z0-9-_]+$'\n";
+        let report = ExecutionReport::read(
+            &Value::Null,
+            &Progress::default(),
+            output,
+            ProcessEnd::Failed(1),
+        );
+        let (kind, cell, summary) = report.failure.unwrap();
+        assert_eq!(kind, FailureKind::InvalidNotebook);
+        assert!(cell.is_none());
+        assert_eq!(
+            summary,
+            "cell 0, field `id`: 'a b' does not match '^[a-zA-Z0-9-_]+$'"
+        );
+    }
+
+    #[test]
+    fn a_notebook_that_ran_is_never_called_invalid_by_what_it_printed() {
+        let progress = Progress::parse(&done(0, json!([])));
+        let report = ExecutionReport::read(
+            &notebook(),
+            &progress,
+            "InvalidNotebook: printed by a cell\n",
+            ProcessEnd::Failed(1),
+        );
+        assert_ne!(report.failure.unwrap().0, FailureKind::InvalidNotebook);
     }
 
     #[test]

@@ -1,8 +1,7 @@
-//! Jupyter notebooks: checking that a file is one, and reading what an execution left. The
-//! main type is [`ExecutionReport`], built from nbconvert's progress events and stderr.
+//! Jupyter notebooks: reading what an execution left. The main type is [`ExecutionReport`],
+//! built from the runner's progress events, the notebook it ran and its output. Whether a file
+//! is a notebook at all is nbformat's decision, made in the runtime by the runner, never at load.
 
 mod execution;
-mod validate;
 
 pub use execution::{CellTiming, ExecutionReport, ProcessEnd, Progress};
-pub use validate::check_notebook;

@@ -5,7 +5,6 @@ use super::compiler::{Compiler, DEFAULT_CELL_TIMEOUT, DEFAULT_TIMEOUT, key_part,
 use crate::config::matrix::{Check, CheckKind};
 use crate::config::raw::{RawCommand, RawMatrix, RawOverride, RawRuntime};
 use crate::config::suggest::did_you_mean;
-use crate::notebook::check_notebook;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -13,10 +12,6 @@ use std::time::Duration;
 const FRAMEWORKS: [&str; 3] = ["torch", "tensorflow", "jax"];
 /// Time for the GPU checks, which start Python once (and import a framework).
 const GPU_CHECK_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Each notebook's verdict by path: its kernel, or why it cannot be executed. Kept so that a
-/// notebook matched by several runtimes is read, and warned about, once.
-pub(super) type NotebookCache = BTreeMap<PathBuf, Result<Option<String>, String>>;
 
 /// An `[[overrides]]` entry, compiled once: the notebooks it matches, what it sets on them,
 /// and whether it matched any.
@@ -216,10 +211,6 @@ impl Compiler {
                 self.problem(&glob_key, problem);
                 continue;
             }
-            if let Err(error) = self.check_notebook(&path, &relative) {
-                self.problem(&glob_key, format!("notebook `{relative}` {error}"));
-                continue;
-            }
             let mut check = Check {
                 name: format!(
                     "nb::{}",
@@ -240,21 +231,6 @@ impl Compiler {
             checks.push(check);
         }
         checks
-    }
-
-    /// Whether the notebook at `path` can be executed, checking each file once; a notebook
-    /// without a kernel warns.
-    fn check_notebook(&mut self, path: &Path, relative: &str) -> Result<(), String> {
-        if let Some(verdict) = self.notebooks.get(path) {
-            return verdict.clone().map(drop);
-        }
-        let verdict = check_notebook(path).map(|summary| summary.kernel);
-        if let Ok(None) = verdict {
-            self.warn(format!("notebook `{relative}` declares no kernel (metadata.kernelspec); nbconvert runs it with its default kernel"));
-        }
-        let verdict = verdict.map_err(|error| error.to_string());
-        self.notebooks.insert(path.to_owned(), verdict.clone());
-        verdict.map(drop)
     }
 
     /// The runtime's `commands`, by name.

@@ -1,7 +1,7 @@
 //! [`Compiler`]: the problems and warnings of one file, the helpers every section shares, and
 //! [`compile`], which runs the sections in order.
 
-use super::checks::{NotebookCache, NotebooksDir};
+use super::checks::NotebooksDir;
 use crate::config::keys::UnknownKey;
 use crate::config::matrix::Matrix;
 use crate::config::raw::RawMatrix;
@@ -22,8 +22,6 @@ pub(super) struct Compiler {
     pub(super) file: String,
     pub(super) problems: Vec<Problem>,
     pub(super) warnings: Vec<String>,
-    /// Notebooks already checked, shared by the runtimes that match them.
-    pub(super) notebooks: NotebookCache,
 }
 
 /// Compiles `raw`, parsed from `path`, into a [`Matrix`]; `unknown_keys` become warnings.
@@ -44,7 +42,6 @@ pub(in crate::config) fn compile(
         file: path.display().to_string(),
         problems: Vec::new(),
         warnings: Vec::new(),
-        notebooks: NotebookCache::default(),
     };
     for key in &unknown_keys {
         let hint = did_you_mean(key.name(), key.siblings().iter().copied());

@@ -193,15 +193,6 @@ impl DockerExecutor {
         let container = runner.container.clone().unwrap_or_default();
         self.board
             .runner(&spec.name, &format!("runner {}", short_id(&container)));
-        let original = match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => Some(
-                crate::fsx::read_bounded(path, crate::fsx::NOTEBOOK)
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-                    .unwrap_or_default(),
-            ),
-            _ => None,
-        };
         let files = trial_files(&trial.invocation, &trial.folder)
             .map_err(|error| io_error("read the notebook's folder for", &spec.name, error))?;
         let archive =
@@ -219,7 +210,7 @@ impl DockerExecutor {
         };
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
-            self.judge(&engine, &container, trial, &ran, original, host)?,
+            self.judge(&engine, &container, trial, &ran, host)?,
             trial.secrets.values(),
         );
         let mut outcome = Outcome {
@@ -390,7 +381,6 @@ impl DockerExecutor {
         container: &str,
         trial: &Trial<'_>,
         ran: &Ran,
-        original: Option<serde_json::Value>,
         host: Option<&HostGpus>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
@@ -408,19 +398,15 @@ impl DockerExecutor {
                 None => Ok(None),
             }
         };
-        Ok(match (&spec.check.kind, original) {
-            (CheckKind::Notebook { relative, .. }, Some(original)) => {
+        Ok(match &spec.check.kind {
+            CheckKind::Notebook { relative, .. } => {
                 let progress = download(&trial.invocation.progress)
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                let executed = match end {
-                    ProcessEnd::Success => download(&trial.invocation.executed)?,
-                    _ => None,
-                };
+                let executed = download(&trial.invocation.executed)?;
                 let progress = String::from_utf8_lossy(&progress);
                 let result = NotebookRun {
-                    original: &original,
                     progress: &progress,
                     output: &ran.output,
                     end,
@@ -428,8 +414,8 @@ impl DockerExecutor {
                 };
                 verdict::notebook(spec, trial.run, relative, result)
             }
-            (CheckKind::Command { run: line }, _) => verdict::command(spec, line, end, &ran.output),
-            (kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }), _) => {
+            CheckKind::Command { run: line } => verdict::command(spec, line, end, &ran.output),
+            kind @ (CheckKind::GpuVisible | CheckKind::GpuFramework { .. }) => {
                 let judged = verdict::judge_gpu_check(
                     kind,
                     &ran.output,
@@ -439,7 +425,6 @@ impl DockerExecutor {
                 );
                 verdict::gpu_check(spec, judged, end, &ran.output)
             }
-            (CheckKind::Notebook { .. }, None) => unreachable!("notebooks are read above"),
         })
     }
 

@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 import types
+import warnings
 from pathlib import Path
 
 TOKEN = "RUNTIME_MATRIX_TOKEN"
@@ -90,6 +91,123 @@ def import_jupyter():
         # threads, kept until the garbage collector finds the client.
         context=zmq.asyncio.Context(),
     )
+
+
+# The first words of the output of a trial whose file nbformat refused; the harness looks for them.
+INVALID = "InvalidNotebook: "
+# How much of a validation message is kept: nbformat quotes whole cells.
+MAX_PROBLEM = 400
+
+
+def read_notebook(nbformat, path):
+    """The notebook at `path` as nbconvert reads it, or why not: `(nb, None)` or `(None,
+    problem)`. nbconvert reads with `nbformat.read(as_version=4)`, which upgrades older versions,
+    then normalizes (filling in missing cell ids, renaming duplicate ones) and validates against
+    nbformat's schema before its first preprocessor runs; so does this."""
+    text = None
+    try:
+        nb = None
+        with warnings.catch_warnings():  # nbformat warns about what it repairs
+            warnings.simplefilter("ignore")
+            with open(path, encoding="utf-8") as source:
+                text = source.read()
+            nb = nbformat.reads(text, as_version=4)
+            if hasattr(nbformat.validator, "normalize"):  # nbformat 5.1.4 and later
+                _, nb = nbformat.validator.normalize(nb)
+            nbformat.validate(nb, relax_add_props=True)
+        return nb, None
+    except nbformat.ValidationError as error:
+        return None, shorten(validation_problem(detailed(nbformat, nb) or error))
+    except UnicodeDecodeError as error:
+        return None, f"it is not UTF-8 text ({error.reason} at byte {error.start})"
+    except Exception as error:
+        return None, shorten(read_problem(text, error))
+
+
+def detailed(nbformat, nb):
+    """jsonschema's finding on `nb`, which says where: the fastjsonschema validator that
+    nbformat prefers when it is installed (Debian's packages) says little more than `data.cells[0]
+    must be valid exactly by one definition`."""
+    try:
+        minor = nb.get("nbformat_minor") if isinstance(nb.get("nbformat_minor"), int) else None
+        validator = nbformat.validator.get_validator(
+            version=4, version_minor=minor, relax_add_props=True, name="jsonschema")
+        errors = list(validator.iter_errors(nb)) if validator else []
+        return errors[0] if errors else None
+    except Exception:
+        return None
+
+
+def validation_problem(error):
+    """nbformat's complaint, with where it is: `cell 3, field `id`: ...`."""
+    below, message = refine(error)
+    path = list(getattr(error, "absolute_path", None) or []) + below
+    if len(path) >= 2 and path[0] == "cells" and isinstance(path[1], int):
+        fields = ".".join(map(str, path[2:]))
+        where = f"cell {path[1]}" + (f", field `{fields}`" if fields else "")
+    elif path:
+        where = "field `" + ".".join(map(str, path)) + "`"
+    else:
+        where = ""
+    return f"{where}: {message}" if where else message
+
+
+def refine(error):
+    """Where below `error` the problem is, and what it is: a part that matches none of several
+    shapes (cell and output types, a source's string or list) is explained by the shape its type
+    says it is, or by its unknown type."""
+    message = getattr(error, "message", None) or str(error).splitlines()[0]
+    context = list(getattr(error, "context", None) or [])
+    if not context:
+        return [], message
+    instance = getattr(error, "instance", None)
+    if all(sub.validator == "type" for sub in context):
+        kinds = " or ".join(f"'{sub.validator_value}'" for sub in context)
+        return [], f"{json.dumps(instance)} is not of type {kinds}"
+    branches = {}
+    for sub in context:
+        branches.setdefault(tuple(sub.schema_path)[:1], []).append(sub)
+    discriminators = ("cell_type", "output_type")
+    fitting = [subs for subs in branches.values()
+               if not any(list(sub.relative_path)[-1:] in ([d] for d in discriminators)
+                          for sub in subs)]
+    if len(fitting) == 1:
+        sub = fitting[0][0]
+        below, message = refine(sub)
+        return list(sub.relative_path) + below, message
+    if not fitting and isinstance(instance, dict):
+        for key in discriminators:
+            if key in instance:
+                return [], f"unknown {key} {json.dumps(instance[key])}"
+    return [], message
+
+
+def read_problem(text, error):
+    """Why nbformat could not read `text` at all."""
+    if text is not None and not text.strip():
+        return "the file is empty"
+    try:
+        data = json.loads(text) if text is not None else None
+    except ValueError as bad:
+        return f"it is not JSON ({bad})"
+    if data is not None and not isinstance(data, dict):
+        return f"it is JSON, but a {type(data).__name__} rather than a notebook's object"
+    return f"{type(error).__name__}: {error}"
+
+
+def shorten(text):
+    return text if len(text) <= MAX_PROBLEM else text[:MAX_PROBLEM] + "..."
+
+
+def write_notebook(nbformat, nb, path):
+    """Writes `nb` at `path`, as nbconvert does, without its validation warnings."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            nbformat.write(nb, str(path))
+    except Exception:  # the trial's verdict stands without it
+        traceback.print_exc()
 
 
 class Loop(asyncio.SelectorEventLoop):
@@ -468,12 +586,14 @@ class Runner:
 
         try:
             jupyter = await self.jupyter()
-            with open(folder / msg["notebook"], encoding="utf-8") as source:
-                nb = jupyter.nbformat.read(source, as_version=4)
             if progress:
                 progress.parent.mkdir(parents=True, exist_ok=True)
         except Exception:
             return 1, traceback.format_exc()
+        nb, problem = read_notebook(jupyter.nbformat, folder / msg["notebook"])
+        if problem is not None:
+            return 1, f"{INVALID}{problem}\n"
+        executed = folder / msg["executed"] if msg.get("executed") else None
         name = nb.metadata.get("kernelspec", {}).get("name") or "python3"
         kernel = self.take_kernel(name)
         trial.token = kernel.token
@@ -491,14 +611,14 @@ class Runner:
             )
             client.kc = kernel.kc  # ready and prepared: nbclient must not start another
             await client.async_execute()
-            if msg.get("executed"):
-                executed = folder / msg["executed"]
-                executed.parent.mkdir(parents=True, exist_ok=True)
-                jupyter.nbformat.write(nb, str(executed))
             return 0, kernel.log()
         except Exception:
             return 1, kernel.log() + traceback.format_exc()
         finally:
+            # Written whatever happened: nbclient left every cell that ran, its outputs and the
+            # failing one's error in `nb`, and the harness reads cells and sources from it.
+            if executed is not None:
+                write_notebook(jupyter.nbformat, nb, executed)
             self.release_kernel(kernel)
             final = kernel.log()  # before its folder goes
             trial.output = lambda: final
