@@ -130,6 +130,21 @@ fn listing_the_corpus_lists_every_trial() {
     let (code, stdout, stderr) = output(&mut harness(&matrix(), out.path(), "list", &["--list"]));
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert_eq!(listed(&stdout), every_trial(&files), "{stderr}");
+    // So does `plan`.
+    let (code, stdout, stderr) = output(
+        support::runtime_matrix()
+            .args(["plan", "--format", "json", "--config"])
+            .arg(matrix()),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let plan: Value = serde_json::from_str(&stdout).unwrap();
+    let planned: BTreeSet<String> = plan["plan"]["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(planned, every_trial(&files));
     // Names that need quoting select their trial exactly, as cargo-nextest selects it.
     for file in [
         "-leading-dash.ipynb",
