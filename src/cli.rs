@@ -239,8 +239,12 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     .as_ref()
                     .map(|e| format!("; expected to fail: {}", e.reason))
                     .unwrap_or_default();
+                let data = match t.check.data.as_slice() {
+                    [] => String::new(),
+                    globs => format!("; data: {}", globs.join(", ")),
+                };
                 println!(
-                    "  [{}] {}  ({timeouts}; tags: {}{expected})",
+                    "  [{}] {}  ({timeouts}; tags: {}{data}{expected})",
                     t.kind(),
                     t.name,
                     t.tags.join(",")

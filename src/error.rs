@@ -404,3 +404,58 @@ pub(crate) enum RunnerError {
         waited: std::time::Duration,
     },
 }
+
+/// A notebook's data set (the files its `data` globs match) cannot be staged: the trial fails
+/// before its notebook starts.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DataError {
+    /// A glob matches no file: a typo, or data that is not there (not checked out, not
+    /// fetched), which the notebook would otherwise meet as a `FileNotFoundError`.
+    #[error(
+        "data glob `{glob}` matches no file under {notebooks_dir} (fix the glob, or put the data there)",
+        notebooks_dir = notebooks_dir.display()
+    )]
+    NoMatch {
+        /// The glob as written.
+        glob: String,
+        /// The notebooks folder it is resolved in.
+        notebooks_dir: PathBuf,
+    },
+    /// A file is not a regular file (a FIFO, a device, a folder where a file was expected).
+    #[error("{path}: {error}", path = path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        error: std::io::Error,
+    },
+    /// Together the files are larger than a data set may be.
+    #[error(
+        "{path}: with it the data set holds more than {limit}, the most a notebook's data set may hold (narrow the data globs)",
+        path = path.display(),
+        limit = crate::fsx::size(*limit)
+    )]
+    TooLarge {
+        /// The file that crossed the limit.
+        path: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// The globs match more files than a data set may have.
+    #[error(
+        "the data globs match more than {limit} files, the most a notebook's data set may have (narrow the data globs, or pack the files into an archive)"
+    )]
+    TooMany {
+        /// The limit.
+        limit: usize,
+    },
+    /// A file or folder could not be read, or changed while it was staged.
+    #[error("cannot stage {path} with the notebook", path = path.display())]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+}

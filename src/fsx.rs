@@ -61,6 +61,13 @@ pub(crate) const STAGED: Limit = Limit {
     what: "a notebook's folder sent to a container",
 };
 
+/// A notebook's data set, all its files together: staged by streaming, never held in memory,
+/// but copied into each trial's folder (and, for a container, uploaded to its runner once).
+pub(crate) const DATA: Limit = Limit {
+    bytes: 4 * 1024 * MIB,
+    what: "a notebook's data set",
+};
+
 /// Reads the regular file at `path` (a symlink is followed), refusing anything else and
 /// anything larger than `limit`, without ever blocking on the open (a FIFO) or reading past
 /// the limit (`/dev/zero`).

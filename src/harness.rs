@@ -177,6 +177,10 @@ impl Harness {
             .into_iter()
             .map(|spec| (planned_of(&spec), trial(spec, Some(context.clone()))))
             .unzip();
+        let skipped = skipped(&self.args, &planned, &trials, under_nextest);
+        if let Err(error) = run.write_skipped(&skipped) {
+            return fail_setup(&error);
+        }
         let to_run = to_run(&self.args, planned, &trials);
         context.executor.expect(
             to_run
@@ -256,6 +260,37 @@ fn to_run(args: &Arguments, planned: Vec<Planned>, trials: &[Trial]) -> Vec<Plan
         .zip(trials)
         .filter(|(_, t)| !args.is_filtered_out(t) && !args.is_ignored(t))
         .map(|(p, _)| p)
+        .collect()
+}
+
+/// Why a trial libtest ignores is not run: container trials are opt-in.
+pub(crate) const OPT_IN: &str =
+    "container trials are opt-in: run with --include-ignored (cargo-nextest: --run-ignored all)";
+
+/// Of `planned`, the trials libtest ignores although its filters keep them, each with
+/// [`OPT_IN`]: reported as skipped unless another process of the run ran them. Under
+/// cargo-nextest, which runs each trial in a process of its own by its exact name, every trial
+/// ignored by default, unless this process was asked to run ignored trials too.
+fn skipped(
+    args: &Arguments,
+    planned: &[Planned],
+    trials: &[Trial],
+    under_nextest: bool,
+) -> Vec<crate::plan::Excluded> {
+    planned
+        .iter()
+        .zip(trials)
+        .filter(|(_, t)| match under_nextest {
+            true => t.has_ignored_flag() && !args.ignored && !args.include_ignored,
+            false => !args.is_filtered_out(t) && args.is_ignored(t),
+        })
+        .map(|(p, _)| crate::plan::Excluded {
+            name: p.name.clone(),
+            runtime: p.runtime.clone(),
+            machine: p.machine.clone(),
+            check: p.check.clone(),
+            reason: OPT_IN.to_owned(),
+        })
         .collect()
 }
 
@@ -372,6 +407,11 @@ impl Context {
             .as_ref()
             .map(|failure| crate::sanitise::failure(failure, crate::sanitise::plain));
         let (status, verdict) = judge(spec, failure.as_ref());
+        let in_run = |path: &Option<std::path::PathBuf>| {
+            path.as_deref()
+                .and_then(|path| path.strip_prefix(&self.run.path).ok())
+                .map(|path| path.to_string_lossy().into_owned())
+        };
         let mut record = TrialRecord {
             schema: crate::record::RECORD_SCHEMA,
             run_id: self.run.run_id.clone(),
@@ -388,14 +428,15 @@ impl Context {
                 matches: rule.matches.clone(),
             }),
             started_at,
-            seconds: trial_seconds(start.elapsed(), &outcome.setup),
+            seconds: trial_seconds(
+                start.elapsed().saturating_sub(outcome.after_check),
+                &outcome.setup,
+            ),
             setup: outcome.setup,
             cells: outcome.cells,
-            artifact: outcome
-                .artifact
-                .as_deref()
-                .and_then(|path| path.strip_prefix(&self.run.path).ok())
-                .map(|path| path.to_string_lossy().into_owned()),
+            artifact: in_run(&outcome.artifact),
+            html: in_run(&outcome.html),
+            artifact_note: outcome.artifact_note,
             host: self.host.clone(),
             image: outcome.image,
             gpus: outcome.gpus,

@@ -60,8 +60,18 @@ pub struct TrialRecord {
     pub setup: Vec<SetupStep>,
     /// Per-cell durations of a notebook.
     pub cells: Vec<CellTiming>,
-    /// The executed notebook, relative to the run folder.
+    /// The executed notebook, relative to the run folder (in a report: to the report's folder).
     pub artifact: Option<String>,
+    /// A failed notebook's executed notebook rendered as HTML, beside [`artifact`]
+    /// (relative as it is), so that the failure reads without Jupyter.
+    ///
+    /// [`artifact`]: TrialRecord::artifact
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    /// Why a failed notebook lacks an artifact, said whole: `no executed notebook: the notebook
+    /// never started (no cell ran)`, or `no HTML: ...` when its runtime could not render it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_note: Option<String>,
     /// The GPUs the trial held, by UUID.
     #[serde(default)]
     pub gpus: Vec<String>,
@@ -101,16 +111,19 @@ pub enum SetupKind {
     Pull,
     /// A persistent runner started for a runtime on a machine.
     Runner,
+    /// A notebook's data set uploaded to a runner, once for all its trials.
+    Data,
 }
 
 impl SetupKind {
-    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`.
+    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`, `data`.
     pub fn as_str(self) -> &'static str {
         match self {
             SetupKind::Provision => "provision",
             SetupKind::Build => "build",
             SetupKind::Pull => "pull",
             SetupKind::Runner => "runner",
+            SetupKind::Data => "data",
         }
     }
 }
@@ -175,13 +188,17 @@ impl Interruption {
     }
 }
 
-/// Everything the run folders under one path hold, as `report` merges it.
+/// Everything the run folders under one path hold, as `report` merges it. Records read from
+/// a run folder have their artifacts' paths joined to that folder, as found from here, so
+/// that a report written anywhere links them ([`crate::report::write_all`]).
 #[derive(Debug, Clone, Default)]
 pub struct RunContents {
     /// Every record.
     pub records: Vec<TrialRecord>,
     /// Every exclusion.
     pub excluded: Vec<Excluded>,
+    /// Every trial a run left out because libtest ignored it (container trials are opt-in).
+    pub skipped: Vec<Excluded>,
     /// Every planned trial, with the run that planned it.
     pub planned: Vec<(String, Planned)>,
     /// Runs that recorded no plan (made by a runtime-matrix older than plans): what they
@@ -196,6 +213,7 @@ impl RunContents {
     pub(crate) fn append(&mut self, mut other: RunContents) {
         self.records.append(&mut other.records);
         self.excluded.append(&mut other.excluded);
+        self.skipped.append(&mut other.skipped);
         self.planned.append(&mut other.planned);
         self.runs_without_plan.append(&mut other.runs_without_plan);
         self.interruptions.append(&mut other.interruptions);
@@ -205,12 +223,13 @@ impl RunContents {
     pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty()
             && self.excluded.is_empty()
+            && self.skipped.is_empty()
             && self.planned.is_empty()
             && self.interruptions.is_empty()
     }
 }
 
-/// The folder of one run: `records/`, `artifacts/`, `excluded.json`, `planned/`, an
+/// The folder of one run: `records/`, `artifacts/`, `excluded.json`, `planned/`, `skipped/`, an
 /// `interrupted.json` when a signal cut it short, and the reports.
 #[derive(Debug, Clone)]
 pub(crate) struct RunDir {
@@ -287,6 +306,23 @@ impl RunDir {
             return Ok(());
         }
         let json = serde_json::to_vec_pretty(planned).expect("plans always serialise");
+        write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
+    }
+
+    /// Writes the trials this process leaves out because libtest ignores them, with why, like
+    /// [`RunDir::write_planned`]: a file of its own under `skipped/` per distinct list.
+    pub fn write_skipped(&self, skipped: &[Excluded]) -> Result<(), OutputError> {
+        if skipped.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = skipped.iter().map(|p| p.name.as_str()).collect();
+        names.sort_unstable();
+        let key = crate::names::folder_key(&names.join("\n"));
+        let path = self.path.join("skipped").join(format!("{key:016x}.json"));
+        if path.exists() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(skipped).expect("skipped trials always serialise");
         write_atomic(&path, &json).map_err(|error| OutputError::Write { path, error })
     }
 
@@ -376,7 +412,11 @@ pub(crate) fn read_dir(dir: &Path) -> Result<RunContents, OutputError> {
 fn read_run(run: &Path) -> Result<RunContents, OutputError> {
     let mut contents = RunContents::default();
     for path in json_files(&run.join("records"))? {
-        contents.records.push(read_json(&path, crate::fsx::RECORD)?);
+        let mut record: TrialRecord = read_json(&path, crate::fsx::RECORD)?;
+        for kept in record.artifact.iter_mut().chain(record.html.iter_mut()) {
+            *kept = run.join(&*kept).to_string_lossy().into_owned();
+        }
+        contents.records.push(record);
     }
     // A file that is there but cannot be read (a dangling link, a device) is an error: the
     // report would lose what it says.
@@ -406,6 +446,13 @@ fn read_run(run: &Path) -> Result<RunContents, OutputError> {
     };
     if plans.is_empty() {
         contents.runs_without_plan.push(run_id.clone());
+    }
+    let skipped_dir = run.join("skipped");
+    if skipped_dir.is_dir() {
+        for path in json_files(&skipped_dir)? {
+            let list: Vec<Excluded> = read_json(&path, crate::fsx::PLANNED)?;
+            contents.skipped.extend(list);
+        }
     }
     for path in plans {
         let list: Vec<Planned> = read_json(&path, crate::fsx::PLANNED)?;

@@ -66,12 +66,17 @@ pub fn record(record: &mut TrialRecord) {
         .image
         .iter_mut()
         .flat_map(|image| image.labels.values_mut());
-    let texts = record.note.iter_mut().chain(image_labels).chain(
-        record
-            .expected
-            .iter_mut()
-            .map(|expected| &mut expected.reason),
-    );
+    let texts = record
+        .note
+        .iter_mut()
+        .chain(record.artifact_note.iter_mut())
+        .chain(image_labels)
+        .chain(
+            record
+                .expected
+                .iter_mut()
+                .map(|expected| &mut expected.reason),
+        );
     for text in texts {
         *text = plain(text);
     }
@@ -259,6 +264,8 @@ mod tests {
             setup: vec![],
             cells: vec![],
             artifact: None,
+            html: None,
+            artifact_note: Some(hostile.into()),
             gpus: vec![],
             note: Some(hostile.into()),
             image: Some(TrialImage {
@@ -275,7 +282,7 @@ mod tests {
             !json.contains("\\u001b") && !json.contains("\\u0007"),
             "{json}"
         );
-        assert_eq!(json.matches("\"xy\"").count(), 5, "{json}");
+        assert_eq!(json.matches("\"xy\"").count(), 6, "{json}");
     }
 
     #[rstest]

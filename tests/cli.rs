@@ -181,3 +181,94 @@ fn clean_keeps_the_newest_run_folders_and_nothing_else() {
     left.sort();
     assert_eq!(left, ["cache", "latest", "second", "third"]);
 }
+
+/// Two shards of a matrix with a host runtime and an opt-in container runtime, run without
+/// `--include-ignored` and merged: every declared trial appears once in each report, with the
+/// status it has, and none as "not in this shard".
+#[test]
+fn merged_shards_account_for_every_trial_once_in_all_three_reports() {
+    let out = tempfile::tempdir().unwrap();
+    let config = fixtures().join("matrices/shards.toml");
+    let mut runs = Vec::new();
+    for shard in ["1/2", "2/2"] {
+        let run_id = format!("shard-{}", &shard[..1]);
+        let (code, stdout, stderr) = output(
+            harness(&config, out.path(), &run_id, &[])
+                .env("RUNTIME_MATRIX_SHARD", shard)
+                .env("RUNTIME_MATRIX_NVML", "/nonexistent/libnvidia-ml.so.1"),
+        );
+        // The failing command is in one of the shards.
+        assert!(matches!(code, Some(0 | 101)), "{stdout}\n{stderr}");
+        runs.push(out.path().join(&run_id));
+    }
+    let merged = out.path().join("merged");
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .arg("report")
+            .args(&runs)
+            .arg("--out")
+            .arg(&merged),
+    );
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(merged.join("report.json")).unwrap()).unwrap();
+    let names = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t[if key == "trials" { "trial" } else { "name" }]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let (trials, skipped, excluded) = (names("trials"), names("skipped"), names("excluded"));
+    assert_eq!(trials.len(), 6, "{trials:?}");
+    assert_eq!(
+        skipped,
+        ["containers::cpu::cmd::one", "containers::cpu::cmd::two"]
+    );
+    // The GPU machine's trials are excluded for want of a GPU, not for their shard.
+    assert_eq!(excluded.len(), 2, "{excluded:?}");
+    for entry in report["excluded"].as_array().unwrap() {
+        let reason = entry["reason"].as_str().unwrap();
+        assert!(reason.contains("needs 1 GPU"), "{reason}");
+    }
+    let mut all: Vec<&String> = trials.iter().chain(&skipped).chain(&excluded).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 10, "every trial once: {all:?}");
+    assert_eq!(report["summary"]["skipped"], 2);
+    assert_eq!(report["summary"]["failed"], 1);
+    assert_eq!(report["not_run"].as_array().unwrap().len(), 0);
+
+    let markdown = std::fs::read_to_string(merged.join("report.md")).unwrap();
+    assert!(
+        markdown.contains("6 trials ran: 5 passed, 1 failed, 0 expected failures, 0 unexpected passes; 2 skipped (opt-in); 2 excluded."),
+        "{markdown}"
+    );
+    assert!(markdown.contains("container trials are opt-in: run with --include-ignored"));
+    assert!(!markdown.contains("in shard"), "{markdown}");
+
+    let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
+    let parsed = quick_junit::Report::deserialize_from_str(&junit).unwrap();
+    assert_eq!((parsed.tests, parsed.failures, parsed.errors), (10, 1, 0));
+    let cases: Vec<&str> = parsed
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(cases.len(), 10);
+    let skipped_cases = parsed
+        .test_suites
+        .iter()
+        .flat_map(|s| &s.test_cases)
+        .filter(|c| matches!(c.status, quick_junit::TestCaseStatus::Skipped { .. }))
+        .count();
+    assert_eq!(skipped_cases, 4);
+}

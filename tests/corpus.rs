@@ -345,6 +345,27 @@ fn a_notebook_that_never_ends_or_never_opens_does_not_stop_the_listing() {
         )
     );
     assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // Run, the pipe fails its own trial, and its neighbour passes.
+    let out = dir.path().join("out");
+    let mut run = runtime_matrix();
+    run.args(["run"])
+        .current_dir(dir.path())
+        .env("RUNTIME_MATRIX_OUT", &out)
+        .env("RUNTIME_MATRIX_RUN_ID", "fifo");
+    let (code, stdout, stderr) = output(&mut run);
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let records = records(&out, "fifo");
+    assert_eq!(records["py::cpu::nb::passing"]["status"], "passed");
+    let failure = &records["py::cpu::nb::fifo"]["failure"];
+    assert_eq!(
+        (&failure["kind"], &failure["category"]),
+        (&"invalid-notebook".into(), &"notebook".into())
+    );
+    assert_eq!(
+        failure["summary"],
+        "it cannot be read: a named pipe (FIFO), not a regular file (give a regular file)"
+    );
 }
 
 #[rstest::rstest]

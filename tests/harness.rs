@@ -851,9 +851,10 @@ fn the_heartbeat_says_a_slow_command_unless_off_or_under_nextest(
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let slow: Vec<&str> = stderr.lines().filter(|l| l.contains("SLOW")).collect();
     if said {
-        // 3s at a 1s period: said at 1s and 2s, not after the trial ended.
+        // 3s at a 1s period, plus the runner's start (a second or two on a busy machine):
+        // said every second while it runs, not after the trial ended.
         assert!(
-            (1..=3).contains(&slow.len())
+            (1..=6).contains(&slow.len())
                 && slow
                     .iter()
                     .all(|line| line.starts_with("runtime-matrix: SLOW [>")

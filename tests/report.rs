@@ -1,6 +1,6 @@
-//! The report renderers, in memory: a fixed set of records (passed, a failing cell, an
-//! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause)
-//! and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
+//! The report renderers, in memory: a fixed set of records (passed, a failing cell with its
+//! executed notebook and its HTML, a notebook that never started, an expected failure, an
+//! unexpected pass, a failed command, a GPU failure with a known cause) and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
 //! byte with its expected file in `fixtures/reports/`. The same records as an incomplete run
 //! (`fixtures/reports/interrupted/`: run `nightly-2` interrupted by SIGTERM before two of its
 //! planned trials finished, one of them excluded by the other run, and a run of an older
@@ -29,6 +29,8 @@ fn read<T: serde::de::DeserializeOwned>(name: &str) -> T {
 fn contents() -> RunContents {
     let records: Vec<TrialRecord> = read("records.json");
     let excluded: Vec<Excluded> = read("excluded.json");
+    // Container trials one shard left out as opt-in; another shard ran one of them.
+    let skipped: Vec<Excluded> = read("skipped.json");
     let planned = records
         .iter()
         .map(|r| {
@@ -44,6 +46,7 @@ fn contents() -> RunContents {
     RunContents {
         records,
         excluded,
+        skipped,
         planned,
         ..RunContents::default()
     }
@@ -112,6 +115,105 @@ fn junit_has_a_case_per_trial_failures_with_escaped_messages_and_skipped_exclusi
     matches_snapshot(report(), junit::write, "junit.xml");
 }
 
+/// junit.xml as a JUnit library (quick-junit's reader) reads it: every trial a case named by
+/// its trial, an infrastructure failure an error, a notebook or runtime failure a failure, an
+/// exclusion a skip, suite times wall-clock rather than sums.
+#[test]
+fn junit_parses_with_a_junit_library_and_infrastructure_failures_are_errors() {
+    let mut xml = Vec::new();
+    junit::write(&report(), &mut xml).unwrap();
+    let parsed = quick_junit::Report::deserialize(xml.as_slice()).unwrap();
+    assert_eq!(
+        (parsed.tests, parsed.failures, parsed.errors),
+        (12, 5, 1),
+        "{}",
+        String::from_utf8_lossy(&xml)
+    );
+    let torch = parsed
+        .test_suites
+        .iter()
+        .find(|suite| suite.name.as_str() == "torch")
+        .unwrap();
+    let status = |name: &str| {
+        let case = torch
+            .test_cases
+            .iter()
+            .find(|case| case.name.as_str() == name)
+            .unwrap_or_else(|| panic!("no case {name}"));
+        assert_eq!(
+            case.classname.as_ref().map(|c| c.as_str()),
+            name.rsplit_once("::")
+                .and_then(|(rest, _)| rest.rsplit_once("::"))
+                .map(|(runtime_machine, _)| runtime_machine.replacen("::", ".", 1))
+                .as_deref()
+        );
+        &case.status
+    };
+    use quick_junit::{NonSuccessKind, TestCaseStatus};
+    assert!(matches!(
+        status("torch::cpu::cmd::version"),
+        TestCaseStatus::NonSuccess { kind: NonSuccessKind::Error, message: Some(m), .. }
+            if !m.as_str().contains('\n') && m.as_str().contains("cannot reach the Docker engine")
+    ));
+    assert!(matches!(
+        status("torch::cpu::nb::failing_cell"),
+        TestCaseStatus::NonSuccess {
+            kind: NonSuccessKind::Failure,
+            ..
+        }
+    ));
+    assert!(matches!(
+        status("torch::a100::nb::smoke"),
+        TestCaseStatus::Skipped { .. }
+    ));
+    assert!(matches!(
+        status("torch::cpu::nb::smoke"),
+        TestCaseStatus::Success { .. }
+    ));
+    // The torch trials ran from 02:00:00 to 02:01:15.25 (the GPU check's pull and its 12 s),
+    // in parallel: the suite's time is that span, less than the sum of its cases' times.
+    assert_eq!(torch.time, Some(std::time::Duration::from_millis(75_250)));
+    assert!(torch.extra.get("hostname").is_some());
+}
+
+/// junit.xml validates against the Jenkins xUnit plugin's JUnit schema (`junit-10.xsd`), the
+/// schema pytest checks its own JUnit output against, taken from pytest's source distribution on
+/// PyPI and checked with the `xmlschema` package, both set up once under the test cache.
+#[test]
+fn junit_validates_against_the_jenkins_xunit_schema() {
+    let tools = support::junit_schema_tools();
+    for (name, report) in [("junit.xml", report()), ("interrupted", interrupted())] {
+        let mut xml = Vec::new();
+        junit::write(&report, &mut xml).unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &xml).unwrap();
+        let (code, stdout, stderr) = support::output(
+            std::process::Command::new(&tools.python)
+                .arg("-c")
+                .arg("import sys, xmlschema; xmlschema.XMLSchema(sys.argv[1]).validate(sys.argv[2]); print('valid')")
+                .arg(&tools.xsd)
+                .arg(file.path()),
+        );
+        assert_eq!(code, Some(0), "{name}: {stdout}\n{stderr}");
+    }
+    // And it can fail: an attribute the schema does not allow is refused.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        "<testsuites><testsuite name=\"a\" tests=\"1\" failures=\"0\" errors=\"0\"><testcase name=\"x\" colour=\"red\"/></testsuite></testsuites>",
+    )
+    .unwrap();
+    let (code, _, stderr) = support::output(
+        std::process::Command::new(&tools.python)
+            .arg("-c")
+            .arg("import sys, xmlschema; xmlschema.XMLSchema(sys.argv[1]).validate(sys.argv[2])")
+            .arg(&tools.xsd)
+            .arg(file.path()),
+    );
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("colour"), "{stderr}");
+}
+
 #[test]
 fn json_keeps_every_record_field_and_the_summary() {
     matches_snapshot(report(), json::write, "report.json");
@@ -130,7 +232,28 @@ fn the_summary_counts_each_status_once() {
             summary.excluded,
             summary.not_run
         ),
-        (6, 1, 3, 1, 1, 2, 0)
+        (8, 1, 5, 1, 1, 3, 0)
+    );
+    // One shard left two container trials out as opt-in; the other ran one of them. One
+    // trial was left to a shard no merged run ran, and one excluded as another shard's was
+    // run there.
+    let merged = report();
+    let skipped: Vec<&str> = merged.skipped.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(skipped, ["torch::cpu::cmd::lint"]);
+    assert_eq!(merged.summary.skipped, 1);
+    let excluded: Vec<(&str, &str)> = merged
+        .excluded
+        .iter()
+        .map(|e| (e.name.as_str(), e.reason.as_str()))
+        .collect();
+    assert!(excluded.contains(&(
+        "plain::cpu::cmd::other-shard",
+        "in shard 2/2, not 1/2, and no merged run ran that shard"
+    )));
+    assert!(
+        !excluded
+            .iter()
+            .any(|(name, _)| *name == "torch::cpu::nb::failing_cell")
     );
     assert_eq!(report().incomplete(), None);
 }
@@ -159,7 +282,8 @@ fn a_trial_planned_but_not_run_counts_as_not_run_even_where_another_run_excluded
         not_run,
         ["plain::h100::cmd::disk", "torch::h100::nb::smoke"]
     );
-    assert_eq!((report.summary.not_run, report.summary.excluded), (2, 1));
+    // The other exclusion left is the trial no merged shard ran.
+    assert_eq!((report.summary.not_run, report.summary.excluded), (2, 2));
     assert_eq!(
         report.incomplete().as_deref(),
         Some(

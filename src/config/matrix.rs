@@ -173,6 +173,11 @@ pub struct Check {
     pub tags: Vec<String>,
     /// The stages the check runs in.
     pub stages: Vec<String>,
+    /// Globs under the notebooks folder of the files staged with a notebook, at the same
+    /// relative paths: the runtime's, then those of the overrides that match it. Expanded by
+    /// the trial, not at load.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<String>,
 }
 
 /// What a check runs.

@@ -66,6 +66,9 @@ pub(super) struct RawRuntime {
     pub description: Option<String>,
     #[serde(default)]
     pub notebooks: Vec<String>,
+    /// Globs under `notebooks-dir` of files staged with every notebook.
+    #[serde(default)]
+    pub data: Vec<String>,
     #[serde(default)]
     pub commands: BTreeMap<String, RawCommand>,
     #[serde(default)]
@@ -139,6 +142,9 @@ pub(super) struct RawCommandTable {
 pub(super) struct RawOverride {
     pub notebooks: String,
     pub timeout: Option<String>,
+    /// Globs under `notebooks-dir` staged with the notebooks it matches, besides the runtime's.
+    #[serde(default)]
+    pub data: Vec<String>,
     pub cell_timeout: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,

@@ -311,12 +311,51 @@ impl Engine {
         .await
     }
 
+    /// Uploads the tar archive `chunks` gives, as they come, into container `id` at `path`,
+    /// waiting at most `limit` in all: an archive too large to hold in memory.
+    pub async fn upload_stream(
+        &self,
+        id: &str,
+        path: &str,
+        chunks: impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static,
+        limit: Duration,
+    ) -> Result<(), EngineError> {
+        let options = UploadToContainerOptionsBuilder::new().path(path).build();
+        let body = bollard::body_try_stream(chunks.map(|chunk| chunk.map(Into::into)));
+        let upload = async {
+            self.docker
+                .upload_to_container(id, Some(options), body)
+                .await
+                .map_err(|error| self.error("copy files into container", short(id), error))
+        };
+        self.bounded(
+            "upload archive",
+            format!("container {}", short(id)),
+            limit,
+            upload,
+        )
+        .await
+    }
+
     /// The file at `path` in container `id`, or `None` when it does not exist.
     pub async fn download_file(
         &self,
         id: &str,
         path: &str,
     ) -> Result<Option<Vec<u8>>, EngineError> {
+        self.download_file_within(id, path, u64::MAX).await
+    }
+
+    /// The file at `path` in container `id`, or `None` when it does not exist; a file larger
+    /// than `max_bytes` is an error, and no more than that (and a tar header) is held.
+    pub async fn download_file_within(
+        &self,
+        id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<Option<Vec<u8>>, EngineError> {
+        // One tar header block and the end-of-archive blocks around the file's bytes.
+        let most = max_bytes.saturating_add(64 * 1024);
         let options = DownloadFromContainerOptionsBuilder::new()
             .path(path)
             .build();
@@ -325,7 +364,20 @@ impl Engine {
             let mut archive = Vec::new();
             while let Some(chunk) = stream.next().await {
                 match chunk {
-                    Ok(bytes) => archive.extend_from_slice(&bytes),
+                    Ok(bytes) => {
+                        archive.extend_from_slice(&bytes);
+                        if archive.len() as u64 > most {
+                            let too_large = std::io::Error::new(
+                                std::io::ErrorKind::FileTooLarge,
+                                format!("{path} is larger than {max_bytes} bytes"),
+                            );
+                            return Err(self.error(
+                                "copy files out of container",
+                                short(id),
+                                bollard::errors::Error::IOError { err: too_large },
+                            ));
+                        }
+                    }
                     Err(error) if status(&error) == Some(404) => return Ok(None),
                     Err(error) => {
                         return Err(self.error("copy files out of container", short(id), error));

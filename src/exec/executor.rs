@@ -22,6 +22,13 @@ pub struct Outcome {
     pub cells: Vec<CellTiming>,
     /// The executed notebook, kept under the run folder.
     pub artifact: Option<PathBuf>,
+    /// A failed notebook's executed notebook as HTML, beside [`artifact`](Outcome::artifact).
+    pub html: Option<PathBuf>,
+    /// Why a failed notebook has no executed notebook, or no HTML of it.
+    pub artifact_note: Option<String>,
+    /// The time spent after the check ended on its artifacts (rendering HTML): the harness
+    /// takes it off the trial's duration, like the setup.
+    pub after_check: std::time::Duration,
     /// The image a container trial ran in.
     pub image: Option<TrialImage>,
     /// What a passing check found worth keeping.

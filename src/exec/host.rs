@@ -3,12 +3,14 @@
 //! [`Invocation`] rendered with the scratch folder as its trial folder.
 
 use super::Outcome;
+use super::data::DataSet;
 use super::executor::Executor;
 use super::invocation::{Invocation, PER_TRIAL, WORK};
 use super::runner::ANSWER_GRACE;
 use super::runner::host::HostRunner;
 use super::verdict::{self, NotebookRun, setup_failure};
 use crate::config::CheckKind;
+use crate::error::DataError;
 use crate::error::chain;
 use crate::plan::TrialSpec;
 use crate::record::RunDir;
@@ -111,9 +113,10 @@ impl Job<'_> {
         env
     }
 
-    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`.
+    /// Writes the invocation's files into the scratch folder, the notebook's folder into `work/`
+    /// at its path under the notebooks folder.
     fn stage(&self) -> Result<(), String> {
-        let work = self.scratch.join(WORK);
+        let work = self.scratch.join(WORK).join(&self.invocation.work_dir);
         match &self.invocation.work_source {
             Some(folder) => copy_folder(folder, &work).map_err(|error| {
                 format!(
@@ -132,6 +135,17 @@ impl Job<'_> {
         Ok(())
     }
 
+    /// The notebook's data set, found before anything is copied: one that cannot be staged
+    /// (a glob that matches nothing, a file that is not one, a set over the limit) fails the
+    /// trial, naming the glob or file.
+    fn find_data(&self) -> Result<Option<DataSet>, DataError> {
+        self.invocation
+            .data
+            .as_ref()
+            .map(|data| DataSet::find(&data.notebooks_dir, &data.globs))
+            .transpose()
+    }
+
     /// A file the check left in the scratch folder; the check may have made it anything, so
     /// only a regular file of bounded size is read.
     fn collected(&self, relative: &Option<String>) -> Option<Vec<u8>> {
@@ -142,7 +156,19 @@ impl Job<'_> {
     /// Runs the trial on its runtime's runner and judges what came back.
     fn run(&self) -> Result<Outcome, String> {
         let spec = self.spec;
+        if let Some(outcome) = verdict::notebook_file_failure(spec) {
+            return Ok(outcome);
+        }
+        let data = match self.find_data() {
+            Ok(data) => data,
+            Err(error) => return Ok(super::data::failure(&error)),
+        };
         self.stage()?;
+        // Straight from the source, a copy per trial: no trial sees another's changes, and a
+        // copy from the runner's own copy would cost the same.
+        if let Err(error) = data.map_or(Ok(()), |set| set.copy_into(&self.scratch.join(WORK))) {
+            return Ok(super::data::failure(&error));
+        }
         let executor = self.executor;
         let key = format!(
             "{}|host|{}|{}|{}|{}|{}",
@@ -243,7 +269,33 @@ impl Job<'_> {
             }
         };
         outcome.setup.extend(setup);
+        if let Some(artifact) = super::html::wanted(&outcome) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&runner, artifact);
+            super::html::keep(&mut outcome, rendered);
+            outcome.after_check += started.elapsed();
+        }
         Ok(outcome)
+    }
+
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the scratch folder; else why not.
+    fn render(&self, runner: &super::runner::Runner, artifact: &Path) -> Result<Vec<u8>, String> {
+        let (notebook, html) = super::html::paths(artifact);
+        let source = self.scratch.join(&notebook);
+        std::fs::create_dir_all(source.parent().unwrap_or(self.scratch))
+            .and_then(|()| std::fs::copy(artifact, &source))
+            .map_err(|error| format!("cannot copy {}: {error}", artifact.display()))?;
+        let folder = self.scratch.to_string_lossy();
+        match runner.render(&folder, &notebook, &html) {
+            Ok(None) => {
+                let html = self.scratch.join(&html);
+                crate::fsx::read_bounded(&html, crate::fsx::COLLECTED)
+                    .map_err(|error| format!("cannot read {}: {error}", html.display()))
+            }
+            Ok(Some(why)) => Err(why),
+            Err(error) => Err(chain(&error)),
+        }
     }
 }
 
@@ -263,10 +315,15 @@ fn copy_folder(from: &Path, to: &Path) -> std::io::Result<()> {
             copy_folder(&entry.path(), &target)?;
         } else {
             let path = entry.path();
+            // What is not a regular file (a FIFO, a device, a socket, a link to nothing) has no
+            // contents to copy, and opening it could block: it is left out, so that one odd
+            // file fails only the notebook that needs it, never its neighbours.
+            if crate::fsx::regular_file(&path).is_err() {
+                continue;
+            }
             let named = |error: std::io::Error| {
                 std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
             };
-            crate::fsx::regular_file(&path).map_err(named)?;
             std::fs::copy(&path, &target).map_err(named)?;
         }
     }
@@ -278,19 +335,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn copying_a_notebooks_folder_refuses_what_is_not_a_regular_file() {
+    fn copying_a_notebooks_folder_leaves_out_what_is_not_a_regular_file() {
         let from = tempfile::tempdir().unwrap();
         let to = tempfile::tempdir().unwrap();
         std::fs::write(from.path().join("data.csv"), "a,b\n").unwrap();
-        let zero = from.path().join("zero.bin");
-        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
-        let error = copy_folder(from.path(), &to.path().join("work")).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "{}: a character device, not a regular file (give a regular file)",
-                zero.display()
-            )
-        );
+        std::os::unix::fs::symlink("/dev/zero", from.path().join("zero.bin")).unwrap();
+        let fifo =
+            std::ffi::CString::new(from.path().join("fifo.ipynb").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let work = to.path().join("work");
+        copy_folder(from.path(), &work).unwrap();
+        let mut copied: Vec<_> = std::fs::read_dir(&work)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        copied.sort();
+        assert_eq!(copied, ["data.csv"]);
     }
 }

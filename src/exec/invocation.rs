@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 /// The nbconvert configuration that records each cell's progress; staged as `hooks.py`.
 const HOOKS_SCRIPT: &str = include_str!("nbconvert_hooks.py");
 
-/// The folder, inside the trial folder, that a check runs in; a notebook's folder is copied here.
+/// The folder, inside the trial folder, that a check runs in. For a notebook it mirrors the
+/// notebooks folder: the notebook's own folder at its relative path, and its data files at
+/// theirs, so that `../data/x.csv` reads as in Jupyter; the notebook runs in its own folder.
 pub(crate) const WORK: &str = "work";
 /// Where a notebook's nbconvert hooks are staged, in the trial folder.
 const HOOKS: &str = "hooks.py";
@@ -57,6 +59,15 @@ pub(crate) struct Staged {
     pub(crate) contents: &'static str,
 }
 
+/// A notebook's `data` globs and the folder they are resolved in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Data {
+    /// The notebooks folder: files keep their paths under it in [`WORK`].
+    pub(crate) notebooks_dir: PathBuf,
+    /// As declared, checked at load.
+    pub(crate) globs: Vec<String>,
+}
+
 /// One trial's check, ready to run in any trial folder.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Invocation {
@@ -68,6 +79,13 @@ pub(crate) struct Invocation {
     pub(crate) staged: Vec<Staged>,
     /// The folder copied into [`WORK`] (hidden entries skipped): the notebook's own.
     pub(crate) work_source: Option<PathBuf>,
+    /// Where in [`WORK`] that folder goes: its path under the notebooks folder, `` for the
+    /// notebooks folder itself.
+    pub(crate) work_dir: String,
+    /// The check's working folder, in the trial folder: [`WORK`], or a notebook's folder in it.
+    pub(crate) cwd: String,
+    /// The notebook's data globs, expanded by the trial that stages them.
+    pub(crate) data: Option<Data>,
     /// Where the check reports each cell as it runs (read back for a notebook).
     pub(crate) progress: Option<String>,
     /// Where the executed notebook is written (read back for a notebook).
@@ -105,18 +123,42 @@ impl Invocation {
             env,
             staged: Vec::new(),
             work_source: None,
+            work_dir: String::new(),
+            cwd: WORK.into(),
+            data: None,
             progress: None,
             executed: None,
             notebook: None,
             deadline: spec.check.timeout.as_secs_f64(),
         };
         match &spec.check.kind {
-            CheckKind::Notebook { path, .. } => {
+            CheckKind::Notebook { path, relative } => {
                 let file = path
                     .file_name()
                     .unwrap_or_default()
                     .to_string_lossy()
                     .into_owned();
+                let dir = relative
+                    .rsplit_once('/')
+                    .map(|(dir, _)| dir.to_owned())
+                    .unwrap_or_default();
+                // The notebooks folder: the notebook's path less its relative one.
+                let notebooks_dir = path
+                    .ancestors()
+                    .nth(relative.split('/').count())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf();
+                invocation.cwd = match dir.as_str() {
+                    "" => WORK.into(),
+                    dir => format!("{WORK}/{dir}"),
+                };
+                invocation.work_dir = dir;
+                if !spec.check.data.is_empty() {
+                    invocation.data = Some(Data {
+                        notebooks_dir,
+                        globs: spec.check.data.clone(),
+                    });
+                }
                 invocation.args = vec![
                     text("-m"),
                     text("nbconvert"),
@@ -180,7 +222,7 @@ impl Invocation {
         match (&self.notebook, &self.progress, &self.executed) {
             (Some((file, cell_timeout)), Some(progress), Some(executed)) => Request::notebook(
                 folder.to_owned(),
-                format!("{WORK}/{file}"),
+                (format!("{}/{file}", self.cwd), self.cwd.clone()),
                 env,
                 (*cell_timeout, self.deadline),
                 progress.clone(),
@@ -256,7 +298,7 @@ pub(crate) fn container_of(
         .into_iter()
         .chain(invocation.command(&folder))
         .collect();
-    container.with_command(command, in_folder(&folder, WORK))
+    container.with_command(command, in_folder(&folder, &invocation.cwd))
 }
 
 #[cfg(test)]
@@ -302,6 +344,57 @@ mod tests {
                 "/t/progress.jsonl".to_owned()
             ))
         );
+    }
+
+    #[test]
+    fn a_notebook_runs_in_its_own_folder_of_a_work_folder_that_mirrors_the_notebooks_folder() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let matrix = crate::Matrix::load(&root.join("fixtures/matrices/data.toml")).unwrap();
+        let plan = crate::Plan::new(&matrix, &crate::Selection::default());
+        let spec = plan
+            .trials
+            .iter()
+            .find(|t| t.name == "docker::cpu::nb::analysis/deeper/again")
+            .unwrap();
+        let invocation = Invocation::for_trial(spec, "python3");
+        let notebooks = root.join("fixtures/data-notebooks");
+        assert_eq!(invocation.work_dir, "analysis/deeper");
+        assert_eq!(invocation.cwd, "work/analysis/deeper");
+        assert_eq!(
+            invocation
+                .work_source
+                .clone()
+                .unwrap()
+                .canonicalize()
+                .unwrap(),
+            notebooks.join("analysis/deeper").canonicalize().unwrap()
+        );
+        let data = invocation.data.clone().unwrap();
+        assert_eq!(data.globs, ["data/**", "shared/*.csv"]);
+        assert_eq!(
+            data.notebooks_dir.canonicalize().unwrap(),
+            notebooks.canonicalize().unwrap()
+        );
+        let request = serde_json::to_value(invocation.request("/t")).unwrap();
+        assert_eq!(request["notebook"], "work/analysis/deeper/again.ipynb");
+        assert_eq!(request["cwd"], "work/analysis/deeper");
+        let container = trial_container(spec).unwrap();
+        assert_eq!(
+            container.workdir,
+            format!("{}/work/analysis/deeper", trial_folder(&spec.name))
+        );
+
+        // At the top of the notebooks folder, and without data, as before.
+        let spec = trial("base::cpu::nb::passing");
+        let invocation = Invocation::for_trial(&spec, "python3");
+        assert_eq!(
+            (invocation.work_dir.as_str(), invocation.cwd.as_str()),
+            ("", "work")
+        );
+        assert_eq!(invocation.data, None);
+        let request = serde_json::to_value(invocation.request("/t")).unwrap();
+        assert_eq!(request["notebook"], "work/passing.ipynb");
+        assert_eq!(request.get("data"), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! The public API is synchronous: the executor owns one tokio runtime for the Docker engine and
 //! blocks on it, so nothing outside knows about tokio or bollard.
 
+mod data;
 mod docker;
 mod executor;
 mod host;
+mod html;
 mod invocation;
 mod live;
 pub mod process;

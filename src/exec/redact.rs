@@ -11,8 +11,8 @@ use crate::verdict::{Failure, FailureKind};
 pub(crate) const MIN_SECRET_BYTES: usize = 6;
 
 /// Replaces every secret value in what the check's process and notebook left with `***`:
-/// the output's last lines, the cell's source, exception and traceback, the executed notebook,
-/// and a summary made of those. The harness's own words (an exit code, a deadline, a setup
+/// the output's last lines, the cell's source, exception and traceback, the executed notebook
+/// and its HTML, and a summary made of those. The harness's own words (an exit code, a deadline, a setup
 /// failure) are never rewritten. Texts with a secret lose their colours, so that no colour
 /// code can split a secret in two and hide it from the mask.
 pub(crate) fn redact<'a>(
@@ -49,28 +49,60 @@ pub(crate) fn redact<'a>(
             }
         }
     }
-    if let Some(artifact) = &outcome.artifact
-        && let Ok(mut text) = std::fs::read_to_string(artifact)
-    {
-        let before = text.clone();
-        for secret in &secrets {
-            // As JSON spells it, too: a secret with a quote or a backslash is escaped there.
-            let escaped = serde_json::to_string(secret.as_str()).unwrap_or_default();
-            let escaped = escaped
-                .strip_prefix('"')
-                .and_then(|e| e.strip_suffix('"'))
-                .unwrap_or_default();
-            for form in [secret.as_str(), escaped] {
-                if !form.is_empty() && text.contains(form) {
-                    text = text.replace(form, "***");
-                }
-            }
-        }
-        if text != before {
-            let _ = crate::record::write_atomic(artifact, text.as_bytes());
-        }
+    for kept in outcome.artifact.iter().chain(&outcome.html) {
+        redact_file(kept, &secrets);
     }
     outcome
+}
+
+/// Replaces every secret in the file at `path` (an executed notebook, its HTML) with `***`,
+/// in each way the file may spell it.
+pub(crate) fn redact_file(path: &std::path::Path, secrets: &[&String]) {
+    let Ok(mut text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let before = text.clone();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        for form in spellings(secret) {
+            if text.contains(&form) {
+                text = text.replace(&form, "***");
+            }
+        }
+    }
+    if text != before {
+        let _ = crate::record::write_atomic(path, text.as_bytes());
+    }
+}
+
+/// The ways a file may spell `secret`: as it is, as JSON escapes it (a quote, a backslash),
+/// and either of those as HTML escapes it, with the entities of Python's `html.escape`,
+/// of markupsafe (nbconvert's templates) and of nbconvert's ANSI filter (`&`, `<`, `>` only).
+fn spellings(secret: &str) -> Vec<String> {
+    let json = serde_json::to_string(secret).unwrap_or_default();
+    let json = json
+        .strip_prefix('"')
+        .and_then(|e| e.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_owned();
+    let html = |text: &str, quote: &str, apostrophe: &str| {
+        text.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', quote)
+            .replace('\'', apostrophe)
+    };
+    let mut forms = Vec::new();
+    for text in [secret.to_owned(), json] {
+        forms.push(html(&text, "&quot;", "&#x27;"));
+        forms.push(html(&text, "&#34;", "&#39;"));
+        forms.push(html(&text, "\"", "'"));
+        forms.push(text);
+    }
+    // The longest first: a form that holds another is masked whole.
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.dedup();
+    forms.retain(|form| !form.is_empty());
+    forms
 }
 
 /// Whether the failure's summary is the check's own text (an exception, nbconvert's last
@@ -115,6 +147,28 @@ mod tests {
         assert_eq!(
             failure.output_tail.as_deref(),
             Some("the loader *** early\nkey ***")
+        );
+    }
+
+    #[test]
+    fn a_secret_is_masked_in_the_html_however_it_is_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let html = dir.path().join("failing.html");
+        let secret = "a<b>&\"c'd".to_owned();
+        std::fs::write(
+            &html,
+            "<pre>a&lt;b&gt;&amp;\"c'd</pre><p title=\"a&lt;b&gt;&amp;&quot;c&#x27;d\">\
+             a&lt;b&gt;&amp;&#34;c&#39;d</p><script>{\"x\": \"a<b>&\\\"c'd\"}</script>",
+        )
+        .unwrap();
+        let outcome = Outcome {
+            html: Some(html.clone()),
+            ..Outcome::default()
+        };
+        redact(outcome, [&secret].into_iter());
+        assert_eq!(
+            std::fs::read_to_string(&html).unwrap(),
+            "<pre>***</pre><p title=\"***\">***</p><script>{\"x\": \"***\"}</script>"
         );
     }
 

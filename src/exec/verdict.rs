@@ -17,6 +17,28 @@ pub(super) fn setup_failure(category: Category, summary: String) -> Outcome {
     setup(category, summary, None)
 }
 
+/// The outcome of a notebook trial whose file is not a regular file (a FIFO, a device, a
+/// socket, a link to nothing): it fails alone, before anything is staged, as a file nbformat
+/// could not read would. `None` for any other trial.
+pub(super) fn notebook_file_failure(spec: &TrialSpec) -> Option<Outcome> {
+    let crate::config::CheckKind::Notebook { path, .. } = &spec.check.kind else {
+        return None;
+    };
+    let error = crate::fsx::regular_file(path).err()?;
+    Some(Outcome {
+        failure: Some(Failure {
+            kind: FailureKind::InvalidNotebook,
+            category: Category::Notebook,
+            summary: format!("it cannot be read: {error}"),
+            cell: None,
+            exit_code: None,
+            output_tail: None,
+            cause: None,
+        }),
+        ..Outcome::default()
+    })
+}
+
 /// An outcome for an image the preflight refused; the cause is the preflight's own finding.
 pub(super) fn preflight_failure(error: &PreflightError) -> Outcome {
     setup(Category::Runtime, error.to_string(), Some(error.cause()))
@@ -65,6 +87,10 @@ fn with_cause(failure: Failure, detected: Option<GpuCause>) -> Failure {
     failure
 }
 
+/// Why a notebook that failed before its first cell has no executed notebook.
+pub(super) const NEVER_STARTED: &str =
+    "no executed notebook: the notebook never started (no cell ran)";
+
 /// What one notebook run left behind.
 pub(super) struct NotebookRun<'a> {
     /// The progress events file's text.
@@ -95,13 +121,19 @@ pub(super) fn notebook(
         .unwrap_or_default();
     let report = ExecutionReport::read(&notebook, &progress, result.output, result.end);
 
-    // Kept whether or not every cell ran, unlike nbconvert, which writes it only then.
-    let artifact = result.executed.and_then(|executed| {
-        let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
-        crate::record::write_atomic(&artifact, &executed)
-            .ok()
-            .map(|()| artifact)
-    });
+    // A notebook that failed before any cell started keeps no executed notebook: it would be
+    // an unexecuted copy posing as executed. Otherwise it is kept whether or not every cell
+    // ran, unlike nbconvert, which writes it only then.
+    let never_started = report.failure.is_some() && !progress.any_started();
+    let artifact = match (never_started, result.executed) {
+        (false, Some(executed)) => {
+            let artifact = run.artifact_path(&spec.runtime.name, &spec.machine.name, relative);
+            crate::record::write_atomic(&artifact, &executed)
+                .ok()
+                .map(|()| artifact)
+        }
+        _ => None,
+    };
 
     let failure = report.failure.map(|(kind, cell, summary)| {
         let category = match kind {
@@ -139,6 +171,7 @@ pub(super) fn notebook(
         failure: failure.map(|failure| with_cause(failure, None)),
         cells: report.cells,
         artifact,
+        artifact_note: never_started.then(|| NEVER_STARTED.to_owned()),
         ..Outcome::default()
     }
 }

@@ -63,6 +63,11 @@ impl Progress {
         progress
     }
 
+    /// Whether any cell started.
+    pub fn any_started(&self) -> bool {
+        !self.started.is_empty()
+    }
+
     /// The cell that started last and never finished, if any.
     pub fn running(&self) -> Option<usize> {
         self.started

@@ -163,6 +163,9 @@ fn tags_of(runtime: &Runtime, machine: &Machine, check: &Check) -> Vec<String> {
     tags
 }
 
+/// How the reason for leaving a trial to another shard begins.
+pub(crate) const SHARD_REASON: &str = "in shard ";
+
 /// The first reason, in a fixed order, why `spec` is not run here.
 fn exclusion_reason(
     matrix: &Matrix,
@@ -192,7 +195,7 @@ fn exclusion_reason(
     if let Some((k, n)) = selection.shard {
         let shard = shard_of(&spec.name, n);
         if shard != k {
-            return Some(format!("in shard {shard}/{n}, not {k}/{n}"));
+            return Some(format!("{SHARD_REASON}{shard}/{n}, not {k}/{n}"));
         }
     }
     None

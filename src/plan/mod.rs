@@ -7,5 +7,6 @@
 mod expand;
 mod select;
 
+pub(crate) use expand::SHARD_REASON;
 pub use expand::{Excluded, Plan, TrialSpec};
 pub use select::{MachineSelection, Selection, TagFilter};

@@ -1,145 +1,231 @@
-//! `junit.xml`: one test suite per runtime, one test case per trial. Expected failures pass;
-//! excluded trials are skipped with their reason. Planned trials that did not run are errors,
-//! not skips: CI gates and test-report tools pass a suite whose cases were skipped, and a
-//! trial an interrupted run never finished proved nothing.
+//! `junit.xml`, written with quick-junit (cargo-nextest's writer).
+//!
+//! Layout, chosen for how CI test views show it: one `<testsuite>` per runtime (GitHub test
+//! reporters and GitLab's test report list suites as sections, so a runtime reads as one row
+//! of the grid); each trial a `<testcase>` named by its full trial name, `runtime::machine::check`
+//! (what `cargo test -- --exact` takes, and what viewers that show only names need), with
+//! classname `runtime.machine` (Jenkins splits a classname at its last dot into package and
+//! class: runtime, then machine).
+//!
+//! Statuses: a notebook or runtime failure and an unexpected pass are `<failure>`; an
+//! infrastructure failure (the engine, provisioning, I/O) and a planned trial that left no record
+//! are `<error>`: CI gates and test views pass a suite whose cases were skipped, and a trial an
+//! interrupted run never finished proved nothing. Excluded trials are `<skipped>` with their
+//! reason, and so are container trials left out because they are opt-in; an expected failure passes, saying so in its `<system-out>`.
+//!
+//! The output validates against the Jenkins xUnit plugin's `junit-10.xsd` (the schema pytest
+//! checks its own JUnit output with), which is stricter than GitHub's and GitLab's parsers: no
+//! per-case timestamps (records keep them) and no `skipped` count on `<testsuites>`.
+//!
+//! Times are wall-clock: a suite's is the span from its first trial's start to its last trial's
+//! end, not the sum of its trials, which run in parallel.
 
 use super::Report;
-use crate::verdict::Status;
-use std::collections::BTreeMap;
+use crate::record::TrialRecord;
+use crate::verdict::{Category, Status};
+use chrono::{DateTime, FixedOffset};
+use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-
-/// One `<testcase>`.
-struct Case {
-    name: String,
-    seconds: f64,
-    body: String,
-    failed: bool,
-    skipped: bool,
-    error: bool,
-}
-
-/// The cases of `report`, by runtime: records, then trials not run, then exclusions.
-fn suites(report: &Report) -> BTreeMap<&str, Vec<Case>> {
-    let mut suites: BTreeMap<&str, Vec<Case>> = BTreeMap::new();
-    for t in &report.trials {
-        let body = match t.status {
-            Status::Passed => String::new(),
-            Status::ExpectedFailure => format!(
-                "<system-out>{}</system-out>",
-                escape(&format!(
-                    "expected failure ({}): {}",
-                    t.expected.as_ref().map(|e| e.reason.as_str()).unwrap_or(""),
-                    t.failure.as_ref().map(|f| f.summary.as_str()).unwrap_or("")
-                ))
-            ),
-            Status::UnexpectedPass => format!(
-                "<failure message=\"passed, but declared as an expected failure\" type=\"unexpected-pass\">{}</failure>",
-                escape(t.expected.as_ref().map(|e| e.reason.as_str()).unwrap_or(""))
-            ),
-            Status::Failed => {
-                let f = t.failure.as_ref();
-                let kind = f.map(|f| super::text::name_of(&f.kind)).unwrap_or_default();
-                format!(
-                    "<failure message=\"{}\" type=\"{}\">{}</failure>",
-                    escape(f.map(|f| f.summary.as_str()).unwrap_or("")),
-                    escape(&kind),
-                    escape(crate::report::text::failure_details(t, None).trim_start())
-                )
-            }
-        };
-        suites.entry(&t.runtime).or_default().push(Case {
-            name: format!("{}::{}", t.machine, t.check),
-            seconds: t.seconds,
-            failed: t.status.is_failure(),
-            skipped: false,
-            error: false,
-            body,
-        });
-    }
-    for n in &report.not_run {
-        suites.entry(&n.runtime).or_default().push(Case {
-            name: format!("{}::{}", n.machine, n.check),
-            seconds: 0.0,
-            failed: false,
-            skipped: false,
-            error: true,
-            body: format!(
-                "<error message=\"not run: {}\" type=\"not-run\"/>",
-                escape(&n.reason)
-            ),
-        });
-    }
-    for e in &report.excluded {
-        suites.entry(&e.runtime).or_default().push(Case {
-            name: format!("{}::{}", e.machine, e.check),
-            seconds: 0.0,
-            failed: false,
-            skipped: true,
-            error: false,
-            body: format!("<skipped message=\"{}\"/>", escape(&e.reason)),
-        });
-    }
-    suites
-}
+use std::time::Duration;
 
 /// Writes `report` as JUnit XML.
 pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    let suites = suites(report);
-    let count = |cases: &[Case], f: fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
-    let all: Vec<&Case> = suites.values().flatten().collect();
-    writeln!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>")?;
-    writeln!(
-        out,
-        "<testsuites name=\"runtime-matrix\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-        all.len(),
-        all.iter().filter(|c| c.failed).count(),
-        all.iter().filter(|c| c.error).count(),
-        all.iter().filter(|c| c.skipped).count(),
-        all.iter().map(|c| c.seconds).sum::<f64>()
-    )?;
-    for (runtime, cases) in &suites {
-        writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-            escape(runtime),
-            cases.len(),
-            count(cases, |c| c.failed),
-            count(cases, |c| c.error),
-            count(cases, |c| c.skipped),
-            cases.iter().map(|c| c.seconds).sum::<f64>()
-        )?;
-        for case in cases {
-            let open = format!(
-                "    <testcase name=\"{}\" classname=\"{}\" time=\"{:.3}\"",
-                escape(&case.name),
-                escape(runtime),
-                case.seconds
-            );
-            if case.body.is_empty() {
-                writeln!(out, "{open}/>")?;
-            } else {
-                writeln!(out, "{open}>{}</testcase>", case.body)?;
-            }
-        }
-        writeln!(out, "  </testsuite>")?;
+    let mut suites: BTreeMap<&str, Suite> = BTreeMap::new();
+    for t in &report.trials {
+        suites.entry(&t.runtime).or_default().add_record(t);
     }
-    writeln!(out, "</testsuites>")
+    for n in &report.not_run {
+        let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+        status
+            .set_type("not-run")
+            .set_message(one_line(&format!("not run: {}", n.reason)));
+        let case = case(&n.name, &n.runtime, &n.machine, status);
+        suites.entry(&n.runtime).or_default().cases.push(case);
+    }
+    for e in report.excluded.iter().chain(&report.skipped) {
+        let mut status = TestCaseStatus::skipped();
+        status.set_message(one_line(&e.reason));
+        let case = case(&e.name, &e.runtime, &e.machine, status);
+        suites.entry(&e.runtime).or_default().cases.push(case);
+    }
+
+    let mut junit = quick_junit::Report::new("runtime-matrix");
+    let mut whole = Span::default();
+    for (runtime, suite) in suites {
+        let mut test_suite = TestSuite::new(runtime);
+        suite.span.stamp(&mut test_suite);
+        if !suite.hosts.is_empty() {
+            let hosts: Vec<&str> = suite.hosts.into_iter().collect();
+            test_suite
+                .extra
+                .insert("hostname".into(), one_line(&hosts.join(", ")).into());
+        }
+        test_suite.add_test_cases(suite.cases);
+        whole.merge(&suite.span);
+        junit.add_test_suite(test_suite);
+    }
+    junit.set_time(whole.duration());
+    let xml = junit.to_string().map_err(std::io::Error::other)?;
+    out.write_all(without_root_skipped(&xml).as_bytes())
 }
 
-/// Escapes text for XML attributes and content, dropping characters XML 1.0 cannot hold.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\n' | '\t' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 => {}
-            c => out.push(c),
+/// `xml` without the `skipped` count quick-junit always puts on `<testsuites>`: the Jenkins
+/// xUnit schema (`junit-10.xsd`, which pytest also validates its output against) does not allow
+/// it there, and every viewer counts skips from the suites, which keep theirs.
+fn without_root_skipped(xml: &str) -> String {
+    let Some(root) = xml.find("<testsuites ") else {
+        return xml.to_owned();
+    };
+    let tag_end = xml[root..].find('>').map_or(xml.len(), |end| root + end);
+    let Some(attribute) = xml[root..tag_end].find(" skipped=\"").map(|at| root + at) else {
+        return xml.to_owned();
+    };
+    let value = attribute + " skipped=\"".len();
+    let close = xml[value..tag_end]
+        .find('"')
+        .map_or(tag_end, |end| value + end + 1);
+    format!("{}{}", &xml[..attribute], &xml[close..])
+}
+
+/// A runtime's test cases, and when and where its trials ran.
+#[derive(Default)]
+struct Suite<'a> {
+    cases: Vec<TestCase>,
+    span: Span,
+    hosts: BTreeSet<&'a str>,
+}
+
+impl<'a> Suite<'a> {
+    fn add_record(&mut self, t: &'a TrialRecord) {
+        self.hosts.insert(&t.host);
+        let failure = t.failure.as_ref();
+        let details = super::text::failure_details(t, None);
+        let status = match t.status {
+            Status::Passed | Status::ExpectedFailure => TestCaseStatus::success(),
+            Status::UnexpectedPass => {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status
+                    .set_type("unexpected-pass")
+                    .set_message("passed, but declared as an expected failure");
+                if let Some(expected) = &t.expected {
+                    status.set_description(format!("expected to fail: {}", expected.reason));
+                }
+                status
+            }
+            Status::Failed => {
+                let kind = match failure.map(|f| f.category) {
+                    Some(Category::Infrastructure) => NonSuccessKind::Error,
+                    _ => NonSuccessKind::Failure,
+                };
+                let mut status = TestCaseStatus::non_success(kind);
+                if let Some(f) = failure {
+                    status
+                        .set_type(super::text::name_of(&f.kind))
+                        .set_message(one_line(&f.summary));
+                }
+                status.set_description(details.trim_start());
+                status
+            }
+        };
+        let mut case = case(&t.trial, &t.runtime, &t.machine, status);
+        case.set_time(Duration::from_secs_f64(t.seconds.max(0.0)));
+        let started = DateTime::parse_from_rfc3339(&t.started_at).ok();
+        let out = system_out(t, &details);
+        if !out.is_empty() {
+            case.set_system_out(out);
+        }
+        self.cases.push(case);
+        if let Some(started) = started {
+            let setup: f64 = t.setup.iter().map(|step| step.seconds).sum();
+            let end = started + chrono::Duration::milliseconds(((setup + t.seconds) * 1e3) as i64);
+            self.span.add(started, end);
         }
     }
+}
+
+/// What a viewer shows as the trial's output: why an expected failure failed, the output tail,
+/// where the executed notebook is.
+fn system_out(t: &TrialRecord, details: &str) -> String {
+    let mut out = String::new();
+    if let (Status::ExpectedFailure, Some(expected)) = (t.status, &t.expected) {
+        out.push_str(&format!("expected failure ({}):", expected.reason));
+        out.push_str(details);
+        out.push('\n');
+        return out;
+    }
+    if let Some(tail) = t.failure.as_ref().and_then(|f| f.output_tail.as_deref())
+        && !tail.trim().is_empty()
+    {
+        out.push_str(tail.trim_end());
+        out.push('\n');
+    }
+    if let Some(artifact) = &t.artifact {
+        out.push_str(&format!("executed notebook: {artifact}\n"));
+    }
+    if let Some(html) = &t.html {
+        out.push_str(&format!("as HTML: {html}\n"));
+    }
     out
+}
+
+/// A `<testcase>` named by its trial, in class `runtime.machine`.
+fn case(name: &str, runtime: &str, machine: &str, status: TestCaseStatus) -> TestCase {
+    let mut case = TestCase::new(name, status);
+    case.set_classname(format!("{runtime}.{machine}"));
+    case
+}
+
+/// `text` on one line: an attribute's newlines become spaces when a viewer reads it.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// From the first start to the last end of some trials.
+#[derive(Default)]
+struct Span {
+    start: Option<DateTime<FixedOffset>>,
+    end: Option<DateTime<FixedOffset>>,
+}
+
+impl Span {
+    fn add(&mut self, start: DateTime<FixedOffset>, end: DateTime<FixedOffset>) {
+        self.start = Some(self.start.map_or(start, |s| s.min(start)));
+        self.end = Some(self.end.map_or(end, |e| e.max(end)));
+    }
+
+    fn merge(&mut self, other: &Span) {
+        if let (Some(start), Some(end)) = (other.start, other.end) {
+            self.add(start, end);
+        }
+    }
+
+    fn duration(&self) -> Duration {
+        match (self.start, self.end) {
+            (Some(start), Some(end)) => (end - start).to_std().unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn stamp(&self, suite: &mut TestSuite) {
+        if let Some(start) = self.start {
+            suite.set_timestamp(start);
+        }
+        suite.set_time(self.duration());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_root_loses_its_skipped_count() {
+        let xml = "<?xml version=\"1.0\"?>\n<testsuites name=\"runtime-matrix\" tests=\"2\" skipped=\"1\" failures=\"0\">\n<testsuite name=\"a\" skipped=\"1\">";
+        assert_eq!(
+            without_root_skipped(xml),
+            "<?xml version=\"1.0\"?>\n<testsuites name=\"runtime-matrix\" tests=\"2\" failures=\"0\">\n<testsuite name=\"a\" skipped=\"1\">"
+        );
+        assert_eq!(without_root_skipped("<testsuites/>"), "<testsuites/>");
+    }
 }

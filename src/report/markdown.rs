@@ -69,9 +69,13 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         0 => String::new(),
         n => format!("; {n} not run"),
     };
+    let skipped_count = match s.skipped {
+        0 => String::new(),
+        n => format!("; {n} skipped (opt-in)"),
+    };
     writeln!(
         out,
-        "**{verdict}**: {} ran: {} passed, {} failed, {}, {}{not_run_count}; {} excluded.\n",
+        "**{verdict}**: {} ran: {} passed, {} failed, {}, {}{not_run_count}{skipped_count}; {} excluded.\n",
         count(s.total, "trial", "trials"),
         s.passed,
         s.failed,
@@ -124,6 +128,7 @@ struct Tally {
     failed: usize,
     expected: usize,
     excluded: usize,
+    skipped: usize,
     not_run: usize,
 }
 
@@ -146,6 +151,10 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     for n in &report.not_run {
         machines.insert(n.machine.as_str());
         cells.entry((&n.runtime, &n.machine)).or_default().not_run += 1;
+    }
+    for e in &report.skipped {
+        machines.insert(e.machine.as_str());
+        cells.entry((&e.runtime, &e.machine)).or_default().skipped += 1;
     }
     let runtimes: BTreeSet<&str> = cells.keys().map(|(runtime, _)| *runtime).collect();
     writeln!(out, "## Runtime × machine\n")?;
@@ -176,6 +185,9 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
                     }
                     if t.expected > 0 {
                         parts.push(format!("⚠️ {} expected", t.expected));
+                    }
+                    if t.skipped > 0 {
+                        parts.push(format!("⏸️ {} skipped", t.skipped));
                     }
                     if t.excluded > 0 {
                         parts.push(format!("⏭️ {} excluded", t.excluded));
@@ -270,12 +282,49 @@ fn failure_body(t: &TrialRecord, out: &mut impl Write) -> std::io::Result<()> {
             tail.trim_end()
         )?;
     }
-    if let Some(artifact) = &t.artifact {
-        writeln!(out, "Executed notebook: `{artifact}`\n")?;
-    } else {
-        writeln!(out)?;
+    match (&t.artifact, &t.html, &t.artifact_note) {
+        (Some(artifact), html, note) => {
+            write!(out, "Executed notebook: {}", link(artifact))?;
+            if let Some(html) = html {
+                write!(out, ", as HTML: {}", link(html))?;
+            }
+            if let Some(note) = note {
+                write!(out, " ({})", inline(note))?;
+            }
+            writeln!(out, "\n")
+        }
+        (None, _, Some(note)) => {
+            let note = inline(note);
+            let mut chars = note.chars();
+            let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
+            writeln!(out, "{}{}\n", first.unwrap_or_default(), chars.as_str())
+        }
+        (None, _, None) => writeln!(out),
     }
-    Ok(())
+}
+
+/// A link to the file at `path` (relative to the report's folder), named by the file's name.
+fn link(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let mut text = String::new();
+    for c in name.chars() {
+        if "\\`*_[]<>!#|".contains(c) {
+            text.push('\\');
+        }
+        text.push(c);
+    }
+    // Percent-encoded: a link target with a space, a parenthesis or a non-ASCII name works
+    // on GitHub and in local viewers alike.
+    let mut target = String::new();
+    for byte in path.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                target.push(byte as char);
+            }
+            _ => target.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    format!("[{text}]({target})")
 }
 
 fn expected(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
@@ -307,15 +356,25 @@ fn expected(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 fn excluded(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    if report.excluded.is_empty() {
+    by_reason(&report.skipped, "Skipped", out)?;
+    by_reason(&report.excluded, "Excluded", out)
+}
+
+/// `entries` under `heading`, grouped by reason: a GPU machine on a CPU host excludes many
+/// trials for one reason.
+fn by_reason(
+    entries: &[crate::plan::Excluded],
+    heading: &str,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    if entries.is_empty() {
         return Ok(());
     }
-    // Grouped by reason: a GPU machine on a CPU host excludes many trials for one reason.
     let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for e in &report.excluded {
+    for e in entries {
         by_reason.entry(&e.reason).or_default().push(&e.name);
     }
-    writeln!(out, "## Excluded\n")?;
+    writeln!(out, "## {heading}\n")?;
     writeln!(out, "| reason | trials |\n|---|---|")?;
     for (reason, names) in by_reason {
         let shown: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
@@ -398,6 +457,14 @@ fn inline(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_name_the_file_and_encode_the_path() {
+        assert_eq!(
+            link("../run 1/artifacts/py/cpu/my_[nb] (2).ipynb"),
+            "[my\\_\\[nb\\] (2).ipynb](../run%201/artifacts/py/cpu/my_%5Bnb%5D%20%282%29.ipynb)"
+        );
+    }
 
     #[test]
     fn a_report_that_fits_is_not_cut() {

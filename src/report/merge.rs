@@ -28,6 +28,8 @@ pub struct Summary {
     pub unexpected_passes: usize,
     /// Declared but not run.
     pub excluded: usize,
+    /// Left out because libtest ignored them: container trials are opt-in.
+    pub skipped: usize,
     /// Planned, but left no record: interrupted, killed, or in a shard not merged.
     pub not_run: usize,
     /// The setup the runs did, by runtime, machine, kind and subject: none of it is counted in
@@ -79,6 +81,11 @@ fn setup_of(records: &[TrialRecord]) -> Vec<RunSetup> {
         .collect()
 }
 
+/// Whether an exclusion's reason is only that the trial is in another shard.
+fn is_shard(reason: &str) -> bool {
+    reason.starts_with(crate::plan::SHARD_REASON)
+}
+
 /// A trial a merged run planned but did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotRun {
@@ -109,8 +116,12 @@ pub struct Report {
     pub summary: Summary,
     /// One record per trial, by name.
     pub trials: Vec<TrialRecord>,
-    /// Trials declared but not run anywhere in the merged runs, by name.
+    /// Trials declared but not run anywhere in the merged runs, by name. A trial that every
+    /// merged run left to another shard says that none of them ran it.
     pub excluded: Vec<Excluded>,
+    /// Trials a merged run left out because libtest ignored them (container trials are
+    /// opt-in: `--include-ignored`), and no merged run ran, by name.
+    pub skipped: Vec<Excluded>,
     /// Whether a merged run was cut short by SIGINT or SIGTERM.
     pub interrupted: bool,
     /// How each interrupted run was interrupted.
@@ -132,6 +143,7 @@ impl Report {
         let RunContents {
             records,
             excluded,
+            skipped,
             planned,
             mut runs_without_plan,
             mut interruptions,
@@ -165,14 +177,37 @@ impl Report {
                 reason: reason.to_owned(),
             });
         }
+        let mut skipped_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
+        for entry in skipped {
+            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
+                skipped_by_name.entry(entry.name.clone()).or_insert(entry);
+            }
+        }
+        // A trial one shard leaves to another is run, not run or skipped there; excluded only
+        // when no merged run had it, and then for a reason other than its shard if there is one.
         let mut excluded_by_name: BTreeMap<String, Excluded> = BTreeMap::new();
         for entry in excluded {
-            if !by_name.contains_key(&entry.name) && !not_run.contains_key(&entry.name) {
-                excluded_by_name.entry(entry.name.clone()).or_insert(entry);
+            if by_name.contains_key(&entry.name)
+                || not_run.contains_key(&entry.name)
+                || skipped_by_name.contains_key(&entry.name)
+            {
+                continue;
+            }
+            match excluded_by_name.get(&entry.name) {
+                Some(kept) if !is_shard(&kept.reason) || is_shard(&entry.reason) => {}
+                _ => {
+                    excluded_by_name.insert(entry.name.clone(), entry);
+                }
+            }
+        }
+        for entry in excluded_by_name.values_mut() {
+            if is_shard(&entry.reason) {
+                entry.reason = format!("{}, and no merged run ran that shard", entry.reason);
             }
         }
         let trials: Vec<TrialRecord> = by_name.into_values().collect();
         let excluded: Vec<Excluded> = excluded_by_name.into_values().collect();
+        let skipped: Vec<Excluded> = skipped_by_name.into_values().collect();
         let not_run: Vec<NotRun> = not_run.into_values().collect();
         let count = |status: Status| trials.iter().filter(|t| t.status == status).count();
         let summary = Summary {
@@ -182,6 +217,7 @@ impl Report {
             expected_failures: count(Status::ExpectedFailure),
             unexpected_passes: count(Status::UnexpectedPass),
             excluded: excluded.len(),
+            skipped: skipped.len(),
             not_run: not_run.len(),
             setup,
         };
@@ -203,6 +239,7 @@ impl Report {
             summary,
             trials,
             excluded,
+            skipped,
             interrupted: !interruptions.is_empty(),
             interruptions,
             not_run,
@@ -280,12 +317,23 @@ pub fn read_report(dirs: &[PathBuf]) -> Result<Report, OutputError> {
 
 type Renderer = fn(&Report, &mut Vec<u8>) -> std::io::Result<()>;
 
-/// Writes the three report files into `out`, each atomically.
+/// Writes the three report files into `out`, each atomically. The records' artifact paths
+/// (as [`read_report`] found them) become relative to `out`, so that the reports' links work
+/// wherever `out` is and from wherever they are read.
 pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
     std::fs::create_dir_all(out).map_err(|error| OutputError::CreateDir {
         path: out.to_owned(),
         error,
     })?;
+    let mut report = report.clone();
+    for trial in &mut report.trials {
+        for kept in trial.artifact.iter_mut().chain(trial.html.iter_mut()) {
+            *kept = relative_to(Path::new(kept), out)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    let report = &report;
     let renderers: [(&str, Renderer); 3] = [
         ("report.json", json::write),
         ("report.md", markdown::write),
@@ -301,9 +349,57 @@ pub fn write_all(report: &Report, out: &Path) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// `path` as a path relative to the folder `base`, both taken from the current folder and
+/// read lexically (`..` removes the component before it): `../run-1/artifacts/x.ipynb`.
+fn relative_to(path: &Path, base: &Path) -> PathBuf {
+    use std::path::Component;
+    fn lexical(path: &Path) -> Vec<Component<'_>> {
+        let mut parts: Vec<Component<'_>> = Vec::new();
+        for part in path.components() {
+            match part {
+                Component::CurDir => {}
+                Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
+                    parts.pop();
+                }
+                part => parts.push(part),
+            }
+        }
+        parts
+    }
+    let (Ok(path), Ok(base)) = (std::path::absolute(path), std::path::absolute(base)) else {
+        return path.to_owned();
+    };
+    let (path, base) = (lexical(&path), lexical(&base));
+    let common = path.iter().zip(&base).take_while(|(a, b)| a == b).count();
+    let mut relative = PathBuf::new();
+    for _ in common..base.len() {
+        relative.push("..");
+    }
+    relative.extend(&path[common..]);
+    relative
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_paths_become_relative_to_the_reports_folder() {
+        let path = Path::new("/out/shard-1/run/./artifacts/py/cpu/x.ipynb");
+        assert_eq!(
+            relative_to(path, Path::new("/out/merged/../merged/report")),
+            Path::new("../../shard-1/run/artifacts/py/cpu/x.ipynb")
+        );
+        assert_eq!(
+            relative_to(path, Path::new("/out/shard-1/run")),
+            Path::new("artifacts/py/cpu/x.ipynb")
+        );
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(
+            relative_to(Path::new("run/artifacts/x.html"), &here.join("run")),
+            Path::new("artifacts/x.html")
+        );
+    }
 
     /// A passed record of `runtime::machine::check` in run `rN` (started at N o'clock) with
     /// `setup`.

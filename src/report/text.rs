@@ -32,7 +32,8 @@ pub fn name_of(value: &impl serde::Serialize) -> String {
 }
 
 /// The lines after a failure's headline: the cell, its source, the exception, where the
-/// executed notebook is. `run` resolves the artifact's relative path.
+/// executed notebook and its HTML are (or why there are none). `run` resolves their relative
+/// paths.
 pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
     let mut out = String::new();
     let Some(failure) = &record.failure else {
@@ -83,11 +84,18 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
             let _ = write!(out, "\n    {line}");
         }
     }
+    let path = |relative: &String| {
+        run.map(|run| run.join(relative).display().to_string())
+            .unwrap_or_else(|| relative.clone())
+    };
     if let Some(artifact) = &record.artifact {
-        let path = run
-            .map(|run| run.join(artifact).display().to_string())
-            .unwrap_or_else(|| artifact.clone());
-        let _ = write!(out, "\n  executed notebook: {path}");
+        let _ = write!(out, "\n  executed notebook: {}", path(artifact));
+    }
+    if let Some(html) = &record.html {
+        let _ = write!(out, "\n  as HTML: {}", path(html));
+    }
+    if let Some(note) = &record.artifact_note {
+        let _ = write!(out, "\n  {note}");
     }
     out
 }
@@ -147,6 +155,8 @@ mod tests {
             setup: vec![],
             cells: vec![],
             artifact: None,
+            html: None,
+            artifact_note: None,
             gpus: vec![],
             note: None,
             image: None,

@@ -344,3 +344,77 @@ fn make_base_image() {
         "the base image could not be made:\n{stdout}\n{stderr}"
     );
 }
+
+/// A Python with the `xmlschema` package, and the Jenkins xUnit plugin's JUnit schema
+/// (`junit-10.xsd`), which pytest validates its own output against.
+pub struct SchemaTools {
+    pub python: PathBuf,
+    pub xsd: PathBuf,
+}
+
+/// [`SchemaTools`], set up once under the test cache from PyPI: a virtualenv with `xmlschema`,
+/// and the schema from pytest's source distribution (a pinned version, so the schema does not
+/// change under the tests).
+pub fn junit_schema_tools() -> SchemaTools {
+    let dir = cache().join("junit-schema");
+    let tools = SchemaTools {
+        python: dir.join("venv/bin/python"),
+        xsd: dir.join("junit-10.xsd"),
+    };
+    if tools.python.exists() && tools.xsd.exists() {
+        return tools;
+    }
+    // Made aside, then renamed into place: concurrent test processes never see half of it.
+    let aside = cache().join(format!("junit-schema.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::create_dir_all(&aside).unwrap();
+    let run = |command: &mut Command| {
+        let (code, stdout, stderr) = output(command);
+        assert_eq!(
+            code,
+            Some(0),
+            "setting up the JUnit schema tools (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
+        );
+    };
+    run(Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(aside.join("venv")));
+    let python = aside.join("venv/bin/python");
+    run(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "xmlschema>=3,<5",
+    ]));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "pytest==9.2.0",
+            "-d",
+        ])
+        .arg(&aside));
+    run(Command::new(&python)
+        .arg("-c")
+        .arg(
+            "import sys, tarfile\n\
+             with tarfile.open(sys.argv[1]) as sdist:\n\
+             \x20   member = sdist.getmember('pytest-9.2.0/testing/example_scripts/junit-10.xsd')\n\
+             \x20   open(sys.argv[2], 'wb').write(sdist.extractfile(member).read())",
+        )
+        .arg(aside.join("pytest-9.2.0.tar.gz"))
+        .arg(aside.join("junit-10.xsd")));
+    if std::fs::rename(&aside, &dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    tools
+}

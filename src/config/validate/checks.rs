@@ -24,6 +24,8 @@ pub(super) struct Override {
     cell_timeout: Option<Duration>,
     tags: Vec<String>,
     stages: Option<Vec<String>>,
+    /// Data globs, already checked.
+    data: Vec<String>,
     used: bool,
 }
 
@@ -40,6 +42,11 @@ impl Override {
         if let Some(stages) = &self.stages {
             check.stages = stages.clone();
         }
+        for glob in &self.data {
+            if !check.data.contains(glob) {
+                check.data.push(glob.clone());
+            }
+        }
     }
 }
 
@@ -49,6 +56,8 @@ pub(super) struct CheckDefaults {
     pub(super) cell_timeout: Duration,
     pub(super) tags: Vec<String>,
     pub(super) stages: Vec<String>,
+    /// Data globs, already checked; notebooks only.
+    pub(super) data: Vec<String>,
 }
 
 /// The folder notebook globs are resolved in.
@@ -144,6 +153,7 @@ impl Compiler {
                 )
             });
             let stages = self.stage_list(&format!("{key}.stages"), o.stages.as_ref(), stages);
+            let data = self.data_globs(&format!("{key}.data"), &o.data);
             overrides.push(Override {
                 notebooks: o.notebooks.clone(),
                 pattern,
@@ -151,6 +161,7 @@ impl Compiler {
                 cell_timeout,
                 tags: o.tags.clone(),
                 stages,
+                data,
                 used: false,
             });
         }
@@ -224,6 +235,7 @@ impl Compiler {
                 cell_timeout: defaults.cell_timeout,
                 tags: defaults.tags.clone(),
                 stages: defaults.stages.clone(),
+                data: defaults.data.clone(),
             };
             for o in overrides.iter_mut() {
                 o.apply(&relative, &mut check);
@@ -273,6 +285,7 @@ impl Compiler {
                 cell_timeout: timeout,
                 tags: defaults.tags.iter().cloned().chain(tags).collect(),
                 stages: stages.unwrap_or_else(|| defaults.stages.clone()),
+                data: Vec::new(),
             });
         }
         checks
@@ -317,6 +330,25 @@ impl Compiler {
         checks
     }
 
+    /// The data globs at `key`, in order without repeats, each checked as a glob that stays
+    /// inside the notebooks folder. Nothing is read: the files are found by each trial.
+    pub(super) fn data_globs(&mut self, key: &str, globs: &[String]) -> Vec<String> {
+        let mut checked: Vec<String> = Vec::new();
+        for glob in globs {
+            if glob.trim().is_empty() {
+                self.problem(
+                    key,
+                    "an empty data glob matches nothing (use e.g. \"data/**\" or \"shared/*.csv\")",
+                );
+            } else if glob.contains('\0') {
+                self.no_nul(key, "a data glob", glob);
+            } else if self.glob_pattern(key, glob).is_some() && !checked.contains(glob) {
+                checked.push(glob.clone());
+            }
+        }
+        checked
+    }
+
     /// Compiles a notebook glob, refusing patterns that would leave the notebooks folder.
     fn glob_pattern(&mut self, key: &str, text: &str) -> Option<glob::Pattern> {
         let escapes = Path::new(text).components().any(|part| {
@@ -352,6 +384,7 @@ fn gpu_check(name: &str, kind: CheckKind, defaults: &CheckDefaults) -> Check {
             .chain(["gpu-check".to_owned()])
             .collect(),
         stages: defaults.stages.clone(),
+        data: Vec::new(),
     }
 }
 
@@ -397,4 +430,86 @@ fn notebook_files(dir: &Path, pattern: &glob::Pattern) -> (BTreeSet<String>, BTr
         }
     }
     (found, unnamable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compiler() -> Compiler {
+        Compiler {
+            file: "matrix.toml".into(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn data_globs_stay_in_the_notebooks_folder_and_are_never_expanded_at_load() {
+        let mut c = compiler();
+        let globs: Vec<String> = [
+            "data/**",
+            "shared/*.csv",
+            "data/**",
+            "not-there-at-all/**",
+            "../up/*.csv",
+            "data/../../x",
+            "/abs/*.csv",
+            "data/[",
+            " ",
+        ]
+        .map(String::from)
+        .to_vec();
+        let checked = c.data_globs("runtimes.r.data", &globs);
+        // Kept in order, once; a glob that matches nothing here is the trial's to judge.
+        assert_eq!(checked, ["data/**", "shared/*.csv", "not-there-at-all/**"]);
+        let problems: Vec<String> = c
+            .problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "runtimes.r.data: `../up/*.csv` points outside the notebooks folder (globs are relative to it, without `..`)",
+                "runtimes.r.data: `data/../../x` points outside the notebooks folder (globs are relative to it, without `..`)",
+                "runtimes.r.data: `/abs/*.csv` points outside the notebooks folder (globs are relative to it, without `..`)",
+                "runtimes.r.data: `data/[` is not a valid glob (Pattern syntax error near position 5: invalid range pattern)",
+                "runtimes.r.data: an empty data glob matches nothing (use e.g. \"data/**\" or \"shared/*.csv\")",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_override_adds_its_data_to_the_notebooks_it_matches() {
+        let mut c = compiler();
+        let raw: Vec<RawOverride> = toml::from_str::<BTreeMap<String, Vec<RawOverride>>>(
+            r#"overrides = [
+                { notebooks = "deep/*.ipynb", data = ["shared/*.csv", "data/**"] },
+                { notebooks = "other.ipynb", data = ["other/**"] },
+            ]"#,
+        )
+        .unwrap()
+        .remove("overrides")
+        .unwrap();
+        let mut overrides = c.overrides(&raw, &[]);
+        let check = |relative: &str| Check {
+            name: format!("nb::{relative}"),
+            kind: CheckKind::Command { run: "true".into() },
+            timeout: DEFAULT_TIMEOUT,
+            cell_timeout: DEFAULT_CELL_TIMEOUT,
+            tags: Vec::new(),
+            stages: Vec::new(),
+            data: vec!["data/**".into()],
+        };
+        let mut deep = check("deep/x.ipynb");
+        let mut top = check("top.ipynb");
+        for o in overrides.iter_mut() {
+            o.apply("deep/x.ipynb", &mut deep);
+            o.apply("top.ipynb", &mut top);
+        }
+        assert_eq!(deep.data, ["data/**", "shared/*.csv"]);
+        assert_eq!(top.data, ["data/**"]);
+        assert!(c.problems.is_empty());
+    }
 }

@@ -101,7 +101,14 @@ impl Compiler {
             stages: self
                 .stage_list(&format!("{key}.stages"), r.stages.as_ref(), scope.stages)
                 .unwrap_or_else(|| scope.stages.to_vec()),
+            data: self.data_globs(&format!("{key}.data"), &r.data),
         };
+        if !r.data.is_empty() && r.notebooks.is_empty() {
+            self.warn(format!(
+                "{key}.data has no effect: the runtime has no notebooks, and data is staged \
+                 with notebooks only"
+            ));
+        }
 
         let mut checks = self.notebook_checks(
             &key,

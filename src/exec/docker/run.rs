@@ -9,9 +9,10 @@ use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
 use crate::engine::{Condition, ContainerSpec, Engine, GpuRequest, ImageInfo};
 use crate::error::EngineError;
 use crate::exec::Outcome;
-use crate::exec::invocation::{Invocation, container_of, in_folder, trial_folder};
+use crate::exec::data::DataSet;
+use crate::exec::invocation::{Invocation, WORK, container_of, in_folder, trial_folder};
 use crate::exec::live::{Owner, lock};
-use crate::exec::redact::{MIN_SECRET_BYTES, redact};
+use crate::exec::redact::{MIN_SECRET_BYTES, redact, redact_file};
 use crate::exec::verdict::{self, NotebookRun, setup_failure};
 use crate::gpu::HostGpus;
 use crate::notebook::ProcessEnd;
@@ -52,6 +53,8 @@ pub(crate) struct DockerExecutor {
         Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
     /// The runners of this process, one per runtime, machine and GPU lease.
     pub(super) runners: crate::exec::runner::Runners,
+    /// The data sets known to be in a runner's container, as `container|key`.
+    pub(super) staged_data: Mutex<std::collections::HashSet<String>>,
     /// How long a runner idles before it exits by itself (`RUNTIME_MATRIX_RUNNER_IDLE`).
     pub(crate) runner_idle: Duration,
     /// Where running notebooks' cells are said, for the heartbeat.
@@ -99,6 +102,7 @@ impl DockerExecutor {
             engines: Mutex::default(),
             images: Mutex::default(),
             runners: Default::default(),
+            staged_data: Mutex::default(),
             runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
             board: Default::default(),
         }
@@ -170,6 +174,17 @@ impl DockerExecutor {
         if let Some(outcome) = preflight(trial, &image, host.filter(|_| spec.machine.gpus > 0)) {
             return Ok(outcome);
         }
+        if let Some(outcome) = verdict::notebook_file_failure(spec) {
+            return Ok(outcome);
+        }
+        // Found before a runner starts: a data set that cannot be staged fails the trial now.
+        let data = match &trial.invocation.data {
+            Some(data) => match DataSet::find(&data.notebooks_dir, &data.globs) {
+                Ok(set) => Some(set),
+                Err(error) => return Ok(crate::exec::data::failure(&error)),
+            },
+            None => None,
+        };
         let key = self.runner_key(&engine, trial);
         let serves = format!(
             "runtime `{}` on machine `{}`",
@@ -199,10 +214,20 @@ impl DockerExecutor {
             archive(&files).map_err(|error| io_error("pack the files of", &spec.name, error))?;
         self.runtime
             .block_on(engine.upload(&container, "/", archive))?;
+        let data = match data.filter(|_| !runner.bare) {
+            Some(set) => match self.stage_data(&engine, &container, &set)? {
+                Ok((store, step)) => {
+                    setup.extend(step);
+                    Some(store)
+                }
+                Err(failed) => return Ok(failed),
+            },
+            None => None,
+        };
 
         let ran = match runner.bare {
             true => self.run_bare(&engine, &container, trial)?,
-            false => self.run_on(&engine, &key, &runner, trial)?,
+            false => self.run_on(&engine, &key, &runner, trial, data.as_deref())?,
         };
         let ran = match ran {
             Ok(ran) => ran,
@@ -217,6 +242,17 @@ impl DockerExecutor {
             image: Some((&image).into()),
             ..outcome
         };
+        // Rendered from the kept notebook, secrets masked already, and masked again in the
+        // HTML: escaping may spell a secret anew.
+        if let Some(artifact) = crate::exec::html::wanted(&outcome).filter(|_| !runner.bare) {
+            let started = std::time::Instant::now();
+            let rendered = self.render(&engine, &container, &runner, trial, artifact);
+            crate::exec::html::keep(&mut outcome, rendered);
+            if let Some(html) = &outcome.html {
+                redact_file(html, &trial.secrets.values().collect::<Vec<_>>());
+            }
+            outcome.after_check += started.elapsed();
+        }
         if outcome.failure.is_some() && ran.exit_code.is_some() {
             let (running, oom_kills) = self
                 .runtime
@@ -231,19 +267,24 @@ impl DockerExecutor {
         Ok(self.finish(&key, &runner, trial, outcome))
     }
 
-    /// Runs the trial on `runner`. A runner that went away or stopped answering fails the
-    /// trial (`Ok(Err(outcome))`), unless the engine is to blame (`Err`).
+    /// Runs the trial on `runner`, with the data set the runner holds at `data` copied into
+    /// its work folder first. A runner that went away or stopped answering fails the trial
+    /// (`Ok(Err(outcome))`), unless the engine is to blame (`Err`).
     fn run_on(
         &self,
         engine: &Engine,
         key: &str,
         runner: &Arc<crate::exec::runner::Runner>,
         trial: &Trial<'_>,
+        data: Option<&str>,
     ) -> Result<Result<Ran, Outcome>, EngineError> {
         use crate::error::RunnerError;
         let spec = trial.spec;
         let container = runner.container.clone().unwrap_or_default();
         let mut request = trial.invocation.request(&trial.folder);
+        if let Some(data) = data {
+            request = request.with_data(data, WORK);
+        }
         for (name, value) in &trial.secrets {
             request = request.with_env(name, value);
         }
@@ -365,6 +406,47 @@ impl DockerExecutor {
             exit_code: exec.exit_code,
             output: exec.output,
         }))
+    }
+
+    /// The executed notebook `artifact` as HTML, rendered by the runtime's nbconvert on
+    /// `runner` in the trial's folder and copied out (at most [`COLLECTED`] of it); else why
+    /// not.
+    ///
+    /// [`COLLECTED`]: crate::fsx::COLLECTED
+    fn render(
+        &self,
+        engine: &Engine,
+        container: &str,
+        runner: &crate::exec::runner::Runner,
+        trial: &Trial<'_>,
+        artifact: &Path,
+    ) -> Result<Vec<u8>, String> {
+        let (notebook, html) = crate::exec::html::paths(artifact);
+        let bytes = crate::fsx::read_bounded(artifact, crate::fsx::COLLECTED)
+            .map_err(|error| format!("cannot read {}: {error}", artifact.display()))?;
+        let source = in_folder(&trial.folder, &notebook);
+        let parent = source.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let files = BTreeMap::from([(parent.to_owned(), None), (source, Some(bytes))]);
+        let archive = archive(&files).map_err(|error| format!("cannot pack it: {error}"))?;
+        self.runtime
+            .block_on(engine.upload(container, "/", archive))
+            .map_err(|error| crate::error::chain(&error))?;
+        if let Some(why) = runner
+            .render(&trial.folder, &notebook, &html)
+            .map_err(|error| crate::error::chain(&error))?
+        {
+            return Err(why);
+        }
+        let path = in_folder(&trial.folder, &html);
+        let limit = crate::fsx::COLLECTED.bytes;
+        match self
+            .runtime
+            .block_on(engine.download_file_within(container, &path, limit))
+        {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(format!("nbconvert wrote no {html}")),
+            Err(error) => Err(crate::error::chain(&error)),
+        }
     }
 
     /// Puts a notebook's cells on the progress board as its runner reports them.

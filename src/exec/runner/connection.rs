@@ -107,6 +107,30 @@ impl Connection {
         }
     }
 
+    /// Sends `op` as a request of its own (it gets an id) and waits up to `wait` for the
+    /// first event with that id, which answers it; several may be asked at once.
+    pub(crate) fn call(
+        &self,
+        mut op: serde_json::Value,
+        wait: Duration,
+    ) -> Result<Event, RunnerError> {
+        let id = format!("t{}", self.next.fetch_add(1, Ordering::Relaxed));
+        let receiver = self.register(&id)?;
+        op["id"] = id.clone().into();
+        let answer = self
+            .send(&op)
+            .and_then(|()| match receiver.recv_timeout(wait) {
+                Ok(event) => Ok(event),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.gone()),
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(RunnerError::Silent {
+                    serves: self.serves.clone(),
+                    waited: wait,
+                }),
+            });
+        lock(&self.waiting).remove(&id);
+        answer
+    }
+
     /// Sends `op`, which has no answer.
     pub(crate) fn tell(&self, op: serde_json::Value) -> Result<(), RunnerError> {
         self.send(&op)
@@ -209,6 +233,31 @@ mod tests {
         let reply = reply.unwrap();
         assert_eq!((reply.exit, reply.output.as_str()), (Some(0), "hi"));
         assert_eq!(seen, ["started"]);
+    }
+
+    #[test]
+    fn a_call_gets_the_answer_with_its_own_id() {
+        let (connection, lines) = connection();
+        let runner = connection.clone();
+        let answer = std::thread::spawn(move || {
+            runner.call(
+                serde_json::json!({"op": "render", "folder": "/t"}),
+                Duration::from_secs(5),
+            )
+        });
+        let sent = lines.recv().unwrap();
+        assert_eq!(
+            (&sent["op"], &sent["folder"]),
+            (&"render".into(), &"/t".into())
+        );
+        let id = sent["id"].as_str().unwrap().to_owned();
+        connection.dispatch(br#"{"id":"other","event":"rendered","note":"not this one"}"#);
+        connection.dispatch(
+            format!(r#"{{"id":"{id}","event":"rendered","note":"nbconvert is not installed"}}"#)
+                .as_bytes(),
+        );
+        let event = answer.join().unwrap().unwrap();
+        assert_eq!(event.note.as_deref(), Some("nbconvert is not installed"));
     }
 
     #[test]

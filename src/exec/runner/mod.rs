@@ -32,6 +32,10 @@ pub(crate) const START_LIMIT: Duration = Duration::from_secs(90);
 /// counts the runner as not answering: the runner kills a trial at its deadline itself.
 pub(crate) const ANSWER_GRACE: Duration = Duration::from_secs(4);
 
+/// How long rendering a notebook as HTML may take in the runtime; past it the runtime's
+/// nbconvert is stopped and the trial has no HTML.
+pub(crate) const RENDER_LIMIT: Duration = Duration::from_secs(30);
+
 /// One trial, as the runner takes it: every path but `folder` is relative to `folder`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct Request {
@@ -55,6 +59,19 @@ pub(crate) struct Request {
     executed: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     argv: Option<Vec<String>>,
+    /// A folder the runner holds (a data set staged once for all its trials) and where in the
+    /// trial folder it is copied before the notebook starts: the trial changes only its copy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<DataCopy>,
+}
+
+/// A folder a runner copies into a trial's folder.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub(crate) struct DataCopy {
+    /// Absolute.
+    from: String,
+    /// Relative to the trial folder.
+    to: String,
 }
 
 impl Request {
@@ -76,14 +93,15 @@ impl Request {
             progress: None,
             executed: None,
             argv: Some(argv),
+            data: None,
         }
     }
 
-    /// A notebook at `notebook` (relative to the trial folder) run in `work/`, its progress
+    /// A notebook at `notebook` run in `cwd` (both relative to the trial folder), its progress
     /// events appended to `progress` and the executed notebook written to `executed`.
     pub(crate) fn notebook(
         folder: String,
-        notebook: String,
+        (notebook, cwd): (String, String),
         env: Vec<(String, String)>,
         timeouts: (f64, f64),
         progress: String,
@@ -93,7 +111,7 @@ impl Request {
         Request {
             kind: "notebook",
             folder,
-            cwd: crate::exec::invocation::WORK.into(),
+            cwd,
             env: env.into_iter().collect(),
             deadline,
             notebook: Some(notebook),
@@ -101,7 +119,18 @@ impl Request {
             progress: Some(progress),
             executed: Some(executed),
             argv: None,
+            data: None,
         }
+    }
+
+    /// The trial with the runner's folder `from` copied into its folder's `to` (relative)
+    /// before it starts.
+    pub(crate) fn with_data(mut self, from: &str, to: &str) -> Request {
+        self.data = Some(DataCopy {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        });
+        self
     }
 
     /// The trial's environment with `key` set to `value`.
@@ -134,6 +163,9 @@ pub(crate) struct Event {
     pub(crate) message: Option<String>,
     #[serde(default)]
     pub(crate) pid: Option<u32>,
+    /// Why a `render` made no HTML.
+    #[serde(default)]
+    pub(crate) note: Option<String>,
 }
 
 /// How a trial on a runner ended.
@@ -251,6 +283,27 @@ impl Runner {
     /// Stops it: asked to end, then made to.
     pub(crate) fn stop(&self) {
         (self.stop)();
+    }
+
+    /// Renders the notebook at `notebook` in the trial folder `folder` as HTML at `html` (both
+    /// relative to `folder`), with the runtime's nbconvert under [`RENDER_LIMIT`]: `Ok(None)`
+    /// when it did, else why not.
+    pub(crate) fn render(
+        &self,
+        folder: &str,
+        notebook: &str,
+        html: &str,
+    ) -> Result<Option<String>, RunnerError> {
+        let op = serde_json::json!({
+            "op": "render", "folder": folder, "notebook": notebook, "html": html,
+            "limit": RENDER_LIMIT.as_secs_f64(),
+        });
+        let answer = self.connection.call(op, RENDER_LIMIT + ANSWER_GRACE)?;
+        Ok(match answer.event.as_str() {
+            "rendered" => answer.note,
+            // An older runner, or a request it refused.
+            _ => Some(answer.message.unwrap_or(answer.event)),
+        })
     }
 
     /// Removes a finished trial's folder; nothing waits for it.

@@ -3,13 +3,16 @@ runtime, so that a trial pays neither for an interpreter start nor, mostly, for 
 
     python3 runner.py serve --socket PATH --root DIR --idle SECONDS
     python3 runner.py connect PATH
+    python3 runner.py render NOTEBOOK HTML
 
 `serve` listens on a unix socket for harness processes speaking JSON lines (ops `hello`, `run`,
-`cancel`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `error`). A notebook
+`cancel`, `render`, `remove`, `shutdown`; events `hello`, `started`, `cell`, `end`, `rendered`,
+`error`). A notebook
 runs in nbclient on a kernel started ahead of need; a process runs in its own session. Every
 process of a trial carries the environment variable RUNTIME_MATRIX_TOKEN, so that at its end
 everything it started, daemons included, is found in /proc and killed. `connect` bridges stdin
-and stdout to the socket for clients that cannot reach it (`docker exec -i`).
+and stdout to the socket for clients that cannot reach it (`docker exec -i`). `render` writes a
+notebook as HTML with nbconvert; the runner runs it as a process of its own for a `render` op.
 
 Standard library only at import time; nbclient, nbformat and jupyter_client are imported the
 first time a kernel is needed. Python 3.9+.
@@ -39,6 +42,8 @@ from pathlib import Path
 
 TOKEN = "RUNTIME_MATRIX_TOKEN"
 MAX_OUTPUT = 1 << 20
+# `render` exits with this when nbconvert cannot be imported.
+NO_NBCONVERT = 3
 # Past its deadline by this much, a trial's processes are killed from the watchdog thread.
 WATCHDOG_GRACE = 5.0
 # jupyter_client and nbclient log kernel failures as errors; the trial's output carries them.
@@ -534,6 +539,8 @@ class Runner:
             if tid in conn.trials:  # else it has ended already: its end event says how
                 conn.trials[tid].cancel()
                 conn.freed.set()
+        elif op == "render":
+            asyncio.ensure_future(self.render(conn, tid, msg))
         elif op == "remove":
             if not os.path.isabs(msg["folder"]):
                 raise ValueError("remove needs an absolute folder")
@@ -608,6 +615,7 @@ class Runner:
             emit({"event": "done", "index": cell_index, "time": time.time(), "cell": cell})
 
         try:
+            await self.copy_data(msg)
             jupyter = await self.jupyter()
             if progress:
                 progress.parent.mkdir(parents=True, exist_ok=True)
@@ -645,6 +653,48 @@ class Runner:
             self.release_kernel(kernel)
             final = kernel.log()  # before its folder goes
             trial.output = lambda: final
+
+    async def copy_data(self, msg):
+        """Copies the data set the runner holds for this trial (uploaded once per runner) into
+        the trial's folder, off the event loop: the trial may change its copy, no other trial
+        sees that."""
+        data = msg.get("data")
+        if data:
+            target = str(Path(msg["folder"]) / data["to"])
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: shutil.copytree(data["from"], target, dirs_exist_ok=True))
+
+    async def render(self, conn, tid, msg):
+        """Renders a notebook in a trial folder to HTML (`runner.py render`, a process of its own
+        under a time limit: a slow or crashing nbconvert costs the runner nothing) and answers
+        `rendered`, with `note` saying why there is no HTML when there is none."""
+        token = secrets.token_hex(8)
+        limit = msg.get("limit", 30)
+        note = None
+        try:
+            folder = Path(msg["folder"])
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, os.path.abspath(__file__), "render",
+                str(folder / msg["notebook"]), str(folder / msg["html"]),
+                env=dict(os.environ, **{TOKEN: token}), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            try:
+                said, _ = await asyncio.wait_for(child.communicate(), limit)
+                words = tail(said).strip().splitlines()[-1:] or [f"it exited with code {child.returncode}"]
+                if child.returncode == NO_NBCONVERT:
+                    note = words[0]
+                elif child.returncode != 0:
+                    note = f"nbconvert failed: {words[0]}"
+            except asyncio.TimeoutError:
+                note = f"nbconvert took more than {limit}s"
+            finally:
+                kill_token(token, self.orphans, {child.pid})
+                if child.returncode is None:
+                    await child.wait()
+        except Exception as error:  # a render is best effort: its trial has its verdict already
+            note = f"{type(error).__name__}: {error}"
+        conn.send({"id": tid, "event": "rendered", "note": note})
 
     async def process(self, trial, msg):
         folder = Path(msg["folder"])
@@ -737,6 +787,22 @@ def connect(path):
         return 0
 
 
+def render(notebook, html):
+    """Writes `notebook` as HTML with nbconvert's HTMLExporter (as `jupyter nbconvert --to html`
+    does), saying on its last line why not when it cannot."""
+    try:
+        from nbconvert import HTMLExporter
+    except ImportError as error:
+        print(f"nbconvert is not installed in the runtime ({error})", flush=True)
+        return NO_NBCONVERT
+    import nbformat
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    with open(html, "w", encoding="utf-8") as out:
+        out.write(body)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -746,9 +812,14 @@ def main():
     serve.add_argument("--idle", type=float, required=True)
     bridge = commands.add_parser("connect")
     bridge.add_argument("path")
+    html = commands.add_parser("render")
+    html.add_argument("notebook")
+    html.add_argument("html")
     args = parser.parse_args()
     if args.command == "connect":
         return connect(args.path)
+    if args.command == "render":
+        return render(args.notebook, args.html)
     loop = Loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(Runner(args.socket, args.root, args.idle).serve())
