@@ -314,7 +314,7 @@ def read_notebook(nbformat, path):
             nbformat.validate(nb, relax_add_props=True)
         return nb, None
     except nbformat.ValidationError as error:
-        return None, shorten(validation_problem(detailed(nbformat, nb) or error))
+        return None, shorten(top_level_problem(text, nb) or validation_problem(detailed(nbformat, nb) or error))
     except UnicodeDecodeError as error:
         return None, f"it is not UTF-8 text ({error.reason} at byte {error.start})"
     except Exception as error:
@@ -389,7 +389,30 @@ def read_problem(text, error):
         return f"it is not JSON ({bad})"
     if data is not None and not isinstance(data, dict):
         return f"it is JSON, but a {type(data).__name__} rather than a notebook's object"
-    return f"{type(error).__name__}: {error}"
+    return top_level_problem(text) or f"{type(error).__name__}: {error}"
+
+
+def top_level_problem(text, nb=None):
+    """Which top-level field of a notebook nbformat could not read (`nb` is None) is wrong, for
+    the message only: for those, nbformat says "missing an expected key: 'str' object has no
+    attribute 'get'", or crashes (without `nbformat` it reads version 1 and fails converting)."""
+    try:
+        data = json.loads(text) if nb is None and text is not None else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    version = data.get("nbformat")
+    if "nbformat" not in data:
+        return "field `nbformat`: it is missing"
+    if not isinstance(version, int) or isinstance(version, bool):
+        return f"field `nbformat`: {shorten(json.dumps(version))} is not an integer"
+    for key, kind, name in (("metadata", dict, "an object"), ("cells", list, "a list")):
+        if version == 4 and key not in data:
+            return f"field `{key}`: it is missing"
+        if version == 4 and not isinstance(data[key], kind):
+            return f"field `{key}`: {shorten(json.dumps(data[key]))} is not {name}"
+    return None
 
 
 def shorten(text):
