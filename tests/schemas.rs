@@ -3,7 +3,8 @@
 //! validate against them with the `jsonschema` validator: the example matrix.toml and every
 //! fixture matrix the loader takes without a warning, the records and report.json of a real
 //! run, the report fixtures, and real plans. Invalid matrices (a misspelt key, a wrong type, a
-//! rule without a reason) do not. After an intended change to a schema's types,
+//! rule without a reason) do not, with the validator here and with Taplo (the TOML toolkit
+//! editors run, from PyPI once). After an intended change to a schema's types,
 //! `UPDATE_SCHEMAS=1 cargo test --test schemas` rewrites `schemas/`; review the diff.
 
 mod support;
@@ -11,6 +12,7 @@ mod support;
 use runtime_matrix::schema::Document;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use support::{fixtures, output, runtime_matrix};
 
 fn repository() -> &'static Path {
@@ -262,4 +264,44 @@ fn plans_validate(#[case] matrix: &str, #[case] options: &[&str], #[case] host: 
         assert!(plan["plan"]["trials"][0]["container"]["image"].is_string());
     }
     assert_valid(Document::Plan, &plan, &format!("the plan of {matrix}"));
+}
+
+/// What an editor does with the schema: Taplo, which Even Better TOML and other editors' TOML
+/// support run, reads the `#:schema` directive the README recommends, takes the example
+/// matrix and flags a misspelt key and a wrong type at their lines.
+#[test]
+fn taplo_checks_a_matrix_against_the_schema_its_directive_names() {
+    let taplo = support::taplo();
+    let project = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shipped_path(Document::Matrix),
+        project.path().join("matrix.schema.json"),
+    )
+    .unwrap();
+    let example = std::fs::read_to_string(repository().join("matrix.toml")).unwrap();
+    let check = |text: &str| {
+        std::fs::write(
+            project.path().join("matrix.toml"),
+            format!("#:schema ./matrix.schema.json\n{text}"),
+        )
+        .unwrap();
+        output(
+            Command::new(&taplo)
+                .args(["check", "--no-auto-config", "matrix.toml"])
+                .current_dir(project.path())
+                .env("RUST_LOG", "error"),
+        )
+    };
+    let (code, stdout, stderr) = check(&example);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let typo = example.replace("notebooks-dir =", "notebook-dir =");
+    let wrong_type = typo.replace("gpus = 1\n", "gpus = \"one\"\n");
+    let (code, stdout, stderr) = check(&wrong_type);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(said.contains("'notebook-dir' was unexpected"), "{said}");
+    assert!(
+        said.contains("\"one\" is not of type \"integer\""),
+        "{said}"
+    );
 }
