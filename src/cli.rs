@@ -9,7 +9,7 @@ use crate::engine::{ContainerSpec, GpuRequest};
 use crate::error::{EXIT_OK, EXIT_SETUP, EXIT_TRIALS_FAILED, chain};
 use crate::exec::trial_container;
 use crate::harness::{self, Harness, Options, fail_setup};
-use crate::plan::MachineSelection;
+use crate::plan::{MachineSelection, PlanDocument};
 use crate::report::text::count;
 use crate::report::{Baseline, Thresholds};
 use clap::{Parser, Subcommand};
@@ -92,6 +92,13 @@ enum Command {
         /// (RUNTIME_MATRIX_OUT, default target/runtime-matrix) and remove the others.
         #[arg(long, value_name = "N")]
         runs: Option<usize>,
+    },
+    /// Print the JSON Schema of matrix.toml, a record, report.json or `plan --format json`
+    /// (the files under `schemas/` in runtime-matrix's repository).
+    Schema {
+        /// Which document.
+        #[arg(value_enum)]
+        name: crate::schema::Document,
     },
     /// Run the matrix as a test harness; arguments after `--` are libtest's
     /// (`--list`, `--exact`, filters, `--test-threads`...).
@@ -199,6 +206,10 @@ pub fn main() -> ExitCode {
             false => report(&dirs, out, compare),
         },
         Command::Clean { config, runs } => clean(&config, runs),
+        Command::Schema { name } => {
+            print!("{}", name.schema_text());
+            ExitCode::from(EXIT_OK)
+        }
         Command::Doctor { config } => {
             let options = match Options::from_env() {
                 Ok(options) => Options { config, ..options },
@@ -248,25 +259,10 @@ fn plan(select: Select, format: Format) -> ExitCode {
     };
     match format {
         Format::Json => {
-            let host = match &selection.machines {
-                MachineSelection::Detected(host) => serde_json::json!({ "nvidia": host }),
-                MachineSelection::NoDriver(reason) => serde_json::json!({ "no_driver": reason }),
-                MachineSelection::Named(names) => serde_json::json!({ "named_machines": names }),
-                MachineSelection::CpuOnly => serde_json::json!({ "cpu_only_matrix": true }),
-            };
-            let mut json = serde_json::json!({ "schema": 1, "matrix": matrix.path, "host": host, "plan": plan });
-            for (trial, spec) in json["plan"]["trials"]
-                .as_array_mut()
-                .into_iter()
-                .flatten()
-                .zip(&plan.trials)
-            {
-                trial["container"] =
-                    serde_json::to_value(trial_container(spec)).unwrap_or_default();
-            }
+            let document = PlanDocument::new(matrix.path.clone(), &selection.machines, &plan);
             println!(
                 "{}",
-                serde_json::to_string_pretty(&json).expect("plans always serialise")
+                serde_json::to_string_pretty(&document).expect("plans always serialise")
             );
         }
         Format::Text => {

@@ -34,6 +34,7 @@ pub mod record;
 pub mod report;
 mod runs;
 mod sanitise;
+pub mod schema;
 mod settings;
 #[doc(hidden)]
 pub mod testing;

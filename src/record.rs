@@ -17,7 +17,7 @@ pub use crate::verdict::{Category, CellFailure, Failure, FailureKind, GpuCause, 
 pub const RECORD_SCHEMA: u32 = 1;
 
 /// The expected-failure declaration a trial was judged against.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Expectation {
     /// Why the failure is expected.
     pub reason: String,
@@ -26,9 +26,10 @@ pub struct Expectation {
 }
 
 /// Everything one trial left behind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrialRecord {
-    /// [`RECORD_SCHEMA`].
+    /// The record format's version, [`RECORD_SCHEMA`].
+    #[schemars(extend("const" = RECORD_SCHEMA))]
     pub schema: u32,
     /// The run this trial belongs to.
     pub run_id: String,
@@ -96,7 +97,7 @@ pub struct TrialRecord {
 
 /// What one trial's processes used, measured by its runner (memory, CPU) and by the harness
 /// through NVML (GPU memory). Each figure is omitted when it is unknown.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Resources {
     /// The peak resident memory of the trial's processes together, sampled, and never below
     /// one process's own high-water mark.
@@ -123,7 +124,7 @@ impl Resources {
 
 /// One step of setup a trial did or waited for: work done once per runtime and machine (or
 /// once per run), that no check's duration or deadline is charged with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SetupStep {
     /// What was set up.
     pub kind: SetupKind,
@@ -136,7 +137,19 @@ pub struct SetupStep {
 }
 
 /// What kind of setup a [`SetupStep`] was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SetupKind {
     /// A virtualenv provisioned for a host runtime.
@@ -165,7 +178,7 @@ impl SetupKind {
 }
 
 /// The image a container trial ran in, as its record keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrialImage {
     /// The reference it was asked for by.
     pub reference: String,
@@ -192,7 +205,7 @@ pub struct Planned {
 }
 
 /// How a run was interrupted: its `interrupted.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Interruption {
     /// The run.
     pub run_id: String,

@@ -9,7 +9,19 @@
 use serde::{Deserialize, Serialize};
 
 /// How a trial ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// The check passed.
@@ -30,7 +42,7 @@ impl Status {
 }
 
 /// Where to look first when a trial fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     /// The harness or the host: provisioning, I/O, the engine.
@@ -42,7 +54,7 @@ pub enum Category {
 }
 
 /// How a trial failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureKind {
     /// A cell raised an exception.
@@ -88,7 +100,7 @@ impl FailureKind {
 }
 
 /// The cell a notebook failed in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellFailure {
     /// 0-based index among all cells, as Jupyter's cell list shows it.
     pub index: usize,
@@ -103,7 +115,7 @@ pub struct CellFailure {
 }
 
 /// Why a trial failed, with what a user needs to act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Failure {
     /// How it failed.
     pub kind: FailureKind,
@@ -145,7 +157,7 @@ impl Failure {
 }
 
 /// A GPU failure with a known cause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuCause {
     /// The framework has no kernels for the GPU's compute capability.

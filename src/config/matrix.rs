@@ -31,7 +31,7 @@ pub struct Matrix {
 }
 
 /// A kind of machine the platform offers: how many GPUs, of which model.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Machine {
     /// Its name in the matrix and in trial names.
     pub name: String,
@@ -68,7 +68,7 @@ pub const BUILTIN_PARAMETERS: [&str; 3] = [
 ];
 
 /// How a runtime's checks are executed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Executor {
     /// On this host, under a Python interpreter (provisioned into a virtualenv when needed).
@@ -83,7 +83,7 @@ pub enum Executor {
 }
 
 /// How a Docker runtime's containers are made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DockerRuntime {
     /// The image reference, e.g. `registry.example.com/torch:2.4-cuda12.4`.
     pub image: String,
@@ -106,7 +106,7 @@ pub struct DockerRuntime {
 }
 
 /// How far apart a Docker runtime's trials are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// A fresh kernel, folder and temporary folder per notebook, in a runner container shared
@@ -118,7 +118,7 @@ pub enum Isolation {
 }
 
 /// When a Docker runtime's image is pulled (or built).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Only when the engine does not have it.
@@ -130,7 +130,7 @@ pub enum PullPolicy {
 }
 
 /// How to build an image instead of pulling it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Build {
     /// `docker build` of a context folder.
@@ -179,7 +179,7 @@ pub struct Runtime {
 }
 
 /// One thing to verify in a runtime: a notebook to execute or a command to run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Check {
     /// `nb::<path under notebooks-dir, without .ipynb>` or `cmd::<name>`.
     pub name: String,
@@ -187,9 +187,11 @@ pub struct Check {
     pub kind: CheckKind,
     /// The whole-check deadline; the process tree is killed when it passes.
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub timeout: Duration,
     /// The per-cell timeout given to nbconvert (notebooks only).
     #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
     pub cell_timeout: Duration,
     /// The runtime's tags and the check's own.
     pub tags: Vec<String>,
@@ -207,7 +209,7 @@ pub struct Check {
 }
 
 /// What a check runs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum CheckKind {
     /// A notebook executed with `jupyter nbconvert --execute`.
@@ -246,7 +248,7 @@ pub struct Exclusion {
 }
 
 /// An `[[expected-failures]]` rule: matching trials pass only while they fail the declared way.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ExpectedFailure {
     /// Wildcard over runtime names.
     pub runtime: String,
@@ -260,7 +262,8 @@ pub struct ExpectedFailure {
     pub matches: Option<String>,
 }
 
-/// Serialises durations as humantime strings (`"1m 30s"`) in plans and records.
+/// Serialises durations as humantime strings (`"1m 30s"`) in plans and records (so their
+/// schema says `String`).
 pub(crate) mod humantime_serde {
     use serde::Serializer;
     use std::time::Duration;

@@ -19,3 +19,11 @@ pub use matrix::{
     Executor, ExpectedFailure, Isolation, Machine, Matrix, Parameters, PullPolicy, Runtime,
 };
 pub(crate) use suggest::{nearest, wildcard_match};
+
+/// The JSON Schema of `matrix.toml`: the raw types' derives, so that it cannot drift from the
+/// parser.
+pub(crate) fn schema(settings: schemars::generate::SchemaSettings) -> schemars::Schema {
+    settings
+        .into_generator()
+        .into_root_schema_for::<raw::RawMatrix>()
+}

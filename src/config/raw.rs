@@ -1,6 +1,7 @@
 //! The first pass: `matrix.toml` as plain serde types, before any reference is checked.
 
 use super::keys::UnknownKey;
+use schemars::JsonSchema;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -8,88 +9,153 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-#[derive(Debug, Default, Deserialize)]
+/// `matrix.toml`: which runtimes must work on which machines, and what proves it.
+// Its JSON Schema (`runtime-matrix schema matrix`) is derived from these types, doc comments
+// included (editors show them); it forbids unknown keys, which the loader only warns about, so
+// that an editor flags typos.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields, title = "runtime-matrix matrix.toml")]
 pub(super) struct RawMatrix {
+    /// Folder of notebooks, relative to matrix.toml; notebook globs and check names are
+    /// relative to it.
     pub notebooks_dir: Option<String>,
+    /// Declared stages, and the one run when RUNTIME_MATRIX_STAGE is unset.
     pub stages: Option<RawStages>,
+    /// Machines the platform offers, by name.
     #[serde(default)]
     pub machines: BTreeMap<String, RawMachine>,
+    /// Runtimes (environments notebooks and commands must work in), by name.
     #[serde(default)]
     pub runtimes: BTreeMap<String, RawRuntime>,
+    /// Per-notebook settings, by glob under notebooks-dir.
     #[serde(default)]
     pub overrides: Vec<RawOverride>,
+    /// Trials never run: wildcards over runtime, machine and check, with the reason.
     #[serde(default)]
     pub exclude: Vec<RawRule>,
+    /// Trials known to fail: they pass only while they fail the declared way.
     #[serde(default)]
     pub expected_failures: Vec<RawRule>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[stages]`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawStages {
+    /// Declared stages, in order, e.g. `["pre-merge", "nightly"]`.
     pub names: Vec<String>,
+    /// The stage run when RUNTIME_MATRIX_STAGE is unset.
     pub default: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[machines.NAME]`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawMachine {
+    /// Number of GPUs; 0 for a CPU-only machine.
     pub gpus: u32,
+    /// Wildcard over the GPU model name, e.g. `*H100*`.
     pub gpu: Option<String>,
+    /// The Docker engine for this machine (`unix://...`, `tcp://host:2375`); default
+    /// DOCKER_HOST, else the local socket.
     pub docker: Option<String>,
+    /// Free text for reports.
     pub description: Option<String>,
+    /// Tags every trial on this machine carries.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Notebook parameters, over the runtime's (papermill-style).
     #[serde(default)]
+    #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
 }
 
 /// `parameters = { epochs = 1, device = "cuda" }`: values as TOML gives them, checked later.
 pub(super) type RawParameters = BTreeMap<String, toml::Value>;
 
-#[derive(Debug, Deserialize)]
+/// [`RawParameters`] as the schema shows them: any value by name (the loader checks names and
+/// values).
+type SchemaParameters = BTreeMap<String, serde_json::Value>;
+
+/// `[runtimes.NAME]`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawRuntime {
+    /// Where its checks run: `host`, or `docker` (the default when `image` is set).
+    #[schemars(extend("enum" = ["host", "docker"]))]
     pub executor: Option<String>,
+    /// The interpreter: on the host, a name on PATH or a path; in a container, inside the image.
     pub python: Option<String>,
+    /// pip requirements to provision a host runtime's virtualenv with.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// A container runtime's image reference.
     pub image: Option<String>,
+    /// When to pull the image (default `if-missing`).
+    #[schemars(extend("enum" = ["if-missing", "always", "never"]))]
     pub pull: Option<String>,
+    /// How to build the image instead of pulling it: a Dockerfile context folder, or a table
+    /// with `context` (and `dockerfile`) or `script`.
     pub build: Option<RawBuild>,
+    /// Container memory limit, e.g. `512m` or `4g`.
     pub memory: Option<String>,
+    /// Container process limit.
     pub pids: Option<i64>,
+    /// Docker network mode: `none` (the default), `bridge`, `host`, or a network's name.
     pub network: Option<String>,
+    /// From before runners: has no effect, and warns.
     #[serde(default)]
     pub reuse_container: bool,
+    /// `notebook` (the default): trials share a runner container, each with a fresh kernel and
+    /// folders; `container`: a container per trial.
+    #[schemars(extend("enum" = ["notebook", "container"]))]
     pub isolation: Option<String>,
+    /// The framework whose GPU use the `gpu::framework` check proves.
+    #[schemars(extend("enum" = ["torch", "tensorflow", "jax"]))]
     pub framework: Option<String>,
+    /// Whether docker runtimes get the `gpu::visible` check (default true).
     pub gpu_checks: Option<bool>,
+    /// Names of host environment variables passed to each check and redacted everywhere.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Free text for reports.
     pub description: Option<String>,
+    /// Globs of notebooks under notebooks-dir; each notebook is a check.
     #[serde(default)]
     pub notebooks: Vec<String>,
     /// Globs under `notebooks-dir` of files staged with every notebook.
     #[serde(default)]
     pub data: Vec<String>,
+    /// Commands by name; each is a check (`cmd::NAME`): a shell line, or a table with `run`.
     #[serde(default)]
     pub commands: BTreeMap<String, RawCommand>,
+    /// Environment variables set for every check.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of the machines it targets (default: all).
     pub machines: Option<Vec<String>>,
+    /// Whole-check deadline, e.g. `10m`.
     pub timeout: Option<String>,
+    /// Per-cell deadline of its notebooks, e.g. `2m`.
     pub cell_timeout: Option<String>,
+    /// Tags every check of this runtime carries.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The stages its checks run in (default: all).
     pub stages: Option<Vec<String>>,
+    /// Notebook parameters (papermill-style).
     #[serde(default)]
+    #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
 }
 
 /// How a runtime's image is built: a Dockerfile context folder, or a table.
-#[derive(Debug)]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 pub(super) enum RawBuild {
     Context(String),
     Table(RawBuildTable),
@@ -107,16 +173,22 @@ impl StringOrTable for RawBuild {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `build = { ... }`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawBuildTable {
+    /// A Dockerfile context folder, relative to matrix.toml.
     pub context: Option<String>,
+    /// The Dockerfile, relative to the context (default `Dockerfile`).
     pub dockerfile: Option<String>,
+    /// A script that leaves the image in the engine; it gets RUNTIME_MATRIX_IMAGE.
     pub script: Option<String>,
 }
 
 /// A command is either its shell line, or a table with the line and per-command settings.
-#[derive(Debug)]
+#[derive(Debug, JsonSchema)]
+#[schemars(untagged)]
 pub(super) enum RawCommand {
     Line(String),
     Table(RawCommandTable),
@@ -134,39 +206,61 @@ impl StringOrTable for RawCommand {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `commands.NAME = { ... }`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawCommandTable {
+    /// The line given to `sh -c`.
     pub run: String,
+    /// Its deadline, e.g. `1m`.
     pub timeout: Option<String>,
+    /// Tags of this check, besides the runtime's.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The stages it runs in.
     pub stages: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `[[overrides]]`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawOverride {
+    /// Glob of the notebooks under notebooks-dir it applies to.
     pub notebooks: String,
+    /// Whole-check deadline.
     pub timeout: Option<String>,
     /// Globs under `notebooks-dir` staged with the notebooks it matches, besides the runtime's.
     #[serde(default)]
     pub data: Vec<String>,
+    /// Per-cell deadline.
     pub cell_timeout: Option<String>,
+    /// Tags added to the notebooks it matches.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The stages the notebooks it matches run in.
     pub stages: Option<Vec<String>>,
+    /// Notebook parameters, over the runtime's and the machine's.
     #[serde(default)]
+    #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
 }
 
 /// An `[[exclude]]` or `[[expected-failures]]` entry: which trials it covers, and why.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
 pub(super) struct RawRule {
+    /// Wildcard over runtime names (default `*`).
     pub runtime: Option<String>,
+    /// Wildcard over machine names (default `*`).
     pub machine: Option<String>,
+    /// Wildcard over check names, e.g. `nb::numpy/*` (default `*`).
     pub check: Option<String>,
+    /// Why; shown by `plan` and in reports.
+    // Optional for serde, so that the validator's error names the entry; required for editors.
+    #[schemars(required)]
     pub reason: Option<String>,
     /// For expected failures: text the failure message must contain.
     pub matches: Option<String>,

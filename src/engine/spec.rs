@@ -12,7 +12,7 @@ pub const CONTAINER_ROOT: &str = "/runtime-matrix";
 pub const SECRET_PLACEHOLDER: &str = "<secret>";
 
 /// The GPUs a container asks the engine for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuRequest {
     /// None: a CPU-only machine.
@@ -25,7 +25,7 @@ pub enum GpuRequest {
 
 /// A container: image, environment, labels, limits, GPUs, and the command that runs a check
 /// inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ContainerSpec {
     /// The image.
     pub image: String,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// One GPU of this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Gpu {
     /// NVML's index (not the one a container sees).
     pub index: u32,
@@ -22,7 +22,7 @@ pub struct Gpu {
 }
 
 /// The NVIDIA driver and GPUs of this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostGpus {
     /// Driver version, e.g. `550.54.15`.
     pub driver: String,

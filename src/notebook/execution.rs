@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 const INVALID: &str = "InvalidNotebook: ";
 
 /// How long one cell took.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellTiming {
     /// 0-based cell index.
     pub index: usize,

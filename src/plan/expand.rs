@@ -9,15 +9,17 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Everything needed to run one trial: one check of one runtime on one machine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TrialSpec {
     /// `runtime::machine::check`.
     pub name: String,
     /// The runtime (serialised without its list of checks).
     #[serde(serialize_with = "runtime_view")]
+    #[schemars(with = "RuntimeView<'static>")]
     pub runtime: Arc<Runtime>,
     /// The machine.
     #[serde(serialize_with = "machine_view")]
+    #[schemars(with = "Machine")]
     pub machine: Arc<Machine>,
     /// The check.
     pub check: Check,
@@ -35,17 +37,22 @@ pub struct TrialSpec {
     pub project: Arc<str>,
 }
 
+/// A trial's runtime as plans show it: what the trial needs of it, not its other checks.
+#[derive(Serialize, schemars::JsonSchema)]
+struct RuntimeView<'a> {
+    /// Its name.
+    name: &'a str,
+    /// Where and how its checks run.
+    executor: &'a crate::config::Executor,
+    /// Environment variables set for every check.
+    env: &'a std::collections::BTreeMap<String, String>,
+}
+
 fn runtime_view<S: serde::Serializer>(
     runtime: &Arc<Runtime>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    #[derive(Serialize)]
-    struct View<'a> {
-        name: &'a str,
-        executor: &'a crate::config::Executor,
-        env: &'a std::collections::BTreeMap<String, String>,
-    }
-    View {
+    RuntimeView {
         name: &runtime.name,
         executor: &runtime.executor,
         env: &runtime.env,
@@ -91,7 +98,7 @@ impl TrialSpec {
 }
 
 /// A trial that is declared but not run here, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Excluded {
     /// `runtime::machine::check`.
     pub name: String,
@@ -106,7 +113,7 @@ pub struct Excluded {
 }
 
 /// The result of planning: what runs here and what does not.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Plan {
     /// The stage planned for.
     pub stage: String,

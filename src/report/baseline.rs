@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// What a report says of one trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// It ran and passed.
@@ -237,7 +237,7 @@ impl Baseline {
 }
 
 /// How much slower a trial must be than in the baseline to be called slower: both hold.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Thresholds {
     /// At least this many times the baseline's seconds.
     pub slower_ratio: f64,
@@ -263,7 +263,7 @@ impl Default for Thresholds {
 }
 
 /// One trial whose outcome a comparison lists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Change {
     /// `runtime::machine::check`.
     pub name: String,
@@ -276,7 +276,7 @@ pub struct Change {
 }
 
 /// A trial that took longer than in the baseline, beyond both [`Thresholds`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SlowDown {
     /// `runtime::machine::check`.
     pub name: String,
@@ -291,7 +291,7 @@ pub struct SlowDown {
 
 /// A report compared with a [`Baseline`]: report.json's `baseline` object. Each list is by
 /// trial name, but [`Comparison::slower`], which is the largest slow-down first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Comparison {
     /// Where the baseline was read from, as given.
     pub source: String,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub const REPORT_SCHEMA: u32 = 1;
 
 /// Counts over a report, and the setup its runs did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Trials that ran.
     pub total: usize,
@@ -40,7 +40,7 @@ pub struct Summary {
 
 /// Setup a run did for a runtime on a machine: an image built or pulled, a virtualenv
 /// provisioned, a runner started.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RunSetup {
     /// The runtime.
     pub runtime: String,
@@ -88,7 +88,7 @@ fn is_shard(reason: &str) -> bool {
 }
 
 /// A trial a merged run planned but did not finish.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct NotRun {
     /// `runtime::machine::check`.
     pub name: String,
@@ -105,9 +105,10 @@ pub struct NotRun {
 }
 
 /// Records of one or more runs, merged: one entry per trial.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
-    /// [`REPORT_SCHEMA`].
+    /// The report format's version, [`REPORT_SCHEMA`].
+    #[schemars(extend("const" = REPORT_SCHEMA))]
     pub schema: u32,
     /// The run ids merged.
     pub runs: Vec<String>,

@@ -418,3 +418,41 @@ pub fn junit_schema_tools() -> SchemaTools {
     }
     tools
 }
+
+/// The Taplo CLI (the TOML toolkit behind Even Better TOML and other editors' TOML support),
+/// from its PyPI wheel, set up once under the test cache.
+pub fn taplo() -> PathBuf {
+    let dir = cache().join("taplo");
+    let taplo = dir.join("venv/bin/taplo");
+    if taplo.exists() {
+        return taplo;
+    }
+    // Made aside, then renamed into place: concurrent test processes never see half of it.
+    let aside = cache().join(format!("taplo.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::create_dir_all(&aside).unwrap();
+    let mut venv = Command::new("python3");
+    venv.args(["-m", "venv"]).arg(aside.join("venv"));
+    let mut install = Command::new(aside.join("venv/bin/python"));
+    install.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "taplo==0.9.3",
+    ]);
+    for command in [&mut venv, &mut install] {
+        let (code, stdout, stderr) = output(command);
+        assert_eq!(
+            code,
+            Some(0),
+            "setting up Taplo (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
+        );
+    }
+    if std::fs::rename(&aside, &dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    taplo
+}
