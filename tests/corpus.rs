@@ -61,7 +61,7 @@ fn bad_trials_fail_clearly_and_the_others_keep_their_records() {
         );
     }
     // Listing reads no notebook: whether one is valid, and its kernel, are its trial's business.
-    assert!(!stderr.contains("no_kernelspec"), "{stderr}");
+    assert!(!stderr.contains("declares no kernel"), "{stderr}");
 
     let records = records(out.path(), "corpus");
     assert_eq!(

@@ -433,9 +433,32 @@ impl Engine {
         match removed {
             Ok(()) => Ok(()),
             Err(error) if status(&error) == Some(404) => Ok(()),
-            // Already being removed by another process (a reaper, a signal handler).
-            Err(error) if status(&error) == Some(409) => Ok(()),
+            // Already being removed (by the engine, as a container that removes itself exits,
+            // or by a reaper or a signal handler): done once it is gone, so that a run never
+            // ends with its container still listed.
+            Err(error) if status(&error) == Some(409) => {
+                self.wait_gone(id).await;
+                Ok(())
+            }
             Err(error) => Err(self.error("remove container", short(id), error)),
+        }
+    }
+
+    /// Waits, within the clean-up limit, until the engine no longer knows container `id`.
+    async fn wait_gone(&self, id: &str) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < self.cleanup_limit() {
+            let inspect = self.docker.inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            );
+            match tokio::time::timeout(Duration::from_secs(2), inspect).await {
+                // Still there, being removed.
+                Ok(Ok(_)) => {}
+                // Gone; or the engine failed or went silent, and the reaper sees to it later.
+                Ok(Err(_)) | Err(_) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
