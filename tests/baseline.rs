@@ -123,7 +123,7 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
     assert!(
         stdout.contains(&format!(
             "compared with baseline {}: 1 new failure, 0 fixed, 1 still failing, 0 new trials, \
-             0 removed trials, 1 slower\n  new failure: base::cpu::cmd::breaks (failed; was \
+             0 removed trials, 1 slower, 0 heavier\n  new failure: base::cpu::cmd::breaks (failed; was \
              passed)\n  still failing: base::cpu::cmd::known (failed; was failed)\n  slower: \
              base::cpu::cmd::slows 3.",
             old.display()

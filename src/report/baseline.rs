@@ -80,6 +80,8 @@ struct Side {
     outcome: Outcome,
     /// The trial's own seconds, where it ran.
     seconds: Option<f64>,
+    /// The peak memory of its processes, where it ran and was measured.
+    peak_memory: Option<u64>,
 }
 
 /// Every trial of a report by name, with what the report says of it. A name in several lists
@@ -93,6 +95,7 @@ fn sides_of(report: &Report) -> BTreeMap<String, Side> {
             Side {
                 outcome: trial.status.into(),
                 seconds: Some(trial.seconds),
+                peak_memory: trial.resources.as_ref().and_then(|r| r.peak_memory_bytes),
             },
         );
     }
@@ -103,6 +106,7 @@ fn sides_of(report: &Report) -> BTreeMap<String, Side> {
         sides.entry(name.clone()).or_insert(Side {
             outcome,
             seconds: None,
+            peak_memory: None,
         });
     }
     sides
@@ -138,6 +142,8 @@ struct StoredTrial {
     trial: String,
     status: Status,
     seconds: f64,
+    #[serde(default)]
+    resources: Option<crate::record::Resources>,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +222,7 @@ impl Baseline {
                 Side {
                     outcome: trial.status.into(),
                     seconds: Some(trial.seconds),
+                    peak_memory: trial.resources.and_then(|r| r.peak_memory_bytes),
                 },
             );
         }
@@ -226,6 +233,7 @@ impl Baseline {
             trials.entry(entry.name).or_insert(Side {
                 outcome,
                 seconds: None,
+                peak_memory: None,
             });
         }
         Ok(Baseline {
@@ -289,6 +297,24 @@ pub struct SlowDown {
     pub ratio: Option<f64>,
 }
 
+/// A trial whose processes needed more memory than in the baseline, beyond both
+/// [`HEAVIER_RATIO`] and [`HEAVIER_BYTES`].
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct Heavier {
+    /// `runtime::machine::check`.
+    pub name: String,
+    /// Its peak memory now, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Its peak memory in the baseline, in bytes.
+    pub baseline_peak_memory_bytes: u64,
+}
+
+/// A trial is heavier when its peak memory is at least this many times the baseline's...
+pub const HEAVIER_RATIO: f64 = 1.5;
+/// ...and at least this much more: a machine is sized in hundreds of MiB, and a kernel's
+/// few MiB of noise should not be flagged.
+pub const HEAVIER_BYTES: u64 = 100 * 1024 * 1024;
+
 /// A report compared with a [`Baseline`]: report.json's `baseline` object. Each list is by
 /// trial name, but [`Comparison::slower`], which is the largest slow-down first.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -314,6 +340,9 @@ pub struct Comparison {
     /// Run with the same outcome (passed or expected failure) on both sides, and slower now
     /// beyond both thresholds.
     pub slower: Vec<SlowDown>,
+    /// Run with the same outcome on both sides, measured on both, and needing at least
+    /// [`HEAVIER_RATIO`] times and [`HEAVIER_BYTES`] more memory now: the largest growth first.
+    pub heavier: Vec<Heavier>,
 }
 
 impl Comparison {
@@ -330,6 +359,7 @@ impl Comparison {
             new_trials: Vec::new(),
             removed_trials: Vec::new(),
             slower: Vec::new(),
+            heavier: Vec::new(),
         };
         for (name, side) in &now {
             let before = baseline.trials.get(name);
@@ -352,6 +382,9 @@ impl Comparison {
             if let Some(slow_down) = before.and_then(|b| slow_down(name, b, side, thresholds)) {
                 comparison.slower.push(slow_down);
             }
+            if let Some(heavier) = before.and_then(|b| heavier(name, b, side)) {
+                comparison.heavier.push(heavier);
+            }
         }
         for (name, side) in &baseline.trials {
             if !now.contains_key(name) {
@@ -362,6 +395,13 @@ impl Comparison {
                 });
             }
         }
+        comparison.heavier.sort_by(|a, b| {
+            let growth = |h: &Heavier| {
+                h.peak_memory_bytes
+                    .saturating_sub(h.baseline_peak_memory_bytes)
+            };
+            growth(b).cmp(&growth(a)).then_with(|| a.name.cmp(&b.name))
+        });
         comparison.slower.sort_by(|a, b| {
             let gain = |s: &SlowDown| s.seconds - s.baseline_seconds;
             gain(b)
@@ -393,13 +433,14 @@ impl Comparison {
     /// One line of counts: `1 new failure, 0 fixed, 2 still failing, ...`.
     pub fn counts(&self) -> String {
         format!(
-            "{}, {} fixed, {} still failing, {}, {}, {} slower",
+            "{}, {} fixed, {} still failing, {}, {}, {} slower, {} heavier",
             count(self.new_failures.len(), "new failure", "new failures"),
             self.fixed.len(),
             self.still_failing.len(),
             count(self.new_trials.len(), "new trial", "new trials"),
             count(self.removed_trials.len(), "removed trial", "removed trials"),
-            self.slower.len()
+            self.slower.len(),
+            self.heavier.len()
         )
     }
 
@@ -443,6 +484,27 @@ fn slow_down(name: &str, before: &Side, now: &Side, thresholds: Thresholds) -> O
         baseline_seconds,
         ratio: (baseline_seconds > 0.0).then(|| seconds / baseline_seconds),
     })
+}
+
+/// The memory growth of a trial that had the same passing outcome on both sides, measured on
+/// both, beyond [`HEAVIER_RATIO`] and [`HEAVIER_BYTES`].
+fn heavier(name: &str, before: &Side, now: &Side) -> Option<Heavier> {
+    if before.outcome != now.outcome || !now.outcome.is_success() {
+        return None;
+    }
+    let (peak, baseline_peak) = (now.peak_memory?, before.peak_memory?);
+    let heavier = peak as f64 >= baseline_peak as f64 * HEAVIER_RATIO
+        && peak.saturating_sub(baseline_peak) >= HEAVIER_BYTES;
+    heavier.then(|| Heavier {
+        name: name.to_owned(),
+        peak_memory_bytes: peak,
+        baseline_peak_memory_bytes: baseline_peak,
+    })
+}
+
+/// `12.3 MiB`.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// `2.5×`, or nothing when the baseline took no time.
@@ -499,8 +561,22 @@ pub fn write_text(comparison: &Comparison, out: &mut impl Write) -> std::io::Res
         .filter(|(_, n)| *n > SHOWN)
         .map(|(what, n)| (what, n - SHOWN))
         .collect();
+    for (i, h) in comparison.heavier.iter().enumerate() {
+        if i < SHOWN {
+            writeln!(
+                out,
+                "  heavier: {} {} peak memory (was {})",
+                h.name,
+                mib(h.peak_memory_bytes),
+                mib(h.baseline_peak_memory_bytes)
+            )?;
+        }
+    }
     if comparison.slower.len() > SHOWN {
         more.push(("slower", comparison.slower.len() - SHOWN));
+    }
+    if comparison.heavier.len() > SHOWN {
+        more.push(("heavier", comparison.heavier.len() - SHOWN));
     }
     for (what, n) in more {
         writeln!(out, "  ... and {n} more {what} (see report.md)")?;
@@ -521,9 +597,10 @@ pub(crate) fn write_markdown(comparison: &Comparison, out: &mut impl Write) -> s
     };
     writeln!(
         out,
-        "Baseline `{}`{runs}. Slower means {} than there.\n",
+        "Baseline `{}`{runs}. Slower means {} than there; heavier, at least {HEAVIER_RATIO}× and {} more peak memory.\n",
         comparison.source.replace('`', "'"),
-        comparison.threshold_text()
+        comparison.threshold_text(),
+        mib(HEAVIER_BYTES)
     )?;
     let headline = comparison.counts();
     match comparison.new_failures.is_empty() {
@@ -566,6 +643,22 @@ pub(crate) fn write_markdown(comparison: &Comparison, out: &mut impl Write) -> s
                 out,
                 "| `{}` | {:.2} | {:.2} | {ratio} |",
                 s.name, s.seconds, s.baseline_seconds
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if !comparison.heavier.is_empty() {
+        writeln!(
+            out,
+            "| heavier | peak memory | baseline peak memory |\n|---|---:|---:|"
+        )?;
+        for h in &comparison.heavier {
+            writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                h.name,
+                mib(h.peak_memory_bytes),
+                mib(h.baseline_peak_memory_bytes)
             )?;
         }
         writeln!(out)?;
@@ -685,7 +778,7 @@ mod tests {
         assert!(c.slower.is_empty());
         assert_eq!(
             c.counts(),
-            "3 new failures, 2 fixed, 1 still failing, 1 new trial, 1 removed trial, 0 slower"
+            "3 new failures, 2 fixed, 1 still failing, 1 new trial, 1 removed trial, 0 slower, 0 heavier"
         );
     }
 
@@ -893,6 +986,19 @@ mod tests {
             &[],
         );
         let mut now = report(&[("slows", Passed, 3.0), ("breaks", Failed, 1.0)], &[], &[]);
+        // `slows` also needs 300 MiB where it needed 100; `breaks` grew too, but failed.
+        let with_memory = |report: &mut Report, name: &str, mib: u64| {
+            let trial = report.trials.iter_mut().find(|t| t.trial == name).unwrap();
+            trial.resources = Some(crate::record::Resources {
+                peak_memory_bytes: Some(mib << 20),
+                ..Default::default()
+            });
+        };
+        let mut before = before;
+        with_memory(&mut before, "slows", 100);
+        with_memory(&mut now, "slows", 300);
+        with_memory(&mut before, "breaks", 100);
+        with_memory(&mut now, "breaks", 900);
         let thresholds = Thresholds {
             slower_ratio: 2.0,
             slower_seconds: 1.0,
@@ -905,23 +1011,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(md).unwrap(),
             "## Compared with baseline\n\n\
-             Baseline `runs/old` (runs `run`). Slower means at least 2× and 1s more than there.\n\n\
-             **1 new failure**, 0 fixed, 0 still failing, 0 new trials, 1 removed trial, 1 slower.\n\n\
+             Baseline `runs/old` (runs `run`). Slower means at least 2× and 1s more than there; \
+             heavier, at least 1.5× and 100.0 MiB more peak memory.\n\n\
+             **1 new failure**, 0 fixed, 0 still failing, 0 new trials, 1 removed trial, 1 slower, 1 heavier.\n\n\
              | change | trial | now | baseline |\n|---|---|---|---|\n\
              | ❌ new failure | `breaks` | failed | passed |\n\
              | removed trial | `gone` | — | passed |\n\n\
              | slower | seconds | baseline seconds | ratio |\n|---|---:|---:|---:|\n\
-             | `slows` | 3.00 | 0.10 | 30.0× |\n\n"
+             | `slows` | 3.00 | 0.10 | 30.0× |\n\n\
+             | heavier | peak memory | baseline peak memory |\n|---|---:|---:|\n\
+             | `slows` | 300.0 MiB | 100.0 MiB |\n\n"
         );
         let mut text = Vec::new();
         write_text(&comparison, &mut text).unwrap();
         assert_eq!(
             String::from_utf8(text).unwrap(),
             "compared with baseline runs/old: 1 new failure, 0 fixed, 0 still failing, 0 new \
-             trials, 1 removed trial, 1 slower\n  \
+             trials, 1 removed trial, 1 slower, 1 heavier\n  \
              new failure: breaks (failed; was passed)\n  \
              removed trial: gone (not in this run; was passed)\n  \
-             slower: slows 3.00s (was 0.10s, 30.0×)\n"
+             slower: slows 3.00s (was 0.10s, 30.0×)\n  \
+             heavier: slows 300.0 MiB peak memory (was 100.0 MiB)\n"
         );
         let json = serde_json::to_value(&now).unwrap();
         assert_eq!(json["schema"], 1);
@@ -938,6 +1048,7 @@ mod tests {
                 "new_trials": [],
                 "removed_trials": [{"name": "gone", "baseline_status": "passed"}],
                 "slower": [{"name": "slows", "seconds": 3.0, "baseline_seconds": 0.1, "ratio": 30.0}],
+                "heavier": [{"name": "slows", "peak_memory_bytes": 300u64 << 20, "baseline_peak_memory_bytes": 100u64 << 20}],
             })
         );
         // Without a baseline, report.json is what it was: no `baseline` key.
