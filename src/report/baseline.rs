@@ -519,7 +519,7 @@ fn outcome_text(outcome: Option<Outcome>) -> &'static str {
 /// The most trials of one kind the console lists; report.md and report.json list all.
 const SHOWN: usize = 10;
 
-/// The comparison for a terminal: its counts, then each listed trial, at most [`SHOWN`] of a
+/// The comparison for a terminal: its counts, then each listed trial, at most `SHOWN` (ten) of a
 /// kind.
 pub fn write_text(comparison: &Comparison, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(
