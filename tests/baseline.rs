@@ -1,35 +1,48 @@
-//! Comparing a run with an earlier one: two real runs of host commands where one check broke
-//! and one slowed down (0.1 s to 3 s, against thresholds of 2× and 1 s, so that no load on the
-//! machine makes it flaky), compared by `runtime-matrix report --baseline` both ways, gated
-//! with `--fail-on new`, and taken by the harness from `RUNTIME_MATRIX_BASELINE`.
+//! Comparing a run with an earlier one: two real runs of notebooks on a host runtime where one
+//! notebook broke and one slowed down (0.1 s to 5 s, against thresholds of 2× and 3 s, so that
+//! no load on the machine makes it flaky), compared by `runtime-matrix report --baseline` both
+//! ways, gated with `--fail-on new`, and taken by the harness from `RUNTIME_MATRIX_BASELINE`.
 
 mod support;
 
 use std::path::{Path, PathBuf};
 use support::{harness, output, runtime_matrix};
 
-/// A matrix of one host runtime on one machine with the commands `commands` (TOML lines).
-fn matrix(dir: &Path, commands: &str) -> PathBuf {
+/// A matrix of one host runtime on one machine, with one notebook per `(name, source)` of
+/// `notebooks`, each a single code cell.
+fn matrix(dir: &Path, notebooks: &[(&str, &str)]) -> PathBuf {
+    let folder = dir.join("notebooks");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (name, source) in notebooks {
+        let notebook = serde_json::json!({
+            "cells": [{"cell_type": "code", "execution_count": null, "metadata": {},
+                       "outputs": [], "source": source}],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}},
+            "nbformat": 4, "nbformat_minor": 4
+        });
+        std::fs::write(folder.join(format!("{name}.ipynb")), notebook.to_string()).unwrap();
+    }
     let path = dir.join("matrix.toml");
-    let toml = format!(
-        "[machines.cpu]\ngpus = 0\n\n[runtimes.base]\npython = \"python3\"\n\n\
-         [runtimes.base.commands]\n{commands}"
-    );
+    let toml = "[machines.cpu]\ngpus = 0\n\n[runtimes.base]\npython = \"python3\"\n\
+                notebooks = [\"*.ipynb\"]\n";
     std::fs::write(&path, toml).unwrap();
     path
 }
 
-const BEFORE: &str = r#"steady = "true"
-breaks = "true"
-slows = "sleep 0.1"
-known = "echo 'still broken' >&2; exit 1"
-"#;
+const BEFORE: &[(&str, &str)] = &[
+    ("steady", "print('steady')"),
+    ("breaks", "print('fine')"),
+    ("slows", "import time; time.sleep(0.1)"),
+    ("known", "raise RuntimeError('still broken')"),
+];
 
-const AFTER: &str = r#"steady = "true"
-breaks = "echo 'now broken' >&2; exit 1"
-slows = "sleep 3"
-known = "echo 'still broken' >&2; exit 1"
-"#;
+const AFTER: &[(&str, &str)] = &[
+    ("steady", "print('steady')"),
+    ("breaks", "raise RuntimeError('now broken')"),
+    ("slows", "import time; time.sleep(5)"),
+    ("known", "raise RuntimeError('still broken')"),
+];
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap())
@@ -76,15 +89,17 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
     assert_eq!(report["schema"], 1);
     assert_eq!(
         names(&report["baseline"], "new_failures"),
-        ["base::cpu::cmd::breaks"]
+        ["base::cpu::nb::breaks"]
     );
     assert!(
         stderr.contains("compared with baseline ")
-            && stderr.contains("  new failure: base::cpu::cmd::breaks (failed; was passed)\n"),
+            && stderr.contains("  new failure: base::cpu::nb::breaks (failed; was passed)\n"),
         "{stderr}"
     );
-    // The harness uses the default thresholds: 1.5× and 5 s more, which 2.9 s more is not.
-    assert_eq!(names(&report["baseline"], "slower"), Vec::<&str>::new());
+    assert_eq!(
+        report["baseline"]["slower_seconds"], 5.0,
+        "the default thresholds"
+    );
 
     // New against old, with thresholds the slow-down passes by far.
     let compared = out.path().join("compared");
@@ -95,7 +110,7 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
                 .arg(dir)
                 .arg("--baseline")
                 .arg(baseline)
-                .args(["--slower-ratio", "2", "--slower-seconds", "1", "--out"])
+                .args(["--slower-ratio", "2", "--slower-seconds", "3", "--out"])
                 .arg(to)
                 .args(more),
         )
@@ -107,25 +122,25 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
         "any failure fails by default\n{stdout}\n{stderr}"
     );
     let baseline = &json(&compared.join("report.json"))["baseline"];
-    assert_eq!(names(baseline, "new_failures"), ["base::cpu::cmd::breaks"]);
-    assert_eq!(names(baseline, "slower"), ["base::cpu::cmd::slows"]);
-    assert_eq!(names(baseline, "still_failing"), ["base::cpu::cmd::known"]);
+    assert_eq!(names(baseline, "new_failures"), ["base::cpu::nb::breaks"]);
+    assert_eq!(names(baseline, "slower"), ["base::cpu::nb::slows"]);
+    assert_eq!(names(baseline, "still_failing"), ["base::cpu::nb::known"]);
     for key in ["fixed", "new_trials", "removed_trials"] {
         assert_eq!(names(baseline, key), Vec::<&str>::new(), "{key}");
     }
     let slow = &baseline["slower"][0];
     assert!(
-        slow["seconds"].as_f64().unwrap() >= 3.0
-            && slow["baseline_seconds"].as_f64().unwrap() < 1.0,
+        slow["seconds"].as_f64().unwrap() >= 5.0
+            && slow["baseline_seconds"].as_f64().unwrap() < 2.0,
         "{slow}"
     );
     assert_eq!(baseline["slower_ratio"], 2.0);
     assert!(
         stdout.contains(&format!(
             "compared with baseline {}: 1 new failure, 0 fixed, 1 still failing, 0 new trials, \
-             0 removed trials, 1 slower, 0 heavier\n  new failure: base::cpu::cmd::breaks (failed; was \
-             passed)\n  still failing: base::cpu::cmd::known (failed; was failed)\n  slower: \
-             base::cpu::cmd::slows 3.",
+             0 removed trials, 1 slower, 0 heavier\n  new failure: base::cpu::nb::breaks (failed; was \
+             passed)\n  still failing: base::cpu::nb::known (failed; was failed)\n  slower: \
+             base::cpu::nb::slows ",
             old.display()
         )),
         "{stdout}"
@@ -134,9 +149,9 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
     assert!(
         markdown.contains("## Compared with baseline\n")
             && markdown
-                .contains("| ❌ new failure | `base::cpu::cmd::breaks` | failed | passed |\n")
-            && markdown.contains("| still failing | `base::cpu::cmd::known` | failed | failed |\n")
-            && markdown.contains("| `base::cpu::cmd::slows` | 3."),
+                .contains("| ❌ new failure | `base::cpu::nb::breaks` | failed | passed |\n")
+            && markdown.contains("| still failing | `base::cpu::nb::known` | failed | failed |\n")
+            && markdown.contains("| `base::cpu::nb::slows` | "),
         "{markdown}"
     );
 
@@ -144,10 +159,10 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
     let (code, stdout, stderr) = report_of(&new, &old, &compared, &["--fail-on", "new"]);
     assert_eq!(code, Some(101), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("error: 1 failure the baseline does not have: `base::cpu::cmd::breaks`\n"),
+        stderr.contains("error: 1 failure the baseline does not have: `base::cpu::nb::breaks`\n"),
         "{stderr}"
     );
-    assert!(!stderr.contains("cmd::known"), "{stderr}");
+    assert!(!stderr.contains("nb::known"), "{stderr}");
 
     // Old against new (as a report.json): the break is fixed, and the only failure left is
     // one the baseline has too, which `--fail-on new` lets pass, and the default does not.
@@ -160,9 +175,9 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
         "{stdout}"
     );
     let baseline = &json(&reverse.join("report.json"))["baseline"];
-    assert_eq!(names(baseline, "fixed"), ["base::cpu::cmd::breaks"]);
+    assert_eq!(names(baseline, "fixed"), ["base::cpu::nb::breaks"]);
     assert_eq!(names(baseline, "new_failures"), Vec::<&str>::new());
-    assert_eq!(names(baseline, "still_failing"), ["base::cpu::cmd::known"]);
+    assert_eq!(names(baseline, "still_failing"), ["base::cpu::nb::known"]);
     assert_eq!(names(baseline, "slower"), Vec::<&str>::new());
     let (code, _, _) = report_of(&old, &new_json, &reverse, &[]);
     assert_eq!(code, Some(101));
@@ -171,7 +186,7 @@ fn a_comparison_names_what_broke_and_what_slowed_and_fail_on_new_gates_on_the_br
 #[test]
 fn a_baseline_that_cannot_be_read_stops_the_run_before_any_trial_and_names_the_variable() {
     let out = tempfile::tempdir().unwrap();
-    let config = matrix(out.path(), "steady = \"true\"\n");
+    let config = matrix(out.path(), &[("steady", "print('steady')")]);
     let runs = out.path().join("runs");
     let missing = out.path().join("no-such-run");
     let (code, _, stderr) =
