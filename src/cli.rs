@@ -16,10 +16,18 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `0.1.0 (commit 1a2b3c4d5e6f)`: the version, and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RUNTIME_MATRIX_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "runtime-matrix",
-    version,
+    version = VERSION,
     about = "Prove that every runtime works on every machine."
 )]
 struct Cli {

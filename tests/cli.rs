@@ -335,3 +335,26 @@ fn a_run_ends_with_a_summary_and_report_without_a_folder_takes_the_newest_run() 
         "{stderr}"
     );
 }
+
+/// `--version` says the version and the commit the binary was built from, so that a bug report
+/// names exactly which code ran.
+#[test]
+fn version_names_the_commit() {
+    let (code, stdout, _) = output(runtime_matrix().arg("--version"));
+    assert_eq!(code, Some(0));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "runtime-matrix {} (commit {head})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
