@@ -196,3 +196,28 @@ fn the_example_matrix_is_valid() {
         ]
     );
 }
+
+/// Plain TCP to another host's engine is refused (see `invalid/plain_tcp_engine.toml`) unless
+/// the machine accepts it with `insecure = true`, which then warns on every run.
+#[test]
+fn an_engine_accepted_as_insecure_warns_every_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::write(
+        &config,
+        "[machines.far]\ngpus = 0\ndocker = \"tcp://10.0.0.7:2375\"\ninsecure = true\n\
+         [runtimes.sh]\ncommands.ok = \"true\"\n",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (code, _, stderr) = output(runtime_matrix().arg("plan").arg("--config").arg(&config));
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            stderr.contains(
+                "machines.far.docker: `tcp://10.0.0.7:2375` is plain TCP (insecure = true): \
+                 anyone who can reach that port is root on 10.0.0.7"
+            ),
+            "{stderr}"
+        );
+    }
+}

@@ -60,8 +60,12 @@ pub(super) struct RawMachine {
     /// Wildcard over the GPU model name, e.g. `*H100*`.
     pub gpu: Option<String>,
     /// The Docker engine for this machine (`unix://...`, `tcp://host:2375`); default
-    /// DOCKER_HOST, else the local socket.
+    /// DOCKER_HOST, else the local socket. Plain TCP to another host is refused unless
+    /// `insecure = true`.
     pub docker: Option<String>,
+    /// Accept plain, unauthenticated TCP to another host's engine (anyone who can reach the
+    /// port is root there); warned about on every run.
+    pub insecure: Option<bool>,
     /// Free text for reports.
     pub description: Option<String>,
     /// Tags every trial on this machine carries.

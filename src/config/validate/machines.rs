@@ -18,6 +18,9 @@ impl Compiler {
                     "`gpu` names a GPU model but `gpus` is 0 (set gpus to the number of GPUs)",
                 );
             }
+            if let Some(endpoint) = &m.docker {
+                self.engine_endpoint(&key, endpoint, m.insecure == Some(true));
+            }
             machines.push(Machine {
                 name: name.clone(),
                 gpus: m.gpus,
@@ -35,5 +38,83 @@ impl Compiler {
             );
         }
         machines
+    }
+
+    /// Plain TCP to another host's engine gives root on that host to anyone who can reach the
+    /// port (Docker's own documentation warns against it): refused, unless the machine says
+    /// `insecure = true`, and then warned about on every run. Loopback is this host's own.
+    fn engine_endpoint(&mut self, key: &str, endpoint: &str, insecure: bool) {
+        let Some(host) = plain_tcp_host(endpoint) else {
+            return;
+        };
+        if is_loopback(host) {
+            return;
+        }
+        if insecure {
+            self.warn(format!(
+                "{key}.docker: `{endpoint}` is plain TCP (insecure = true): anyone who can reach \
+                 that port is root on {host}"
+            ));
+        } else {
+            self.problem(
+                format!("{key}.docker"),
+                format!(
+                    "`{endpoint}` is plain, unauthenticated TCP: anyone who can reach that port is \
+                     root on {host}. Reach the engine through an ssh tunnel to a loopback port \
+                     (`ssh -NL 2375:/var/run/docker.sock USER@{host}`, then \
+                     `tcp://127.0.0.1:2375`), or set `insecure = true` on the machine to accept it"
+                ),
+            );
+        }
+    }
+}
+
+/// The host of a plain TCP endpoint (`tcp://HOST:PORT`, `http://HOST:PORT`), IPv6 brackets
+/// removed; `None` for any other endpoint.
+fn plain_tcp_host(endpoint: &str) -> Option<&str> {
+    let rest = endpoint
+        .strip_prefix("tcp://")
+        .or_else(|| endpoint.strip_prefix("http://"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    Some(match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
+        None => authority.split(':').next().unwrap_or(authority),
+    })
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("tcp://gpu-box:2375", Some("gpu-box"))]
+    #[case("http://10.0.0.7:2375/", Some("10.0.0.7"))]
+    #[case("tcp://[::1]:2375", Some("::1"))]
+    #[case("tcp://127.0.0.1:2375", Some("127.0.0.1"))]
+    #[case("unix:///var/run/docker.sock", None)]
+    #[case("https://gpu-box:2376", None)]
+    fn finds_the_host_of_plain_tcp(#[case] endpoint: &str, #[case] host: Option<&str>) {
+        assert_eq!(plain_tcp_host(endpoint), host);
+    }
+
+    #[rstest]
+    #[case("localhost", true)]
+    #[case("127.0.0.5", true)]
+    #[case("::1", true)]
+    #[case("gpu-box", false)]
+    #[case("10.0.0.7", false)]
+    fn loopback_is_this_host(#[case] host: &str, #[case] loopback: bool) {
+        assert_eq!(is_loopback(host), loopback);
     }
 }
