@@ -503,13 +503,10 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>, compare: Compare) -> ExitCode 
     }
     let s = &report.summary;
     println!(
-        "merged {} from {}: {} passed, {} failed, {}, {}, {} excluded, {} not run",
+        "merged {} from {}: {}, {} excluded, {} not run",
         count(s.total, "trial record", "trial records"),
         count(report.runs.len(), "run", "runs"),
-        s.passed,
-        s.failed,
-        count(s.expected_failures, "expected failure", "expected failures"),
-        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
+        crate::report::text::outcomes(s),
         s.excluded,
         s.not_run
     );

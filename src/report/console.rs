@@ -18,12 +18,9 @@ pub(crate) fn summary(report: &Report) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "runtime-matrix: {} ran: {} passed, {} failed, {}, {}",
+        "runtime-matrix: {} ran: {}",
         count(s.total, "trial", "trials"),
-        s.passed,
-        s.failed,
-        count(s.expected_failures, "expected failure", "expected failures"),
-        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
+        super::text::outcomes(s),
     );
     if s.not_run > 0 {
         let _ = write!(out, "; {} not run", s.not_run);

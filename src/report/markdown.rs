@@ -75,12 +75,9 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     };
     writeln!(
         out,
-        "**{verdict}**: {} ran: {} passed, {} failed, {}, {}{not_run_count}{skipped_count}; {} excluded.\n",
+        "**{verdict}**: {} ran: {}{not_run_count}{skipped_count}; {} excluded.\n",
         count(s.total, "trial", "trials"),
-        s.passed,
-        s.failed,
-        count(s.expected_failures, "expected failure", "expected failures"),
-        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
+        super::text::outcomes(s),
         s.excluded
     )?;
     for i in &report.interruptions {

@@ -14,6 +14,17 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     }
 }
 
+/// How the trials that ran ended: `2 passed, 1 failed, 0 expected failures, 1 unexpected pass`.
+pub(crate) fn outcomes(s: &crate::report::Summary) -> String {
+    format!(
+        "{} passed, {} failed, {}, {}",
+        s.passed,
+        s.failed,
+        count(s.expected_failures, "expected failure", "expected failures"),
+        count(s.unexpected_passes, "unexpected pass", "unexpected passes"),
+    )
+}
+
 /// `notebook `x.ipynb`` or `command `name``, from a check name.
 pub fn describe_check(check: &str) -> String {
     match (check.strip_prefix("nb::"), check.strip_prefix("cmd::")) {
