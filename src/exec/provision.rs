@@ -243,7 +243,7 @@ fn install(
 /// A token of this process's own for one probe or provisioning step: at its end everything
 /// carrying it is killed, so two running at once (runtimes of other packages provisioning side by
 /// side) must not share one, or the first to finish kills the other.
-fn unique_token(what: &str) -> String {
+pub(super) fn unique_token(what: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{what}-{}-{n}", std::process::id())

@@ -22,6 +22,13 @@ pub(crate) fn summary(report: &Report) -> String {
         count(s.total, "trial", "trials"),
         super::text::outcomes(s),
     );
+    if s.reused > 0 {
+        let _ = write!(
+            out,
+            " ({} reused from earlier runs, not executed)",
+            s.reused
+        );
+    }
     if s.not_run > 0 {
         let _ = write!(out, "; {} not run", s.not_run);
     }
@@ -74,7 +81,12 @@ pub(crate) fn summary(report: &Report) -> String {
             parts.join(", ")
         );
     }
-    let mut slowest: Vec<_> = report.trials.iter().collect();
+    // A reused trial did not run: it is not among this run's slowest.
+    let mut slowest: Vec<_> = report
+        .trials
+        .iter()
+        .filter(|t| t.reused.is_none())
+        .collect();
     slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     if !slowest.is_empty() {
         let _ = writeln!(out, "  slowest:");
