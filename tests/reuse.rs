@@ -370,21 +370,25 @@ commands.secret = "test -n \"$REUSE_TEST_SECRET\""
 "#
     );
     let project = Project::new(&matrix);
-    let run = |run_id: &str| {
+    let run_as = |run_id: &str, with_secret: bool, expected: i32| {
         let mut args = vec!["--include-ignored", "--reuse-results"];
         args.push("--test-threads=2");
         let mut command = harness(&project.path("matrix.toml"), &project.out(), run_id, &args);
         command
             .env("RUNTIME_MATRIX_REUSE_DIR", project.store())
             .env("RUNTIME_MATRIX_RUNNER_IDLE", "2s")
-            .env("REUSE_TEST_SECRET", &secret);
+            .env_remove("REUSE_TEST_SECRET");
+        if with_secret {
+            command.env("REUSE_TEST_SECRET", &secret);
+        }
         let (code, stdout, stderr) = output(&mut command);
-        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        assert_eq!(code, Some(expected), "{stdout}\n{stderr}");
         (
             format!("{stdout}\n{stderr}"),
             records(&project.out(), run_id),
         )
     };
+    let run = |run_id: &str| run_as(run_id, true, 0);
     let box_trials = set(&["box::cpu::cmd::secret", "box::cpu::nb::nb/a"]);
     let trials = |records: &BTreeMap<String, Value>| -> BTreeSet<String> {
         records
@@ -416,4 +420,9 @@ commands.secret = "test -n \"$REUSE_TEST_SECRET\""
     let (said, fourth) = run("c4");
     assert!(trials(&fourth).is_empty(), "{said}");
     assert_eq!(fourth["box::cpu::nb::nb/a"]["reused"]["run_id"], "c3");
+
+    // A secret that is not set fails the runtime's trials: they are not reused as passing.
+    let (said, fifth) = run_as("c5", false, 101);
+    assert_eq!(trials(&fifth), box_trials, "{said}");
+    assert_eq!(fifth["box::cpu::cmd::secret"]["status"], "failed");
 }

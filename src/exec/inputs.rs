@@ -88,7 +88,16 @@ impl Executor {
                             format!("the engine does not have image `{}` yet", docker.image)
                         })?,
                 };
-                json!({ "image": { "id": image.id, "digest": image.digest } })
+                // Whether each secret is there (a trial without one fails), never its value.
+                let secrets: BTreeMap<&str, bool> = docker
+                    .secrets
+                    .iter()
+                    .map(|name| (name.as_str(), std::env::var_os(name).is_some()))
+                    .collect();
+                json!({
+                    "image": { "id": image.id, "digest": image.digest },
+                    "secrets-set": secrets,
+                })
             }
             ExecutorKind::Host { python, packages } => {
                 let jupyter = spec
