@@ -143,6 +143,24 @@ impl Project {
     }
 }
 
+/// Asserts that `instance` validates against the shipped schema `file` (under `schemas/`).
+fn assert_valid(file: &str, instance: &Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(file);
+    let schema: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{file}: {}\n{instance}",
+        errors.join("\n")
+    );
+}
+
 /// The trials of `records` that were executed (not reused), by check.
 fn executed(records: &BTreeMap<String, Value>) -> BTreeSet<String> {
     records
@@ -218,6 +236,10 @@ fn unchanged_trials_are_reused_and_each_edit_reruns_exactly_the_trials_it_feeds(
     let json: Value =
         serde_json::from_slice(&std::fs::read(run.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["summary"]["reused"], 4);
+    assert_valid("report.schema.json", &json);
+    for record in second.values() {
+        assert_valid("record.schema.json", record);
+    }
     let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("reused from run r1").count(), 4, "{junit}");
 

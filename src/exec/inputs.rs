@@ -105,9 +105,9 @@ impl Executor {
                     .checks
                     .iter()
                     .any(|check| matches!(check.kind, CheckKind::Notebook { .. }));
-                let (python, _) = self
+                let python = self
                     .provisioner
-                    .python(&spec.runtime.name, python, packages, jupyter)
+                    .python_before_trials(&spec.runtime.name, python, packages, jupyter)
                     .map_err(|error| crate::error::chain(&error))?;
                 json!({ "python": self.python_identity(&python)? })
             }
