@@ -309,6 +309,19 @@ fn unchanged_trials_are_reused_and_each_edit_reruns_exactly_the_trials_it_feeds(
         stdout.contains("removed 4 result reuse entries"),
         "{stdout}"
     );
+    // `runtime-matrix report` says the count too (as under cargo-nextest).
+    let (code, stdout, stderr) = output(
+        runtime_matrix()
+            .arg("report")
+            .arg(project.out().join("r9"))
+            .arg("--out")
+            .arg(project.path("merged")),
+    );
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("(4 reused from earlier runs, not executed)"),
+        "{stdout}"
+    );
     let (_, said, records) = project.run("r10", "flag", &[]);
     assert_eq!(executed(&records), all, "{said}");
 }

@@ -22,13 +22,6 @@ pub(crate) fn summary(report: &Report) -> String {
         count(s.total, "trial", "trials"),
         super::text::outcomes(s),
     );
-    if s.reused > 0 {
-        let _ = write!(
-            out,
-            " ({} reused from earlier runs, not executed)",
-            s.reused
-        );
-    }
     if s.not_run > 0 {
         let _ = write!(out, "; {} not run", s.not_run);
     }

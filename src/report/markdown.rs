@@ -69,17 +69,13 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         0 => String::new(),
         n => format!("; {n} not run"),
     };
-    let reused_count = match s.reused {
-        0 => String::new(),
-        n => format!(" ({n} reused from earlier runs, not executed)"),
-    };
     let skipped_count = match s.skipped {
         0 => String::new(),
         n => format!("; {n} skipped (opt-in)"),
     };
     writeln!(
         out,
-        "**{verdict}**: {} ran: {}{reused_count}{not_run_count}{skipped_count}; {} excluded.\n",
+        "**{verdict}**: {} ran: {}{not_run_count}{skipped_count}; {} excluded.\n",
         count(s.total, "trial", "trials"),
         super::text::outcomes(s),
         s.excluded
