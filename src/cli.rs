@@ -91,7 +91,7 @@ enum Command {
     /// Remove the containers of runs on this host whose process is gone, including those kept
     /// with RUNTIME_MATRIX_KEEP. Containers of live runs and containers that are not
     /// runtime-matrix's are never touched. With `--runs N`, also remove all but the newest N
-    /// run folders.
+    /// run folders; with `--reuse`, also empty the result reuse store.
     Clean {
         /// The matrix file, for the machines' Docker engines and the run folders' place.
         #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
@@ -100,6 +100,10 @@ enum Command {
         /// (RUNTIME_MATRIX_OUT, default target/runtime-matrix) and remove the others.
         #[arg(long, value_name = "N")]
         runs: Option<usize>,
+        /// Empty the result reuse store (RUNTIME_MATRIX_REUSE_DIR, default `reuse` under the
+        /// output folder), so that the next run with --reuse-results executes every trial.
+        #[arg(long)]
+        reuse: bool,
     },
     /// Print the JSON Schema of matrix.toml, a record, report.json or `plan --format json`
     /// (the files under `schemas/` in runtime-matrix's repository).
@@ -113,6 +117,10 @@ enum Command {
     Run {
         #[command(flatten)]
         select: Select,
+        /// Do not execute a trial whose inputs are unchanged since it last passed; its record
+        /// says the run it is reused from (RUNTIME_MATRIX_REUSE_RESULTS=1 says the same).
+        #[arg(long)]
+        reuse_results: bool,
         /// libtest arguments.
         #[arg(last = true)]
         libtest: Vec<String>,
@@ -213,7 +221,11 @@ pub fn main() -> ExitCode {
             },
             false => report(&dirs, out, compare),
         },
-        Command::Clean { config, runs } => clean(&config, runs),
+        Command::Clean {
+            config,
+            runs,
+            reuse,
+        } => clean(&config, runs, reuse),
         Command::Schema { name } => {
             print!("{}", name.schema_text());
             ExitCode::from(EXIT_OK)
@@ -232,12 +244,26 @@ pub fn main() -> ExitCode {
             let _ = report.write(&mut stdout);
             ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
         }
-        Command::Run { select, libtest } => {
-            let args = libtest_mimic::Arguments::from_iter(
+        Command::Run {
+            select,
+            reuse_results,
+            libtest,
+        } => {
+            // As the matrix target takes it, among libtest's arguments too.
+            let (libtest, reuse_flag) = crate::harness::take_flag(
                 std::iter::once("runtime-matrix".to_owned()).chain(libtest),
+                crate::harness::REUSE_FLAG,
             );
+            let args = libtest_mimic::Arguments::from_iter(libtest);
             match options(select) {
-                Ok(options) => Harness::new(args, options).run(),
+                Ok(options) => Harness::new(
+                    args,
+                    Options {
+                        reuse_results: options.reuse_results || reuse_results || reuse_flag,
+                        ..options
+                    },
+                )
+                .run(),
                 Err(error) => fail_setup(&error),
             }
         }
@@ -388,7 +414,7 @@ fn print_container(c: &ContainerSpec) {
     );
 }
 
-fn clean(config: &std::path::Path, runs: Option<usize>) -> ExitCode {
+fn clean(config: &std::path::Path, runs: Option<usize>, reuse: bool) -> ExitCode {
     // The machines may name engines of their own; without a readable matrix, the default one.
     let mut endpoints: Vec<Option<String>> = vec![None];
     let matrix = crate::Matrix::load(config);
@@ -427,6 +453,34 @@ fn clean(config: &std::path::Path, runs: Option<usize>) -> ExitCode {
                 keep
             ),
             Err(error) => return fail_setup(&error),
+        }
+    }
+    if reuse {
+        let dir = match (&matrix, &options.reuse_dir, &options.out) {
+            (Ok(matrix), _, _) => options.reuse_dir(matrix),
+            (Err(_), Some(dir), _) => dir.clone(),
+            (Err(_), None, Some(out)) => out.join(crate::reuse::DIR_NAME),
+            (Err(error), None, None) => {
+                eprintln!(
+                    "error: cannot tell where the result reuse store is: {}\n  (set RUNTIME_MATRIX_REUSE_DIR, or --config a readable matrix)",
+                    chain(error)
+                );
+                return ExitCode::from(EXIT_SETUP);
+            }
+        };
+        match crate::reuse::Store::new(dir.clone()).clear() {
+            Ok(removed) => println!(
+                "removed {} from {}",
+                crate::report::text::count(removed, "result reuse entry", "result reuse entries"),
+                dir.display()
+            ),
+            Err(error) => {
+                eprintln!(
+                    "error: cannot empty the result reuse store {}: {error}",
+                    dir.display()
+                );
+                return ExitCode::from(EXIT_SETUP);
+            }
         }
     }
     let cleaned = match crate::exec::clean_all(&endpoints, options.engine_timeout) {

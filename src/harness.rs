@@ -24,6 +24,7 @@ use crate::record::{
     Expectation, Failure, Interruption, Planned, RunDir, SetupStep, Status, TrialRecord,
 };
 use crate::report::{Baseline, Thresholds};
+use crate::reuse::{Entry, Key, Lookup, Store};
 use crate::settings::hostname;
 use libtest_mimic::{Arguments, Conclusion, Failed, Trial};
 use std::process::ExitCode;
@@ -76,11 +77,18 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// libtest's arguments from the command line, options from the environment.
+    /// libtest's arguments from the command line, options from the environment. The one
+    /// flag of runtime-matrix's own, `--reuse-results` (what `RUNTIME_MATRIX_REUSE_RESULTS=1`
+    /// says), is taken out before libtest's arguments are parsed, since libtest refuses flags
+    /// it does not know.
     pub fn from_env() -> Harness {
+        let (args, reuse) = take_flag(std::env::args(), REUSE_FLAG);
         Harness {
-            args: Arguments::from_args(),
-            options: Options::from_env(),
+            args: Arguments::from_iter(args),
+            options: Options::from_env().map(|options| Options {
+                reuse_results: options.reuse_results || reuse,
+                ..options
+            }),
         }
     }
 
@@ -178,7 +186,15 @@ impl Harness {
             .with_runners(slots(&self.args), options.runner_idle)
             .with_progress(board.clone());
         install_interrupt_handler(executor.handle());
+        let reuse = options
+            .reuse_results
+            .then(|| Reuse::new(Store::new(options.reuse_dir(&matrix))));
+        let specs: Vec<TrialSpec> = match &reuse {
+            Some(_) => plan.trials.clone(),
+            None => Vec::new(),
+        };
         let context = Arc::new(Context {
+            reuse,
             run: run.clone(),
             executor,
             host: hostname(),
@@ -195,9 +211,14 @@ impl Harness {
             return fail_setup(&error);
         }
         let to_run = to_run(&self.args, planned, &trials);
+        if let Some(reuse) = &context.reuse {
+            reuse.decide(&context.executor, &specs, &to_run);
+        }
+        // Runners keep warm only the kernels the trials that will execute need.
         context.executor.expect(
             to_run
                 .iter()
+                .filter(|planned| context.reuse.as_ref().is_none_or(|r| !r.hit(&planned.name)))
                 .map(|planned| (planned.runtime.as_str(), planned.machine.as_str())),
         );
         if let Err(error) = run.write_planned(&to_run) {
@@ -246,6 +267,24 @@ impl Harness {
         }
         conclusion.exit_code()
     }
+}
+
+/// The matrix target's flag that switches result reuse on.
+pub const REUSE_FLAG: &str = "--reuse-results";
+
+/// `args` without `flag` (before a `--`, which ends flags), and whether it was there.
+pub(crate) fn take_flag(args: impl Iterator<Item = String>, flag: &str) -> (Vec<String>, bool) {
+    let mut found = false;
+    let mut flags_end = false;
+    let kept = args
+        .filter(|arg| {
+            flags_end |= arg == "--";
+            let this = !flags_end && arg == flag;
+            found |= this;
+            !this
+        })
+        .collect();
+    (kept, found)
 }
 
 /// How many trials may run at once on one runner: libtest's test threads (twice the cores
@@ -358,6 +397,8 @@ fn run_trials(
 
 /// What every trial of one process shares.
 struct Context {
+    /// Result reuse, when it is on: the store and what it said of each trial.
+    reuse: Option<Reuse>,
     run: RunDir,
     executor: Executor,
     host: String,
@@ -427,6 +468,13 @@ impl Context {
             return Err(format!("interrupted by signal {signal} before it started").into());
         }
         let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        if let Some(entry) = self
+            .reuse
+            .as_ref()
+            .and_then(|reuse| reuse.entry(&spec.name))
+        {
+            return self.reuse_trial(spec, &entry, started_at);
+        }
         let start = Instant::now();
         let begun = self
             .heartbeat
@@ -478,9 +526,15 @@ impl Context {
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,
+            reused: None,
         };
         crate::sanitise::record(&mut record);
         let written = self.run.write_record(&record);
+        if let Some(reuse) = &self.reuse
+            && written.is_ok()
+        {
+            reuse.keep(&self.executor, spec, &record);
+        }
         if !status.is_failure() {
             return written.map(|_| ()).map_err(|error| chain(&error).into());
         }
@@ -501,6 +555,58 @@ impl Context {
         }
         // Once more as it is printed: names and reasons from the config are outside text too.
         Err(crate::sanitise::for_terminal(&message).into())
+    }
+}
+
+impl Context {
+    /// Records `spec`'s trial as reused from `entry`, without running it.
+    fn reuse_trial(
+        &self,
+        spec: &TrialSpec,
+        entry: &Entry,
+        started_at: String,
+    ) -> Result<(), Failed> {
+        let record = TrialRecord {
+            schema: crate::record::RECORD_SCHEMA,
+            run_id: self.run.run_id.clone(),
+            trial: spec.name.clone(),
+            runtime: spec.runtime.name.clone(),
+            machine: spec.machine.name.clone(),
+            check: spec.check.name.clone(),
+            executor: spec.kind().to_owned(),
+            tags: spec.tags.clone(),
+            parameters: spec.parameters.clone(),
+            status: Status::Passed,
+            failure: None,
+            expected: spec.expected_failure.as_ref().map(|rule| Expectation {
+                reason: rule.reason.clone(),
+                matches: rule.matches.clone(),
+            }),
+            started_at: String::new(),
+            seconds: 0.0,
+            setup: Vec::new(),
+            cells: Vec::new(),
+            artifact: None,
+            html: None,
+            artifact_note: None,
+            host: self.host.clone(),
+            image: None,
+            resources: None,
+            gpus: Vec::new(),
+            note: None,
+            reused: None,
+        };
+        let mut record = crate::reuse::record_of(entry, record, started_at);
+        crate::sanitise::record(&mut record);
+        eprintln!(
+            "runtime-matrix: {}: reused from run {}",
+            crate::sanitise::for_terminal(&spec.name),
+            entry.run_id()
+        );
+        self.run
+            .write_record(&record)
+            .map(|_| ())
+            .map_err(|error| chain(&error).into())
     }
 }
 
@@ -554,6 +660,156 @@ fn new_run_id() -> String {
         now.trim_end_matches('Z').replace(':', "-"),
         std::process::id()
     )
+}
+
+/// By trial: the key of its inputs, and the entry it is reused from on a hit.
+type Decided = std::collections::HashMap<String, (Key, Option<Arc<Entry>>)>;
+
+/// Result reuse in one process: the store, and the keys and entries found for its trials
+/// before they started.
+struct Reuse {
+    store: Store,
+    /// By trial: the key of its inputs when they could be known before it ran, and the entry
+    /// it is reused from on a hit.
+    decided: std::sync::Mutex<Decided>,
+}
+
+impl Reuse {
+    fn new(store: Store) -> Reuse {
+        Reuse {
+            store,
+            decided: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Decided> {
+        self.decided
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Looks each trial of `to_run` up in the store, before any starts, and says how many
+    /// are reused and why the others that had an entry run again.
+    fn decide(&self, executor: &Executor, specs: &[TrialSpec], to_run: &[Planned]) {
+        let wanted: std::collections::HashSet<&str> =
+            to_run.iter().map(|p| p.name.as_str()).collect();
+        let specs: Vec<&TrialSpec> = specs
+            .iter()
+            .filter(|spec| wanted.contains(spec.name.as_str()))
+            .collect();
+        // Gathered in parallel: most of the time is waiting (an interpreter's start, the
+        // engine's answer), and trials of one runtime share what is found once per process.
+        const THREADS: usize = 8;
+        let gathered: Vec<Vec<(&TrialSpec, Result<serde_json::Value, String>)>> =
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..THREADS.min(specs.len()))
+                    .map(|first| {
+                        let specs = &specs;
+                        scope.spawn(move || {
+                            specs
+                                .iter()
+                                .skip(first)
+                                .step_by(THREADS)
+                                .map(|spec| (*spec, executor.reuse_inputs(spec, None)))
+                                .collect()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|worker| worker.join().unwrap_or_default())
+                    .collect()
+            });
+        let mut gathered: Vec<_> = gathered.into_iter().flatten().collect();
+        gathered.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut again = Vec::new();
+        let mut hits = 0;
+        for (spec, inputs) in gathered {
+            let inputs = match inputs {
+                Ok(inputs) => inputs,
+                Err(why) => {
+                    again.push(format!("{}: {why}", spec.name));
+                    continue;
+                }
+            };
+            let key = Key::new(inputs);
+            let entry = match self.store.lookup(&spec.name, &key) {
+                Lookup::Hit(entry) => {
+                    hits += 1;
+                    Some(Arc::from(entry))
+                }
+                Lookup::Miss(Some((run_id, changed))) => {
+                    again.push(format!(
+                        "{}: changed since run {run_id}: {}",
+                        spec.name,
+                        changed.join(", ")
+                    ));
+                    None
+                }
+                Lookup::Miss(None) => None,
+            };
+            self.lock().insert(spec.name.clone(), (key, entry));
+        }
+        if specs.is_empty() {
+            return;
+        }
+        eprintln!(
+            "runtime-matrix: result reuse: {hits} of {} reused (unchanged since they passed), {} to run; store {}",
+            crate::report::text::count(specs.len(), "trial", "trials"),
+            specs.len() - hits,
+            self.store.dir().display()
+        );
+        const SAID: usize = 10;
+        for line in again.iter().take(SAID) {
+            eprintln!("  runs again: {}", crate::sanitise::for_terminal(line));
+        }
+        if again.len() > SAID {
+            eprintln!("  and {} more run again", again.len() - SAID);
+        }
+    }
+
+    /// Whether trial `name` is reused.
+    fn hit(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|(_, entry)| entry.is_some())
+    }
+
+    /// The entry trial `name` is reused from, on a hit.
+    fn entry(&self, name: &str) -> Option<Arc<Entry>> {
+        self.lock().get(name).and_then(|(_, entry)| entry.clone())
+    }
+
+    /// Keeps `record`'s outcome for later runs when it may be reused: under the key of the
+    /// inputs it ran with, found again now (the image it ran in, the files as they are), and
+    /// only when they are still those found before it ran.
+    fn keep(&self, executor: &Executor, spec: &TrialSpec, record: &TrialRecord) {
+        if !crate::reuse::reusable(record.status) {
+            return;
+        }
+        let before = self.lock().get(&spec.name).map(|(key, _)| key.hash.clone());
+        let key = match executor.reuse_inputs(spec, record.image.as_ref()) {
+            Ok(inputs) => Key::new(inputs),
+            Err(why) => {
+                eprintln!("warning: {} is not kept for result reuse: {why}", spec.name);
+                return;
+            }
+        };
+        if before.is_some_and(|before| before != key.hash) {
+            eprintln!(
+                "warning: {} is not kept for result reuse: its inputs changed while it ran",
+                spec.name
+            );
+            return;
+        }
+        if let Err(error) = self.store.save(record, &key) {
+            eprintln!(
+                "warning: {} is not kept for result reuse: cannot write to {}: {error}",
+                spec.name,
+                self.store.dir().display()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub mod plan;
 mod progress;
 pub mod record;
 pub mod report;
+mod reuse;
 mod runs;
 mod sanitise;
 pub mod schema;

@@ -93,6 +93,26 @@ pub struct TrialRecord {
     pub resources: Option<Resources>,
     /// The host that ran it.
     pub host: String,
+    /// Set when the trial was not executed because its inputs were unchanged since an earlier
+    /// run where it passed, or failed the declared way (`--reuse-results`): that run's outcome
+    /// stands, its status and failure included. Its `seconds` are then 0, and it has no cells,
+    /// setup or artifact of this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused: Option<Reused>,
+}
+
+/// Where a reused trial's outcome comes from: the run in which it last ran with the same
+/// inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Reused {
+    /// That run's id.
+    pub run_id: String,
+    /// When the trial started there, RFC 3339.
+    pub at: String,
+    /// The host it ran on.
+    pub host: String,
+    /// Its seconds there.
+    pub seconds: f64,
 }
 
 /// What one trial's processes used, measured by its runner (memory, CPU) and by the harness

@@ -71,6 +71,10 @@ pub fn record(record: &mut TrialRecord) {
         .iter_mut()
         .chain(record.artifact_note.iter_mut())
         .chain(image_labels)
+        .chain(record.reused.iter_mut().flat_map(|reused| {
+            // Read back from the result reuse store: outside text like the rest.
+            [&mut reused.run_id, &mut reused.at, &mut reused.host]
+        }))
         .chain(
             record
                 .expected
@@ -297,6 +301,12 @@ mod tests {
             }),
             resources: None,
             host: "h".into(),
+            reused: Some(crate::record::Reused {
+                run_id: hostile.into(),
+                at: hostile.into(),
+                host: hostile.into(),
+                seconds: 1.0,
+            }),
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();
@@ -304,7 +314,7 @@ mod tests {
             !json.contains("\\u001b") && !json.contains("\\u0007"),
             "{json}"
         );
-        assert_eq!(json.matches("\"xy\"").count(), 8, "{json}");
+        assert_eq!(json.matches("\"xy\"").count(), 11, "{json}");
     }
 
     #[rstest]

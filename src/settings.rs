@@ -86,6 +86,29 @@ pub struct Options {
     /// compare the run's reports with; it must exist. Its contents are read when the run
     /// starts, before any trial.
     pub baseline: Option<PathBuf>,
+    /// `RUNTIME_MATRIX_REUSE_RESULTS` (`1` or `0`; the matrix target's `--reuse-results` flag
+    /// sets it too): a trial whose inputs are unchanged since it last passed is not executed
+    /// again; its record says the run it is reused from.
+    pub reuse_results: bool,
+    /// `RUNTIME_MATRIX_REUSE_DIR`: the result reuse store (default `reuse` under the output
+    /// folder, beside the run folders).
+    pub reuse_dir: Option<PathBuf>,
+}
+
+/// The forms `RUNTIME_MATRIX_REUSE_RESULTS` accepts, as its message says them.
+const SWITCH: &str = "`1` (or `true`) to reuse results, `0` (or `false`) not to";
+
+/// An on/off setting's value.
+fn switch(variable: &'static str, text: &str) -> Result<bool, SettingsError> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(SettingsError {
+            variable,
+            value: text.trim().to_owned(),
+            accepted: SWITCH,
+        }),
+    }
 }
 
 impl Default for Options {
@@ -107,6 +130,8 @@ impl Default for Options {
             heartbeat: Some(DEFAULT_HEARTBEAT),
             runner_idle: DEFAULT_RUNNER_IDLE,
             baseline: None,
+            reuse_results: false,
+            reuse_dir: None,
         }
     }
 }
@@ -214,7 +239,13 @@ impl Options {
             Some(text) => Some(PathBuf::from(text)),
             None => None,
         };
+        let reuse_results = match var("RUNTIME_MATRIX_REUSE_RESULTS") {
+            Some(text) => switch("RUNTIME_MATRIX_REUSE_RESULTS", &text)?,
+            None => defaults.reuse_results,
+        };
         Ok(Options {
+            reuse_results,
+            reuse_dir: var("RUNTIME_MATRIX_REUSE_DIR").map(PathBuf::from),
             config: var("RUNTIME_MATRIX_CONFIG")
                 .map(PathBuf::from)
                 .unwrap_or(defaults.config),
@@ -247,6 +278,16 @@ impl Options {
         };
         // Absolute, because checks run with a scratch folder as their working directory.
         std::path::absolute(&root).unwrap_or(root)
+    }
+
+    /// The result reuse store's folder, for a matrix at `matrix`: `RUNTIME_MATRIX_REUSE_DIR`,
+    /// or `reuse` under [`Options::out_root`]. Absolute.
+    pub fn reuse_dir(&self, matrix: &Matrix) -> PathBuf {
+        let dir = match &self.reuse_dir {
+            Some(dir) => dir.clone(),
+            None => self.out_root(matrix).join(crate::reuse::DIR_NAME),
+        };
+        std::path::absolute(&dir).unwrap_or(dir)
     }
 
     /// Makes host GPU detection use [`Options::nvml`]. Detection runs at most once per
@@ -364,6 +405,33 @@ mod tests {
             error.to_string(),
             "invalid RUNTIME_MATRIX_ENGINE_TIMEOUT `500ms` (use a duration of at least 1s, e.g. `30s` or `2m`)"
         );
+    }
+
+    #[test]
+    fn result_reuse_is_off_unless_switched_on() {
+        assert!(!parse(&[]).unwrap().reuse_results);
+        assert!(
+            parse(&[("RUNTIME_MATRIX_REUSE_RESULTS", "1")])
+                .unwrap()
+                .reuse_results
+        );
+        assert!(
+            parse(&[("RUNTIME_MATRIX_REUSE_RESULTS", " True ")])
+                .unwrap()
+                .reuse_results
+        );
+        assert!(
+            !parse(&[("RUNTIME_MATRIX_REUSE_RESULTS", "0")])
+                .unwrap()
+                .reuse_results
+        );
+        let error = parse(&[("RUNTIME_MATRIX_REUSE_RESULTS", "maybe")]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid RUNTIME_MATRIX_REUSE_RESULTS `maybe` (use `1` (or `true`) to reuse results, `0` (or `false`) not to)"
+        );
+        let options = parse(&[("RUNTIME_MATRIX_REUSE_DIR", "/cache/reuse")]).unwrap();
+        assert_eq!(options.reuse_dir, Some(PathBuf::from("/cache/reuse")));
     }
 
     #[test]

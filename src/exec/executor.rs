@@ -123,7 +123,12 @@ pub struct Executor {
     planned: std::sync::Mutex<std::collections::HashMap<(String, String), usize>>,
     /// How long a runner idles before it exits by itself.
     pub(super) runner_idle: std::time::Duration,
+    /// Host interpreters' identities for result reuse keys, found once per process.
+    pub(super) identities: std::sync::Mutex<std::collections::HashMap<PathBuf, Identity>>,
 }
+
+/// An interpreter's identity, or why it could not be found, once per process.
+pub(super) type Identity = std::sync::Arc<std::sync::OnceLock<Result<serde_json::Value, String>>>;
 
 impl Executor {
     /// An executor for `matrix`'s trials in run `run_id`, keeping provisioned virtualenvs and
@@ -150,6 +155,7 @@ impl Executor {
             slots: 1,
             planned: Default::default(),
             runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
+            identities: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod docker;
 mod executor;
 mod host;
 mod html;
+mod inputs;
 mod invocation;
 mod live;
 pub mod process;

@@ -42,6 +42,9 @@ pub struct Provisioner {
     /// One slot per key, locked while it is resolved, so that trials needing the same
     /// interpreter wait for a single install and trials needing another do not.
     resolved: Mutex<HashMap<PythonKey, Arc<Mutex<Option<Resolved>>>>>,
+    /// Provisioning done before any trial asked (for a result reuse key): the first trial of
+    /// the key to ask is given it as its setup, so that the reports still show it.
+    unclaimed: Mutex<HashMap<PythonKey, SetupStep>>,
 }
 
 impl Provisioner {
@@ -50,6 +53,7 @@ impl Provisioner {
         Provisioner {
             cache,
             resolved: Mutex::new(HashMap::new()),
+            unclaimed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,7 +74,7 @@ impl Provisioner {
             .resolved
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(key)
+            .entry(key.clone())
             .or_default()
             .clone();
         // Held while provisioning: another trial of the same key waits here.
@@ -90,7 +94,32 @@ impl Provisioner {
                 subject: venv,
                 seconds: start.elapsed().as_secs_f64(),
             });
+        let step = step.or_else(|| {
+            self.unclaimed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&key)
+        });
         Ok((resolved.python, step))
+    }
+
+    /// [`Provisioner::python`] outside any trial: the provisioning it did or waited for is
+    /// handed to the first trial that asks for the same interpreter.
+    pub fn python_before_trials(
+        &self,
+        runtime: &str,
+        python: &str,
+        packages: &[String],
+        jupyter: bool,
+    ) -> Result<PathBuf, ProvisionError> {
+        let (found, step) = self.python(runtime, python, packages, jupyter)?;
+        if let Some(step) = step {
+            self.unclaimed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert((python.to_owned(), packages.to_vec(), jupyter), step);
+        }
+        Ok(found)
     }
 
     fn provision(
@@ -243,7 +272,7 @@ fn install(
 /// A token of this process's own for one probe or provisioning step: at its end everything
 /// carrying it is killed, so two running at once (runtimes of other packages provisioning side by
 /// side) must not share one, or the first to finish kills the other.
-fn unique_token(what: &str) -> String {
+pub(super) fn unique_token(what: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{what}-{}-{n}", std::process::id())

@@ -94,7 +94,8 @@ fn sides_of(report: &Report) -> BTreeMap<String, Side> {
             trial.trial.clone(),
             Side {
                 outcome: trial.status.into(),
-                seconds: Some(trial.seconds),
+                // A reused trial did not run: no time to compare.
+                seconds: Some(trial.seconds).filter(|_| trial.reused.is_none()),
                 peak_memory: trial.resources.as_ref().and_then(|r| r.peak_memory_bytes),
             },
         );
@@ -144,6 +145,9 @@ struct StoredTrial {
     seconds: f64,
     #[serde(default)]
     resources: Option<crate::record::Resources>,
+    /// Set when the trial was reused, not run: its seconds say nothing.
+    #[serde(default)]
+    reused: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +225,7 @@ impl Baseline {
                 trial.trial,
                 Side {
                     outcome: trial.status.into(),
-                    seconds: Some(trial.seconds),
+                    seconds: Some(trial.seconds).filter(|_| trial.reused.is_none()),
                     peak_memory: trial.resources.and_then(|r| r.peak_memory_bytes),
                 },
             );
@@ -698,6 +702,7 @@ mod tests {
             note: None,
             image: None,
             host: "h".into(),
+            reused: None,
         }
     }
 
@@ -818,6 +823,33 @@ mod tests {
             Thresholds::default(),
         );
         assert!(c.fixed.is_empty() && c.new_failures.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_reused_trial_is_never_slower_or_faster_than_its_baseline() {
+        let mut before = report(&[("t", Passed, 0.0)], &[], &[]);
+        before.trials[0].reused = Some(crate::record::Reused {
+            run_id: "r0".into(),
+            at: "2026-12-02T00:00:00Z".into(),
+            host: "h".into(),
+            seconds: 1.0,
+        });
+        let now = report(&[("t", Passed, 5.0)], &[], &[]);
+        let thresholds = Thresholds {
+            slower_ratio: 2.0,
+            slower_seconds: 1.0,
+        };
+        let c = Comparison::new(&now, &Baseline::of_report(&before, "old"), thresholds);
+        assert!(c.slower.is_empty(), "{c:?}");
+        // And as read back from report.json.
+        let dir = tempfile::tempdir().unwrap();
+        crate::report::write_all(&before, dir.path()).unwrap();
+        let read = Baseline::read(&dir.path().join("report.json")).unwrap();
+        assert!(Comparison::new(&now, &read, thresholds).slower.is_empty());
+        // Without the mark, the same seconds are a slow-down: the test can fail.
+        before.trials[0].reused = None;
+        let c = Comparison::new(&now, &Baseline::of_report(&before, "old"), thresholds);
+        assert_eq!(c.slower.len(), 1);
     }
 
     #[test]

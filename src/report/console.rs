@@ -74,7 +74,12 @@ pub(crate) fn summary(report: &Report) -> String {
             parts.join(", ")
         );
     }
-    let mut slowest: Vec<_> = report.trials.iter().collect();
+    // A reused trial did not run: it is not among this run's slowest.
+    let mut slowest: Vec<_> = report
+        .trials
+        .iter()
+        .filter(|t| t.reused.is_none())
+        .collect();
     slowest.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     if !slowest.is_empty() {
         let _ = writeln!(out, "  slowest:");

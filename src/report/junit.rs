@@ -11,7 +11,7 @@
 //! infrastructure failure (the engine, provisioning, I/O) and a planned trial that left no record
 //! are `<error>`: CI gates and test views pass a suite whose cases were skipped, and a trial an
 //! interrupted run never finished proved nothing. Excluded trials are `<skipped>` with their
-//! reason, and so are container trials left out because they are opt-in; an expected failure passes, saying so in its `<system-out>`.
+//! reason, and so are container trials left out because they are opt-in; an expected failure passes, saying so in its `<system-out>`; a reused trial passes, its `<system-out>` starting `reused from run X`.
 //!
 //! The output validates against the Jenkins xUnit plugin's `junit-10.xsd` (the schema pytest
 //! checks its own JUnit output with), which is stricter than GitHub's and GitLab's parsers: no
@@ -131,7 +131,17 @@ impl<'a> Suite<'a> {
         let mut case = case(&t.trial, &t.runtime, &t.machine, status);
         case.set_time(Duration::from_secs_f64(t.seconds.max(0.0)));
         let started = DateTime::parse_from_rfc3339(&t.started_at).ok();
-        let out = system_out(t, &details);
+        let mut out = system_out(t, &details);
+        // In the output, not a per-case property: junit-10.xsd has none.
+        if let Some(reused) = &t.reused {
+            out.insert_str(
+                0,
+                &format!(
+                    "reused from run {} (ran at {} on {}, {:.2}s): its inputs are unchanged, so it was not executed\n",
+                    reused.run_id, reused.at, reused.host, reused.seconds
+                ),
+            );
+        }
         if !out.is_empty() {
             case.set_system_out(out);
         }

@@ -109,6 +109,7 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     not_run(report, out)?;
     failures(report, out)?;
     expected(report, out)?;
+    reused(report, out)?;
     excluded(report, out)?;
     setup(report, out)?;
     slowest(report, out)?;
@@ -356,6 +357,41 @@ fn expected(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out)
 }
 
+/// The trials not executed because their inputs were unchanged since they passed, each with
+/// the run it is reused from.
+fn reused(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let reused: Vec<(&TrialRecord, &crate::record::Reused)> = report
+        .trials
+        .iter()
+        .filter_map(|t| t.reused.as_ref().map(|r| (t, r)))
+        .collect();
+    if reused.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Reused\n")?;
+    writeln!(
+        out,
+        "Not executed: their inputs (image or virtualenv, notebook, data, settings, GPUs, \
+         runtime-matrix) are unchanged since they ran with this outcome (`--reuse-results`).\n"
+    )?;
+    writeln!(
+        out,
+        "| trial | outcome | reused from run | ran at | seconds there |\n|---|---|---|---|---:|"
+    )?;
+    for (t, r) in reused {
+        writeln!(
+            out,
+            "| `{}` | {} | reused from run `{}` | {} | {:.2} |",
+            t.trial,
+            super::text::name_of(&t.status),
+            cell(&r.run_id),
+            cell(&r.at),
+            r.seconds
+        )?;
+    }
+    writeln!(out)
+}
+
 fn excluded(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     by_reason(&report.skipped, "Skipped", out)?;
     by_reason(&report.excluded, "Excluded", out)
@@ -423,10 +459,15 @@ fn setup(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
 }
 
 fn slowest(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
-    if report.trials.is_empty() {
+    // A reused trial did not run: it is not among this run's slowest.
+    let mut trials: Vec<&TrialRecord> = report
+        .trials
+        .iter()
+        .filter(|t| t.reused.is_none())
+        .collect();
+    if trials.is_empty() {
         return Ok(());
     }
-    let mut trials: Vec<&TrialRecord> = report.trials.iter().collect();
     trials.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     writeln!(out, "## Slowest trials\n")?;
     writeln!(out, "| trial | seconds | slowest cell |\n|---|---:|---|")?;

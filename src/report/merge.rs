@@ -33,9 +33,18 @@ pub struct Summary {
     pub skipped: usize,
     /// Planned, but left no record: interrupted, killed, or in a shard not merged.
     pub not_run: usize,
+    /// Of the trials counted, those not executed because their inputs were unchanged since
+    /// they passed (`--reuse-results`): each counts with the status it is reused with.
+    /// Omitted when none was.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub reused: usize,
     /// The setup the runs did, by runtime, machine, kind and subject: none of it is counted in
     /// any trial's seconds.
     pub setup: Vec<RunSetup>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Setup a run did for a runtime on a machine: an image built or pulled, a virtualenv
@@ -225,6 +234,7 @@ impl Report {
             excluded: excluded.len(),
             skipped: skipped.len(),
             not_run: not_run.len(),
+            reused: trials.iter().filter(|t| t.reused.is_some()).count(),
             setup,
         };
         let mut runs: Vec<String> = trials.iter().map(|t| t.run_id.clone()).collect();

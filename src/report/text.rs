@@ -14,10 +14,15 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// How the trials that ran ended: `2 passed, 1 failed, 0 expected failures, 1 unexpected pass`.
+/// How the trials that ran ended: `2 passed, 1 failed, 0 expected failures, 1 unexpected pass`,
+/// with `(N reused from earlier runs, not executed)` when some were reused.
 pub(crate) fn outcomes(s: &crate::report::Summary) -> String {
+    let reused = match s.reused {
+        0 => String::new(),
+        n => format!(" ({n} reused from earlier runs, not executed)"),
+    };
     format!(
-        "{} passed, {} failed, {}, {}",
+        "{} passed, {} failed, {}, {}{reused}",
         s.passed,
         s.failed,
         count(s.expected_failures, "expected failure", "expected failures"),
@@ -183,6 +188,7 @@ mod tests {
             image: None,
             resources: None,
             host: "h".into(),
+            reused: None,
         };
         let details = failure_details(&record, None);
         assert!(

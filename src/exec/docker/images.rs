@@ -25,6 +25,33 @@ pub(super) struct ResolvedImage {
 }
 
 impl DockerExecutor {
+    /// The image `reference` names on the engine at `endpoint`, for a result reuse key, as
+    /// cheaply as it can be known: inspected, never built or pulled when it is there. `None`
+    /// when the engine does not have it (the trial runs, and builds or pulls it). Under
+    /// `pull = "always"` the image is pulled first, once per run, as the trial would.
+    pub(crate) fn image_for_reuse(
+        &self,
+        endpoint: Option<&str>,
+        reference: &str,
+        pull: PullPolicy,
+        build: Option<&Build>,
+    ) -> Result<Option<ImageInfo>, String> {
+        self.runtime.block_on(async {
+            let engine = self
+                .engine(endpoint, self.engine_limit)
+                .await
+                .map_err(|error| chain(&error))?;
+            if pull == PullPolicy::Always {
+                return self
+                    .image(&engine, reference, pull, build)
+                    .await
+                    .map(|(image, _)| Some(image))
+                    .map_err(|error| chain(&error));
+            }
+            engine.image(reference).await.map_err(|error| chain(&error))
+        })
+    }
+
     /// The image `reference`, resolved once per process (and built or pulled at most once per
     /// run, across processes, under a file lock). With it, the build or pull this call did or
     /// waited for (its own seconds on it): `None` when the image was resolved before the call,
