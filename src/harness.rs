@@ -475,6 +475,7 @@ impl Context {
             artifact_note: outcome.artifact_note,
             host: self.host.clone(),
             image: outcome.image,
+            engine: outcome.engine,
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,

@@ -93,6 +93,30 @@ pub struct TrialRecord {
     pub resources: Option<Resources>,
     /// The host that ran it.
     pub host: String,
+    /// The Docker engine a container trial ran on: its endpoint and the name it gives its
+    /// host. Omitted for host trials, and by records older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<TrialEngine>,
+}
+
+/// The Docker engine a container trial ran on, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrialEngine {
+    /// Where it was reached: `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://...`.
+    pub endpoint: String,
+    /// The name the engine gives its host (`docker info`'s `Name`), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for TrialEngine {
+    /// `NAME (ENDPOINT)`, or the endpoint alone.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.endpoint),
+            None => f.write_str(&self.endpoint),
+        }
+    }
 }
 
 /// What one trial's processes used, measured by its runner (memory, CPU) and by the harness

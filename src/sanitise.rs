@@ -71,6 +71,13 @@ pub fn record(record: &mut TrialRecord) {
         .iter_mut()
         .chain(record.artifact_note.iter_mut())
         .chain(image_labels)
+        // The engine's name for its host is the engine's word, not ours.
+        .chain(
+            record
+                .engine
+                .iter_mut()
+                .filter_map(|engine| engine.name.as_mut()),
+        )
         .chain(
             record
                 .expected
@@ -297,6 +304,7 @@ mod tests {
             }),
             resources: None,
             host: "h".into(),
+            engine: None,
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();

@@ -66,6 +66,9 @@ pub(super) struct RawMachine {
     /// Accept plain, unauthenticated TCP to another host's engine (anyone who can reach the
     /// port is root there); warned about on every run.
     pub insecure: Option<bool>,
+    /// TLS to a `tcp://` or `https://` engine: the CA that signed the engine's certificate,
+    /// our client certificate and its key (paths relative to matrix.toml's folder).
+    pub tls: Option<RawTls>,
     /// Free text for reports.
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
@@ -75,6 +78,19 @@ pub(super) struct RawMachine {
     #[serde(default)]
     #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
+}
+
+/// `tls = { ca = "...", cert = "...", key = "..." }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawTls {
+    /// The CA certificate (PEM) that signed the engine's certificate.
+    pub ca: String,
+    /// Our client certificate (PEM), signed by a CA the engine trusts.
+    pub cert: String,
+    /// The client certificate's private key (PEM).
+    pub key: String,
 }
 
 /// `parameters = { epochs = 1, device = "cuda" }`: values as TOML gives them, checked later.

@@ -698,6 +698,7 @@ mod tests {
             note: None,
             image: None,
             host: "h".into(),
+            engine: None,
         }
     }
 

@@ -183,6 +183,7 @@ mod tests {
             image: None,
             resources: None,
             host: "h".into(),
+            engine: None,
         };
         let details = failure_details(&record, None);
         assert!(
