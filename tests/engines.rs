@@ -27,6 +27,8 @@ static LEFT: Mutex<Vec<Leftover>> = Mutex::new(Vec::new());
 enum Leftover {
     Process(Child),
     Folder(PathBuf),
+    /// A network interface, by name.
+    Link(String),
 }
 
 /// Stops what the tests started, whatever became of the tests: libtest ends the process with
@@ -36,6 +38,9 @@ extern "C" fn clean_up() {
     for leftover in left.drain(..).rev() {
         match leftover {
             Leftover::Process(mut child) => stop(&mut child),
+            Leftover::Link(name) => {
+                let _ = Command::new("ip").args(["link", "del", &name]).status();
+            }
             Leftover::Folder(path) => {
                 // What a stopped engine mounted under it is gone with it; anything else holds
                 // the folder, and `rm` says so.
@@ -179,7 +184,8 @@ impl Ca {
     }
 }
 
-/// The second engine: `dockerd` with a config file of its own, on a loopback TCP port with TLS
+/// The second engine: `dockerd` with a config file of its own (its own data root, exec root,
+/// pid file and bridge, no iptables rules), on a loopback TCP port with TLS
 /// that verifies clients, with the base image loaded (and tagged [`FAR_ONLY`] there alone).
 struct TlsEngine {
     endpoint: String,
@@ -230,13 +236,26 @@ fn start_tls_engine() -> TlsEngine {
 
     let port = free_port();
     let endpoint = format!("tcp://127.0.0.1:{port}");
+    // A bridge of its own: with `"bridge": "none"` dockerd deletes the host's `docker0` at
+    // start (moby's removeDefaultBridgeInterface), which breaks the local engine's builds and
+    // bridge containers. Addresses from the benchmarking range, 198.18.0.0/15, routed nowhere.
+    let docker0 = Path::new("/sys/class/net/docker0");
+    let had_docker0 = docker0.exists();
+    let pid = std::process::id();
+    let bridge = format!("rm-br-{}", pid % 1_000_000);
+    let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+    run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]));
+    remember(Leftover::Link(bridge.clone()));
+    let address = format!("198.18.{}.1/24", pid % 250 + 1);
+    run(Command::new("ip").args(["addr", "add", &address, "dev", &bridge]));
+    run(Command::new("ip").args(["link", "set", &bridge, "up"]));
     // Flags alone conflict with the host's /etc/docker/daemon.json: everything in a file.
     let config = serde_json::json!({
         "data-root": dir.join("data"),
         "exec-root": dir.join("x"),
         "pidfile": dir.join("docker.pid"),
         "storage-driver": "fuse-overlayfs",
-        "bridge": "none",
+        "bridge": bridge,
         "iptables": false,
         "ip-masq": false,
         "hosts": [endpoint],
@@ -276,6 +295,10 @@ fn start_tls_engine() -> TlsEngine {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert!(
+        docker0.exists() || !had_docker0,
+        "the second engine removed the local engine's docker0"
+    );
     // No registry: the image travels as a saved archive.
     let mut save = Command::new("docker")
         .args(["save", IMAGE])
