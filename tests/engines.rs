@@ -363,6 +363,18 @@ fn one_matrix_runs_on_two_engines_and_the_report_names_both() {
     let engine = tls_engine();
     let dir = tempfile::tempdir().unwrap();
     copy_certs(engine, dir.path());
+    // A build script reaches the machine's engine with the docker CLI, over TLS too.
+    let scripted = format!(
+        "runtime-matrix/engines-test:scripted-{}",
+        std::process::id()
+    );
+    let script = dir.path().join("tag.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nset -e\ndocker tag {IMAGE} \"$RUNTIME_MATRIX_IMAGE\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = write_matrix(
         dir.path(),
         &format!(
@@ -373,7 +385,9 @@ fn one_matrix_runs_on_two_engines_and_the_report_names_both() {
             "[runtimes.base]\nimage = \"{IMAGE}\"\npull = \"never\"\nnotebooks = [\"passing.ipynb\"]\n\
              machines = [\"near\", \"far\"]\n\
              [runtimes.far-only]\nimage = \"{FAR_ONLY}\"\npull = \"never\"\nmachines = [\"far\"]\n\
-             commands.ok = \"true\"\n"
+             commands.ok = \"true\"\n\
+             [runtimes.scripted]\nimage = \"{scripted}\"\nbuild = {{ script = \"tag.sh\" }}\n\
+             machines = [\"far\"]\ncommands.ok = \"true\"\n"
         ),
     );
     let out = tempfile::tempdir().unwrap();

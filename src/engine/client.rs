@@ -211,6 +211,11 @@ impl Engine {
         self.name.as_deref()
     }
 
+    /// The TLS files it was reached with, if any.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
     /// Where the TLS files it was reached with were set; `None` without TLS.
     pub fn tls_origin(&self) -> Option<&str> {
         self.tls.as_ref().map(|tls| tls.origin.as_str())
