@@ -448,3 +448,64 @@ pub(super) fn status(error: &bollard::errors::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn files() -> TlsFiles {
+        TlsFiles {
+            ca: "/c/ca.pem".into(),
+            cert: "/c/cert.pem".into(),
+            key: "/c/key.pem".into(),
+            origin: "machines.far.tls".into(),
+        }
+    }
+
+    #[rstest]
+    #[case(
+        "client error (Connect): invalid peer certificate: UnknownIssuer",
+        Some("its certificate is not signed by the CA in /c/ca.pem")
+    )]
+    #[case(
+        "invalid peer certificate: NotValidForNameContext { expected: .. }",
+        Some("its certificate does not name the host in the endpoint")
+    )]
+    #[case(
+        "received fatal alert: BadCertificate",
+        Some("it refused our certificate /c/cert.pem")
+    )]
+    #[case(
+        "Docker responded with status code 400: Client sent an HTTP request to an HTTPS server.",
+        Some("it speaks TLS and we spoke plain HTTP")
+    )]
+    #[case(
+        "received corrupt message of type InvalidContentType",
+        Some("it does not speak TLS")
+    )]
+    #[case("Connection refused (os error 111)", None)]
+    fn handshake_failures_are_told_in_words_to_act_on(
+        #[case] text: &str,
+        #[case] start: Option<&str>,
+    ) {
+        let problem = tls_problem(text, Some(&files()));
+        match start {
+            Some(start) => assert!(
+                problem.as_deref().is_some_and(|p| p.starts_with(start)),
+                "{problem:?}"
+            ),
+            None => assert_eq!(problem, None),
+        }
+    }
+
+    #[test]
+    fn a_tls_file_that_is_missing_is_named_before_any_connection() {
+        let error = client("tcp://127.0.0.1:1", Some(&files())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot read the CA certificate /c/ca.pem for the Docker engine at tcp://127.0.0.1:1 \
+             (check machines.far.tls)"
+        );
+    }
+}
