@@ -573,6 +573,74 @@ fn wrong_certificates_fail_clearly_and_the_docker_cli_variables_work() {
     );
 }
 
+/// A failed trial's container kept on the TLS engine: the line to enter it names the engine and
+/// the machine's TLS files, and works; `clean` reaches the TLS engine and removes it.
+#[test]
+fn a_container_kept_on_the_tls_engine_can_be_entered_and_cleaned() {
+    let engine = tls_engine();
+    let dir = tempfile::tempdir().unwrap();
+    copy_certs(engine, dir.path());
+    let config = write_matrix(
+        dir.path(),
+        &tls_machine("far", engine, "ca.pem", "cert.pem", "key.pem"),
+        &format!(
+            "[runtimes.base]\nimage = \"{IMAGE}\"\npull = \"never\"\ncommands.fails = \"exit 3\"\n"
+        ),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let run_id = format!("engines-keep-{}", std::process::id());
+    let (code, stdout, stderr) = output(
+        harness(
+            &config,
+            out.path(),
+            &run_id,
+            &[
+                "--include-ignored",
+                "--exact",
+                "[docker] base::far::cmd::fails",
+            ],
+        )
+        .env("RUNTIME_MATRIX_KEEP", "failed"),
+    );
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let docker = format!(
+        "docker -H {} --tlsverify --tlscacert {} --tlscert {} --tlskey {}",
+        engine.endpoint,
+        dir.path().join("ca.pem").display(),
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
+    );
+    let enter = stderr
+        .lines()
+        .find(|line| {
+            line.trim_start()
+                .starts_with(&format!("{docker} exec -it "))
+        })
+        .unwrap_or_else(|| panic!("no line to enter the container:\n{stderr}"));
+    let short = enter.split_whitespace().rev().nth(1).unwrap();
+    // The printed line works: the same command, with `true` instead of a shell.
+    let entered = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{docker} exec {short} true"))
+        .status()
+        .unwrap();
+    assert!(entered.success(), "{enter}");
+
+    let (code, stdout, stderr) = output(runtime_matrix().arg("clean").arg("--config").arg(&config));
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("removed 1 container(s) from {}", engine.endpoint)),
+        "{stdout}"
+    );
+    let label = format!("label=runtime-matrix.run={run_id}");
+    let left = run(engine.docker().args(["ps", "-aq", "--filter", &label]));
+    assert_eq!(
+        left.trim(),
+        "",
+        "the kept container is still on the TLS engine"
+    );
+}
+
 /// An OpenSSH server of the test's own on a loopback port: a host key and an authorized key
 /// made here, and a client config (identity, known_hosts with the host key, the port) given to
 /// the ssh client by a wrapper first on PATH.

@@ -549,9 +549,16 @@ impl DockerExecutor {
         let id = runner.container.clone().unwrap_or_default();
         crate::exec::live::forget_container(&id);
         let engine_endpoint = spec.machine.docker.clone().unwrap_or_default();
-        let prefix = match engine_endpoint.as_str() {
-            "" | "unix:///var/run/docker.sock" => String::new(),
-            endpoint => format!("DOCKER_HOST={endpoint} "),
+        let docker = match (engine_endpoint.as_str(), &spec.machine.tls) {
+            ("" | "unix:///var/run/docker.sock", _) => "docker".to_owned(),
+            // The docker CLI reads TLS files from one folder by fixed names: name them instead.
+            (endpoint, Some(tls)) => format!(
+                "docker -H {endpoint} --tlsverify --tlscacert {} --tlscert {} --tlskey {}",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            ),
+            (endpoint, None) => format!("DOCKER_HOST={endpoint} docker"),
         };
         let short = short_id(&id);
         // Secrets went to the check only: say how to pass them again.
@@ -567,7 +574,7 @@ impl DockerExecutor {
             ),
         };
         eprintln!(
-            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
+            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {docker} exec -it {short} bash\n  {docker} exec -it -w {} {pass}{short} {}{note}",
             spec.name,
             container.workdir,
             shell_words(&container.command)
