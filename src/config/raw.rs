@@ -59,9 +59,9 @@ pub(super) struct RawMachine {
     pub gpus: u32,
     /// Wildcard over the GPU model name, e.g. `*H100*`.
     pub gpu: Option<String>,
-    /// The Docker engine for this machine (`unix://...`, `tcp://host:2375`); default
-    /// DOCKER_HOST, else the local socket. Plain TCP to another host is refused unless
-    /// `insecure = true`.
+    /// The Docker engine for this machine (`unix://...`, `tcp://host:2376` with `tls`,
+    /// `ssh://user@host`); default DOCKER_HOST, else the local socket. Plain TCP to another
+    /// host is refused unless `insecure = true`.
     pub docker: Option<String>,
     /// Accept plain, unauthenticated TCP to another host's engine (anyone who can reach the
     /// port is root there); warned about on every run.
