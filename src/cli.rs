@@ -416,18 +416,19 @@ fn print_container(c: &ContainerSpec) {
 
 fn clean(config: &std::path::Path, runs: Option<usize>, reuse: bool) -> ExitCode {
     // The machines may name engines of their own; without a readable matrix, the default one.
-    let mut endpoints: Vec<Option<String>> = vec![None];
+    let mut engines = vec![crate::engine::Address::default()];
     let matrix = crate::Matrix::load(config);
     if let Ok(matrix) = &matrix {
-        endpoints.extend(
+        engines.extend(
             matrix
                 .machines
                 .iter()
-                .filter_map(|m| m.docker.clone())
-                .map(Some),
+                .filter(|m| m.docker.is_some())
+                .map(crate::exec::engine_address),
         );
     }
-    endpoints.dedup();
+    engines.sort();
+    engines.dedup();
     let options = match Options::from_env() {
         Ok(options) => options,
         Err(error) => return fail_setup(&error),
@@ -483,7 +484,7 @@ fn clean(config: &std::path::Path, runs: Option<usize>, reuse: bool) -> ExitCode
             }
         }
     }
-    let cleaned = match crate::exec::clean_all(&endpoints, options.engine_timeout) {
+    let cleaned = match crate::exec::clean_all(&engines, options.engine_timeout) {
         Ok(cleaned) => cleaned,
         Err(error) => return fail_setup(&error),
     };

@@ -3,8 +3,9 @@
 //! tools inside them, disk), each passed, warned or failed, with the fix for what failed.
 
 use crate::config::{Build, DockerRuntime, Executor, Matrix, Runtime};
-use crate::engine::Engine;
+use crate::engine::{Address, Engine};
 use crate::error::chain;
+use crate::exec::engine_address;
 use crate::gpu::{Detection, detect};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -263,23 +264,23 @@ fn report_engines(
             return false;
         }
     };
-    let endpoints: BTreeSet<Option<String>> = docker_runtimes
+    let engines: BTreeSet<Address> = docker_runtimes
         .iter()
         .flat_map(|(runtime, _)| {
             runtime
                 .machines
                 .iter()
                 .filter_map(|m| matrix.machine(m))
-                .map(|m| m.docker.clone())
+                .map(engine_address)
         })
         .collect();
-    for endpoint in endpoints {
+    for address in engines {
         report_engine(
             report,
             &tokio,
             matrix,
             &docker_runtimes,
-            endpoint,
+            address,
             host_has_gpus,
             engine_limit,
         );
@@ -293,39 +294,43 @@ fn report_engine(
     tokio: &tokio::runtime::Runtime,
     matrix: &Matrix,
     docker_runtimes: &DockerRuntimes<'_>,
-    endpoint: Option<String>,
+    address: Address,
     host_has_gpus: bool,
     engine_limit: Duration,
 ) {
-    let label = endpoint.clone().unwrap_or_else(|| "docker".into());
-    let engine = match tokio.block_on(Engine::connect_within(endpoint.as_deref(), engine_limit)) {
+    let label = address.endpoint.clone().unwrap_or_else(|| "docker".into());
+    let engine = match tokio.block_on(Engine::connect_within(&address, engine_limit)) {
         Ok(engine) => engine,
         Err(error) => {
-            let fix = match &error {
-                crate::error::EngineError::PermissionDenied { .. } => {
-                    "add your user to the `docker` group, or run as root"
-                }
-                crate::error::EngineError::Silent { .. } => {
-                    "restart the Docker engine, or point DOCKER_HOST or machines.NAME.docker at one that answers"
-                }
-                _ => "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST",
-            };
-            report.add(label, Verdict::Fail, chain(&error), Some(fix.into()));
+            let machines = machines_on(matrix, &address);
+            let fix = engine_fix(&error, &machines);
+            report.add(label, Verdict::Fail, chain(&error), Some(fix));
             return;
         }
     };
     let system = tokio.block_on(engine.system());
-    let (version, runtimes, root) = match system {
-        Ok(system) => (system.version, system.runtimes, system.root_dir),
+    let (version, runtimes, root, name) = match system {
+        Ok(system) => (
+            system.version,
+            system.runtimes,
+            system.root_dir,
+            system.name,
+        ),
         Err(error) => {
             report.add(label, Verdict::Fail, chain(&error), None);
             return;
         }
     };
+    let how = match (&engine.tls_origin(), engine.endpoint()) {
+        (Some(origin), _) => format!(" over TLS ({origin})"),
+        (None, endpoint) if endpoint.starts_with("ssh://") => " over ssh".to_owned(),
+        _ => String::new(),
+    };
+    let host = name.map(|name| format!(" on {name}")).unwrap_or_default();
     report.add(
         &label,
         Verdict::Pass,
-        format!("{}: Docker {version}", engine.endpoint()),
+        format!("{}{how}: Docker {version}{host}", engine.endpoint()),
         None,
     );
     let uses_gpus = docker_runtimes.iter().any(|(runtime, _)| {
@@ -333,7 +338,7 @@ fn report_engine(
             .machines
             .iter()
             .filter_map(|m| matrix.machine(m))
-            .any(|m| m.gpus > 0 && m.docker == endpoint)
+            .any(|m| m.gpus > 0 && engine_address(m) == address)
     });
     let nvidia = runtimes.iter().any(|r| r == "nvidia");
     let (verdict, detail) = match (nvidia, uses_gpus, host_has_gpus) {
@@ -359,7 +364,7 @@ fn report_engine(
             .to_owned()
     });
     report.add(format!("{label} nvidia runtime"), verdict, detail, fix);
-    if endpoint.is_none()
+    if address.endpoint.is_none()
         && let Some(root) = root
     {
         report_disk(report, "disk (engine)", Path::new(&root));
@@ -368,9 +373,58 @@ fn report_engine(
         r.machines
             .iter()
             .filter_map(|m| matrix.machine(m))
-            .any(|m| m.docker == endpoint)
+            .any(|m| engine_address(m) == address)
     }) {
         report_image(report, tokio, &engine, runtime, docker);
+    }
+}
+
+/// The machines whose engine is at `address`, as `machines.NAME` keys.
+fn machines_on(matrix: &Matrix, address: &Address) -> Vec<String> {
+    matrix
+        .machines
+        .iter()
+        .filter(|m| engine_address(m) == *address)
+        .map(|m| format!("machines.{}", m.name))
+        .collect()
+}
+
+/// What to do about an engine that cannot be used, naming the settings that reach it.
+fn engine_fix(error: &crate::error::EngineError, machines: &[String]) -> String {
+    use crate::error::EngineError;
+    let keys = |suffix: &str| {
+        if machines.is_empty() {
+            format!("machines.NAME{suffix}")
+        } else {
+            machines
+                .iter()
+                .map(|m| format!("{m}{suffix}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    match error {
+        EngineError::PermissionDenied { .. } => {
+            "add your user to the `docker` group, or run as root".into()
+        }
+        EngineError::Silent { .. } => format!(
+            "restart the Docker engine, or point DOCKER_HOST or {} at one that answers",
+            keys(".docker")
+        ),
+        EngineError::Tls { check, .. } | EngineError::TlsFile { origin: check, .. } => format!(
+            "check {check}: `ca` is the CA that signed the engine's certificate, `cert` and `key` \
+             our client certificate (signed by a CA the engine trusts, its `tlscacert`) and its key"
+        ),
+        EngineError::Ssh { destination, .. } => format!(
+            "make `ssh {destination} docker version` work from this shell without a prompt (the \
+             host's key in known_hosts, your key in ssh-agent or ~/.ssh/config), or change {}",
+            keys(".docker")
+        ),
+        _ => format!(
+            "start the Docker engine (`sudo systemctl start docker`), or set DOCKER_HOST or {} \
+             (`tcp://HOST:2376` with `tls = {{ ca, cert, key }}`, or `ssh://USER@HOST`)",
+            keys(".docker")
+        ),
     }
 }
 

@@ -291,6 +291,51 @@ pub(crate) enum EngineError {
         #[source]
         error: bollard::errors::Error,
     },
+    /// The TLS handshake with the engine failed.
+    #[error(
+        "the TLS handshake with the Docker engine at {endpoint} failed: {problem} (check {check})"
+    )]
+    Tls {
+        /// The engine.
+        endpoint: String,
+        /// What went wrong, in words a user can act on.
+        problem: String,
+        /// Where the TLS files were set.
+        check: String,
+        /// The cause.
+        #[source]
+        error: Box<bollard::errors::Error>,
+    },
+    /// A TLS file cannot be read.
+    #[error("cannot read the {what} {} for the Docker engine at {endpoint} (check {origin})", path.display())]
+    TlsFile {
+        /// The engine.
+        endpoint: String,
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: std::path::PathBuf,
+        /// Where it was set.
+        origin: String,
+        /// The cause.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The ssh connection to the engine's host, or the engine behind it, failed.
+    #[error(
+        "cannot reach the Docker engine at {endpoint} over ssh (check that `ssh {destination} docker system dial-stdio` \
+         works from this shell without a prompt: the host's key in known_hosts, your key in ssh-agent or ~/.ssh/config, \
+         and docker on the remote PATH)"
+    )]
+    Ssh {
+        /// The engine.
+        endpoint: String,
+        /// `user@host[:port]`.
+        destination: String,
+        /// The cause, with the ssh client's own words.
+        #[source]
+        error: Box<bollard::errors::Error>,
+    },
     /// The socket exists but this user may not use it.
     #[error(
         "permission denied on the Docker socket at {endpoint} (add your user to the `docker` group and log in again, \

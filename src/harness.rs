@@ -523,6 +523,7 @@ impl Context {
             artifact_note: outcome.artifact_note,
             host: self.host.clone(),
             image: outcome.image,
+            engine: outcome.engine,
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,
@@ -595,6 +596,7 @@ impl Context {
             gpus: Vec::new(),
             note: None,
             reused: None,
+            engine: None,
         };
         let mut record = crate::reuse::record_of(entry, record, started_at);
         crate::sanitise::record(&mut record);

@@ -99,6 +99,10 @@ pub struct TrialRecord {
     /// setup or artifact of this run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reused: Option<Reused>,
+    /// The Docker engine a container trial ran on: its endpoint and the name it gives its
+    /// host. Omitted for host trials, and by records older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<TrialEngine>,
 }
 
 /// Where a reused trial's outcome comes from: the run in which it last ran with the same
@@ -113,6 +117,26 @@ pub struct Reused {
     pub host: String,
     /// Its seconds there.
     pub seconds: f64,
+}
+
+/// The Docker engine a container trial ran on, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrialEngine {
+    /// Where it was reached: `unix:///var/run/docker.sock`, `tcp://host:2376`, `ssh://...`.
+    pub endpoint: String,
+    /// The name the engine gives its host (`docker info`'s `Name`), when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for TrialEngine {
+    /// `NAME (ENDPOINT)`, or the endpoint alone.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name} ({})", self.endpoint),
+            None => f.write_str(&self.endpoint),
+        }
+    }
 }
 
 /// What one trial's processes used, measured by its runner (memory, CPU) and by the harness

@@ -75,6 +75,13 @@ pub fn record(record: &mut TrialRecord) {
             // Read back from the result reuse store: outside text like the rest.
             [&mut reused.run_id, &mut reused.at, &mut reused.host]
         }))
+        // The engine's name for its host is the engine's word, not ours.
+        .chain(
+            record
+                .engine
+                .iter_mut()
+                .filter_map(|engine| engine.name.as_mut()),
+        )
         .chain(
             record
                 .expected
@@ -307,6 +314,7 @@ mod tests {
                 host: hostile.into(),
                 seconds: 1.0,
             }),
+            engine: None,
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();

@@ -39,9 +39,13 @@ pub struct Machine {
     pub gpus: u32,
     /// A wildcard pattern over the GPU model name, e.g. `*H100*`.
     pub gpu_model: Option<String>,
-    /// The Docker engine that serves this machine (`unix://...`, `tcp://...`); `DOCKER_HOST`
-    /// or the local socket when unset.
+    /// The Docker engine that serves this machine (`unix://...`, `tcp://...`, `https://...`,
+    /// `ssh://user@host`); `DOCKER_HOST` or the local socket when unset.
     pub docker: Option<String>,
+    /// The TLS files for a `tcp://` or `https://` engine, when declared; without them,
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` apply as the docker CLI reads them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<MachineTls>,
     /// Free text for reports.
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
@@ -49,6 +53,17 @@ pub struct Machine {
     /// Parameters given to the notebooks that run on it, over the runtime's.
     #[serde(skip_serializing_if = "Parameters::is_empty")]
     pub parameters: Parameters,
+}
+
+/// `machines.NAME.tls`: absolute paths of the files of a TLS connection to the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct MachineTls {
+    /// The CA certificate that signed the engine's certificate.
+    pub ca: std::path::PathBuf,
+    /// Our client certificate.
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
 }
 
 /// Notebook parameters by name, papermill-style: each becomes a `name = value` line of the

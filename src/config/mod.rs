@@ -16,7 +16,8 @@ mod validate;
 pub(crate) use load::print_warnings;
 pub use matrix::{
     BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, Check, CheckKind, DockerRuntime, Exclusion,
-    Executor, ExpectedFailure, Isolation, Machine, Matrix, Parameters, PullPolicy, Runtime,
+    Executor, ExpectedFailure, Isolation, Machine, MachineTls, Matrix, Parameters, PullPolicy,
+    Runtime,
 };
 pub(crate) use suggest::{nearest, wildcard_match};
 

@@ -59,13 +59,16 @@ pub(super) struct RawMachine {
     pub gpus: u32,
     /// Wildcard over the GPU model name, e.g. `*H100*`.
     pub gpu: Option<String>,
-    /// The Docker engine for this machine (`unix://...`, `tcp://host:2375`); default
-    /// DOCKER_HOST, else the local socket. Plain TCP to another host is refused unless
-    /// `insecure = true`.
+    /// The Docker engine for this machine (`unix://...`, `tcp://host:2376` with `tls`,
+    /// `ssh://user@host`); default DOCKER_HOST, else the local socket. Plain TCP to another
+    /// host is refused unless `insecure = true`.
     pub docker: Option<String>,
     /// Accept plain, unauthenticated TCP to another host's engine (anyone who can reach the
     /// port is root there); warned about on every run.
     pub insecure: Option<bool>,
+    /// TLS to a `tcp://` or `https://` engine: the CA that signed the engine's certificate,
+    /// our client certificate and its key (paths relative to matrix.toml's folder).
+    pub tls: Option<RawTls>,
     /// Free text for reports.
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
@@ -75,6 +78,19 @@ pub(super) struct RawMachine {
     #[serde(default)]
     #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
+}
+
+/// `tls = { ca = "...", cert = "...", key = "..." }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawTls {
+    /// The CA certificate (PEM) that signed the engine's certificate.
+    pub ca: String,
+    /// Our client certificate (PEM), signed by a CA the engine trusts.
+    pub cert: String,
+    /// The client certificate's private key (PEM).
+    pub key: String,
 }
 
 /// `parameters = { epochs = 1, device = "cuda" }`: values as TOML gives them, checked later.

@@ -6,7 +6,8 @@
 //! would otherwise hold a trial forever.
 
 use crate::error::EngineError;
-use bollard::Docker;
+use bollard::{API_DEFAULT_VERSION, Docker};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,6 +23,57 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// remove a container, short enough that a dead one does not hold the trial.
 pub(super) const AFTER_SILENCE: Duration = Duration::from_secs(2);
 
+/// Which engine to connect to, and how: the endpoint (`None`: `DOCKER_HOST`, else the local
+/// socket) and, for TLS, the files to prove who we are and whom we trust.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    /// `unix://...`, `tcp://...`, `https://...`, `ssh://user@host[:port]`.
+    pub endpoint: Option<String>,
+    /// The TLS files declared for it; without them, `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`
+    /// apply to a TCP endpoint as the docker CLI reads them.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The three files of a TLS connection to an engine, and where they were named (for errors).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TlsFiles {
+    /// The CA certificate that signed the engine's certificate.
+    pub ca: PathBuf,
+    /// Our client certificate, signed by a CA the engine trusts.
+    pub cert: PathBuf,
+    /// Our client certificate's private key.
+    pub key: PathBuf,
+    /// Where the user set them: `machines.NAME.tls`, or the docker CLI's variables.
+    pub origin: String,
+}
+
+impl TlsFiles {
+    /// The files the docker CLI uses when `DOCKER_TLS_VERIFY` is set (non-empty) or the
+    /// endpoint is `https://`: `ca.pem`, `cert.pem` and `key.pem` in `DOCKER_CERT_PATH`, else in
+    /// `~/.docker`. `None` for an endpoint that is not TCP, or for plain TCP.
+    fn from_env(endpoint: &str) -> Option<TlsFiles> {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let https = endpoint.starts_with("https://");
+        let tcp = endpoint.starts_with("tcp://");
+        if !(https || (tcp && var("DOCKER_TLS_VERIFY").is_some())) {
+            return None;
+        }
+        let dir = var("DOCKER_CERT_PATH")
+            .map(PathBuf::from)
+            .or_else(|| std::env::home_dir().map(|home| home.join(".docker")))
+            .unwrap_or_else(|| PathBuf::from(".docker"));
+        Some(TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            origin: format!(
+                "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH (ca.pem, cert.pem and key.pem in {})",
+                dir.display()
+            ),
+        })
+    }
+}
+
 /// What an engine says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSystem {
@@ -31,6 +83,8 @@ pub struct EngineSystem {
     pub runtimes: Vec<String>,
     /// Where it keeps images and containers, on its own host.
     pub root_dir: Option<String>,
+    /// The name of the engine's host, as it says it.
+    pub name: Option<String>,
 }
 
 /// A connection to one Docker engine.
@@ -38,6 +92,10 @@ pub struct EngineSystem {
 pub struct Engine {
     pub(super) docker: Docker,
     pub(super) endpoint: String,
+    /// The TLS files it was reached with, if any.
+    pub(super) tls: Option<TlsFiles>,
+    /// The name the engine gives its host, once asked ([`Engine::with_name`]).
+    pub(super) name: Option<String>,
     /// How long one call may take.
     pub(super) limit: Duration,
     /// Set when a call went unanswered, cleared when one is answered: clean-up calls then
@@ -46,27 +104,26 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Connects to `endpoint` (`unix://...`, `tcp://...`), or to `DOCKER_HOST` or the local
-    /// socket when `None`, negotiates the API version and checks that the engine answers; each
-    /// call, this first one included, is given `limit` to answer.
-    pub async fn connect_within(
-        endpoint: Option<&str>,
-        limit: Duration,
-    ) -> Result<Engine, EngineError> {
-        let endpoint = endpoint
-            .map(str::to_owned)
+    /// Connects to the engine at `address` (`unix://...`, `tcp://...` with or without TLS,
+    /// `ssh://...`), or to `DOCKER_HOST` or the local socket when it names none, negotiates the
+    /// API version and checks that the engine answers; each call, this first one included
+    /// (the TLS handshake, the ssh login), is given `limit` to answer.
+    pub async fn connect_within(address: &Address, limit: Duration) -> Result<Engine, EngineError> {
+        let endpoint = address
+            .endpoint
+            .clone()
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let unreachable = |error| EngineError::Unreachable {
-            endpoint: endpoint.clone(),
-            error,
-        };
-        let docker = Docker::connect_with_host(&endpoint)
-            .map_err(unreachable)?
-            .with_timeout(CLIENT_TIMEOUT);
+        let tls = address
+            .tls
+            .clone()
+            .or_else(|| TlsFiles::from_env(&endpoint));
+        let docker = client(&endpoint, tls.as_ref())?.with_timeout(CLIENT_TIMEOUT);
         let engine = Engine {
             docker,
             endpoint: endpoint.clone(),
+            tls,
+            name: None,
             limit,
             silent: Arc::default(),
         };
@@ -144,6 +201,26 @@ impl Engine {
         &self.endpoint
     }
 
+    /// This connection, knowing the name the engine gives its host.
+    pub fn with_name(self, name: Option<String>) -> Engine {
+        Engine { name, ..self }
+    }
+
+    /// The name the engine gives its host, when known.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The TLS files it was reached with, if any.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
+
+    /// Where the TLS files it was reached with were set; `None` without TLS.
+    pub fn tls_origin(&self) -> Option<&str> {
+        self.tls.as_ref().map(|tls| tls.origin.as_str())
+    }
+
     /// What the engine says about itself.
     pub async fn system(&self) -> Result<EngineSystem, EngineError> {
         let info = self
@@ -160,11 +237,32 @@ impl Engine {
             version: info.server_version.unwrap_or_default(),
             runtimes,
             root_dir: info.docker_root_dir,
+            name: info.name.filter(|name| !name.is_empty()),
         })
     }
 
-    /// An unreachable or forbidden engine, told apart by the I/O error underneath.
+    /// An unreachable or forbidden engine, told apart by the I/O error underneath; a TLS
+    /// handshake that failed, or an ssh login, said in their own words.
     pub(super) fn connection_error(&self, error: bollard::errors::Error) -> EngineError {
+        let text = chain_text(&error);
+        if let Some(problem) = tls_problem(&text, self.tls.as_ref()) {
+            return EngineError::Tls {
+                endpoint: self.endpoint.clone(),
+                problem,
+                check: self.tls.as_ref().map_or_else(
+                    || "machines.NAME.tls, or DOCKER_TLS_VERIFY and DOCKER_CERT_PATH".to_owned(),
+                    |tls| tls.origin.clone(),
+                ),
+                error: Box::new(error),
+            };
+        }
+        if let Some(destination) = self.endpoint.strip_prefix("ssh://") {
+            return EngineError::Ssh {
+                endpoint: self.endpoint.clone(),
+                destination: destination.to_owned(),
+                error: Box::new(error),
+            };
+        }
         if io_kind(&error) == Some(std::io::ErrorKind::PermissionDenied) {
             EngineError::PermissionDenied {
                 endpoint: self.endpoint.clone(),
@@ -202,6 +300,108 @@ impl Engine {
             error,
         }
     }
+}
+
+/// A bollard client for `endpoint`, over TLS with `tls`'s files when given. The files are
+/// read here first: bollard drops a client key it cannot read without a word, and the engine
+/// then refuses a handshake without a client certificate, which would hide the real cause.
+fn client(endpoint: &str, tls: Option<&TlsFiles>) -> Result<Docker, EngineError> {
+    let unreachable = |error| EngineError::Unreachable {
+        endpoint: endpoint.to_owned(),
+        error,
+    };
+    let seconds = CLIENT_TIMEOUT.as_secs();
+    if let Some(tls) = tls {
+        for (what, path) in [
+            ("CA certificate", &tls.ca),
+            ("client certificate", &tls.cert),
+            ("client key", &tls.key),
+        ] {
+            readable(path).map_err(|error| EngineError::TlsFile {
+                endpoint: endpoint.to_owned(),
+                what,
+                path: path.clone(),
+                origin: tls.origin.clone(),
+                error,
+            })?;
+        }
+        // rustls needs one crypto provider for the process; bollard's `ssl` feature brings ring.
+        // Another part of the program may have installed one already: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        return Docker::connect_with_ssl(
+            endpoint,
+            &tls.key,
+            &tls.cert,
+            &tls.ca,
+            seconds,
+            API_DEFAULT_VERSION,
+        )
+        .map_err(unreachable);
+    }
+    if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        // Not `connect_with_host`: it turns TLS on for a DOCKER_TLS_VERIFY that is set but
+        // empty, which the docker CLI does not.
+        return Docker::connect_with_http(endpoint, seconds, API_DEFAULT_VERSION)
+            .map_err(unreachable);
+    }
+    Docker::connect_with_host(endpoint).map_err(unreachable)
+}
+
+/// Whether `path` is a regular file this process can open.
+fn readable(path: &Path) -> std::io::Result<()> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    std::fs::File::open(path).map(drop)
+}
+
+/// `error` and its causes, one after the other.
+fn chain_text(error: &bollard::errors::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// What went wrong in a TLS handshake, in words a user can act on, from rustls's and the
+/// engine's words in `text`; `None` when it was not the handshake.
+fn tls_problem(text: &str, tls: Option<&TlsFiles>) -> Option<String> {
+    let ca = tls.map_or_else(|| "the CA file".to_owned(), |t| t.ca.display().to_string());
+    let cert = tls.map_or_else(
+        || "our client certificate".to_owned(),
+        |t| t.cert.display().to_string(),
+    );
+    let has = |needle: &str| text.contains(needle);
+    Some(if has("UnknownIssuer") || has("BadSignature") {
+        format!("its certificate is not signed by the CA in {ca}")
+    } else if has("NotValidForName") {
+        "its certificate does not name the host in the endpoint (give the endpoint by a name or \
+         address the engine's certificate lists)"
+            .to_owned()
+    } else if has("Expired") && has("invalid peer certificate") {
+        "its certificate has expired".to_owned()
+    } else if has("invalid peer certificate") {
+        "its certificate is not trusted".to_owned()
+    } else if has("CertificateRequired") {
+        "it asks for a client certificate and we sent none".to_owned()
+    } else if has("received fatal alert") {
+        format!(
+            "it refused our certificate {cert} (is it signed by a CA the engine trusts, and is \
+             the key its own?)"
+        )
+    } else if has("Client sent an HTTP request to an HTTPS server") {
+        "it speaks TLS and we spoke plain HTTP (set `tls = { ca, cert, key }` on the machine, \
+         or DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH)"
+            .to_owned()
+    } else if tls.is_some() && (has("InvalidContentType") || has("corrupt message")) {
+        "it does not speak TLS on that port".to_owned()
+    } else {
+        return None;
+    })
 }
 
 /// The kind of the I/O error at the bottom of `error`, if the engine could not be talked to.
@@ -246,5 +446,66 @@ pub(super) fn status(error: &bollard::errors::Error) -> Option<u16> {
     match error {
         bollard::errors::Error::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn files() -> TlsFiles {
+        TlsFiles {
+            ca: "/c/ca.pem".into(),
+            cert: "/c/cert.pem".into(),
+            key: "/c/key.pem".into(),
+            origin: "machines.far.tls".into(),
+        }
+    }
+
+    #[rstest]
+    #[case(
+        "client error (Connect): invalid peer certificate: UnknownIssuer",
+        Some("its certificate is not signed by the CA in /c/ca.pem")
+    )]
+    #[case(
+        "invalid peer certificate: NotValidForNameContext { expected: .. }",
+        Some("its certificate does not name the host in the endpoint")
+    )]
+    #[case(
+        "received fatal alert: BadCertificate",
+        Some("it refused our certificate /c/cert.pem")
+    )]
+    #[case(
+        "Docker responded with status code 400: Client sent an HTTP request to an HTTPS server.",
+        Some("it speaks TLS and we spoke plain HTTP")
+    )]
+    #[case(
+        "received corrupt message of type InvalidContentType",
+        Some("it does not speak TLS")
+    )]
+    #[case("Connection refused (os error 111)", None)]
+    fn handshake_failures_are_told_in_words_to_act_on(
+        #[case] text: &str,
+        #[case] start: Option<&str>,
+    ) {
+        let problem = tls_problem(text, Some(&files()));
+        match start {
+            Some(start) => assert!(
+                problem.as_deref().is_some_and(|p| p.starts_with(start)),
+                "{problem:?}"
+            ),
+            None => assert_eq!(problem, None),
+        }
+    }
+
+    #[test]
+    fn a_tls_file_that_is_missing_is_named_before_any_connection() {
+        let error = client("tcp://127.0.0.1:1", Some(&files())).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "cannot read the CA certificate /c/ca.pem for the Docker engine at tcp://127.0.0.1:1 \
+             (check machines.far.tls)"
+        );
     }
 }

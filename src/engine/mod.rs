@@ -11,7 +11,7 @@ mod container;
 mod image;
 mod spec;
 
-pub use client::{DEFAULT_REQUEST_LIMIT, Engine};
+pub use client::{Address, DEFAULT_REQUEST_LIMIT, Engine, TlsFiles};
 pub use container::{
     Condition, ExecChunk, ExecOutcome, LABEL_HOST, LABEL_KEEP, LABEL_PID, LABEL_PID_START,
     LABEL_RUN, LABEL_TRIAL,

@@ -31,6 +31,8 @@ pub struct Outcome {
     pub after_check: std::time::Duration,
     /// The image a container trial ran in.
     pub image: Option<TrialImage>,
+    /// The engine a container trial ran on.
+    pub engine: Option<crate::record::TrialEngine>,
     /// What a passing check found worth keeping.
     pub note: Option<String>,
     /// The GPUs the trial held, by UUID.

@@ -78,7 +78,7 @@ impl Executor {
                     None => self
                         .docker
                         .image_for_reuse(
-                            spec.machine.docker.as_deref(),
+                            &crate::exec::engine_address(&spec.machine),
                             &docker.image,
                             docker.pull,
                             docker.build.as_ref(),

@@ -703,6 +703,7 @@ mod tests {
             image: None,
             host: "h".into(),
             reused: None,
+            engine: None,
         }
     }
 

@@ -56,7 +56,7 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         let mut test_suite = TestSuite::new(runtime);
         suite.span.stamp(&mut test_suite);
         if !suite.hosts.is_empty() {
-            let hosts: Vec<&str> = suite.hosts.into_iter().collect();
+            let hosts: Vec<String> = suite.hosts.into_iter().collect();
             test_suite
                 .extra
                 .insert("hostname".into(), one_line(&hosts.join(", ")).into());
@@ -90,15 +90,19 @@ fn without_root_skipped(xml: &str) -> String {
 
 /// A runtime's test cases, and when and where its trials ran.
 #[derive(Default)]
-struct Suite<'a> {
+struct Suite {
     cases: Vec<TestCase>,
     span: Span,
-    hosts: BTreeSet<&'a str>,
+    hosts: BTreeSet<String>,
 }
 
-impl<'a> Suite<'a> {
-    fn add_record(&mut self, t: &'a TrialRecord) {
-        self.hosts.insert(&t.host);
+impl Suite {
+    fn add_record(&mut self, t: &TrialRecord) {
+        // A container trial ran on its engine's host; several engines may share one.
+        self.hosts.insert(match &t.engine {
+            Some(engine) => engine.to_string(),
+            None => t.host.clone(),
+        });
         let failure = t.failure.as_ref();
         let details = super::text::failure_details(t, None);
         let status = match t.status {

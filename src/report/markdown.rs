@@ -95,9 +95,14 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     if !report.runs.is_empty() {
+        let engines = if report.engines.is_empty() {
+            String::new()
+        } else {
+            format!(" Engines: {}.", code_list(&report.engines))
+        };
         writeln!(
             out,
-            "Runs: {}. Hosts: {}.\n",
+            "Runs: {}. Hosts: {}.{engines}\n",
             code_list(&report.runs),
             code_list(&report.hosts)
         )?;

@@ -123,6 +123,10 @@ pub struct Report {
     pub runs: Vec<String>,
     /// The hosts that ran trials.
     pub hosts: Vec<String>,
+    /// The Docker engines container trials ran on, as `NAME (ENDPOINT)`; several may share a
+    /// host. Empty when no record names its engine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<String>,
     /// Counts.
     pub summary: Summary,
     /// One record per trial, by name.
@@ -245,6 +249,12 @@ impl Report {
         let mut hosts: Vec<String> = trials.iter().map(|t| t.host.clone()).collect();
         hosts.sort();
         hosts.dedup();
+        let mut engines: Vec<String> = trials
+            .iter()
+            .filter_map(|t| t.engine.as_ref().map(ToString::to_string))
+            .collect();
+        engines.sort();
+        engines.dedup();
         interruptions.sort_by(|a, b| a.run_id.cmp(&b.run_id));
         runs_without_plan.sort();
         runs_without_plan.dedup();
@@ -252,6 +262,7 @@ impl Report {
             schema: REPORT_SCHEMA,
             runs,
             hosts,
+            engines,
             summary,
             trials,
             excluded,

@@ -189,6 +189,7 @@ mod tests {
             resources: None,
             host: "h".into(),
             reused: None,
+            engine: None,
         };
         let details = failure_details(&record, None);
         assert!(

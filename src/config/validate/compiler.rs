@@ -49,7 +49,7 @@ pub(in crate::config) fn compile(
     }
 
     let (stages, default_stage) = c.declared_stages(raw.stages.as_ref());
-    let machines = c.machines(&raw.machines);
+    let machines = c.machines(&raw.machines, &root);
     let machine_names: Vec<&str> = raw.machines.keys().map(String::as_str).collect();
     let notebooks_dir = NotebooksDir::new(&mut c, &root, &raw);
     let mut overrides = c.overrides(&raw.overrides, &stages);

@@ -1,13 +1,18 @@
 //! `[machines.NAME]`: the kinds of machine trials run on.
 
 use super::compiler::{Compiler, key_part};
-use crate::config::matrix::Machine;
-use crate::config::raw::RawMachine;
+use crate::config::matrix::{Machine, MachineTls};
+use crate::config::raw::{RawMachine, RawTls};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 impl Compiler {
     /// The machines, in name order.
-    pub(super) fn machines(&mut self, raw: &BTreeMap<String, RawMachine>) -> Vec<Machine> {
+    pub(super) fn machines(
+        &mut self,
+        raw: &BTreeMap<String, RawMachine>,
+        root: &Path,
+    ) -> Vec<Machine> {
         let mut machines = Vec::new();
         for (name, m) in raw {
             let key = format!("machines.{}", key_part(name));
@@ -18,7 +23,13 @@ impl Compiler {
                     "`gpu` names a GPU model but `gpus` is 0 (set gpus to the number of GPUs)",
                 );
             }
-            if let Some(endpoint) = &m.docker {
+            let tls = m
+                .tls
+                .as_ref()
+                .and_then(|tls| self.tls(&key, m.docker.as_deref(), tls, root));
+            if let Some(endpoint) = &m.docker
+                && m.tls.is_none()
+            {
                 self.engine_endpoint(&key, endpoint, m.insecure == Some(true));
             }
             machines.push(Machine {
@@ -26,6 +37,7 @@ impl Compiler {
                 gpus: m.gpus,
                 gpu_model: m.gpu.clone(),
                 docker: m.docker.clone(),
+                tls,
                 description: m.description.clone(),
                 tags: m.tags.clone(),
                 parameters: self.parameters(&key, &m.parameters),
@@ -40,14 +52,88 @@ impl Compiler {
         machines
     }
 
+    /// `machines.NAME.tls`: only for a TCP engine; each file a readable regular file, its path
+    /// relative to matrix.toml's folder.
+    fn tls(
+        &mut self,
+        key: &str,
+        endpoint: Option<&str>,
+        tls: &RawTls,
+        root: &Path,
+    ) -> Option<MachineTls> {
+        let tcp = endpoint.is_some_and(|e| e.starts_with("tcp://") || e.starts_with("https://"));
+        if !tcp {
+            let endpoint = endpoint.map_or_else(
+                || "unset (DOCKER_HOST, else the local socket)".to_owned(),
+                |e| format!("`{e}`"),
+            );
+            self.problem(
+                format!("{key}.tls"),
+                format!(
+                    "TLS needs a `tcp://HOST:2376` or `https://` engine, but {key}.docker is \
+                     {endpoint} (set `docker` to the engine's TLS address, or remove `tls`: a \
+                     unix socket and ssh:// are secured otherwise)"
+                ),
+            );
+        }
+        let mut file = |name: &str, what: &str, value: &str| {
+            let path = root.join(value);
+            let readable = std::fs::metadata(&path).and_then(|meta| {
+                if meta.is_file() {
+                    std::fs::File::open(&path).map(drop)
+                } else {
+                    Err(std::io::Error::other("not a regular file"))
+                }
+            });
+            match readable {
+                Ok(()) => Some(path),
+                Err(error) => {
+                    self.problem(
+                        format!("{key}.tls.{name}"),
+                        format!(
+                            "cannot read `{value}`: {error} (give the path of {what}, relative \
+                             to the folder of matrix.toml)"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let ca = file(
+            "ca",
+            "the CA certificate that signed the engine's certificate",
+            &tls.ca,
+        );
+        let cert = file(
+            "cert",
+            "our client certificate, signed by a CA the engine trusts",
+            &tls.cert,
+        );
+        let key_file = file("key", "the client certificate's private key", &tls.key);
+        let tls = MachineTls {
+            ca: ca?,
+            cert: cert?,
+            key: key_file?,
+        };
+        tcp.then_some(tls)
+    }
+
     /// Plain TCP to another host's engine gives root on that host to anyone who can reach the
     /// port (Docker's own documentation warns against it): refused, unless the machine says
     /// `insecure = true`, and then warned about on every run. Loopback is this host's own.
     fn engine_endpoint(&mut self, key: &str, endpoint: &str, insecure: bool) {
+        if let Some(destination) = endpoint.strip_prefix("ssh://") {
+            self.ssh_endpoint(key, endpoint, destination);
+            return;
+        }
         let Some(host) = plain_tcp_host(endpoint) else {
             return;
         };
         if is_loopback(host) {
+            return;
+        }
+        // As the docker CLI reads it: TLS for every TCP engine without files of its own.
+        if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
             return;
         }
         if insecure {
@@ -60,10 +146,44 @@ impl Compiler {
                 format!("{key}.docker"),
                 format!(
                     "`{endpoint}` is plain, unauthenticated TCP: anyone who can reach that port is \
-                     root on {host}. Reach the engine through an ssh tunnel to a loopback port \
+                     root on {host}. Use TLS (`tls = {{ ca = \"ca.pem\", cert = \"cert.pem\", \
+                     key = \"key.pem\" }}` on the machine with the engine's TLS port, usually \
+                     2376, or DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH), or ssh \
+                     (`docker = \"ssh://USER@{host}\"`), or an ssh tunnel to a loopback port \
                      (`ssh -NL 2375:/var/run/docker.sock USER@{host}`, then \
                      `tcp://127.0.0.1:2375`), or set `insecure = true` on the machine to accept it"
                 ),
+            );
+        }
+    }
+}
+
+impl Compiler {
+    /// `ssh://[USER@]HOST`: bollard 0.21 hands `USER@HOST:PORT` to the ssh client as a host
+    /// name (its ssh transport drops the port), so a port must come from the ssh config.
+    fn ssh_endpoint(&mut self, key: &str, endpoint: &str, destination: &str) {
+        let host = destination
+            .rsplit_once('@')
+            .map_or(destination, |(_, host)| host);
+        let port = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.parse::<u16>().is_ok());
+        if let Some((name, port)) = port {
+            let user = destination
+                .rsplit_once('@')
+                .map_or(String::new(), |(user, _)| format!("{user}@"));
+            self.problem(
+                format!("{key}.docker"),
+                format!(
+                    "`{endpoint}` names a port, which the ssh transport cannot pass on: give the \
+                     port in your ssh config (`Host {name}-docker`, `HostName {name}`, \
+                     `Port {port}` in ~/.ssh/config) and use `ssh://{user}{name}-docker`"
+                ),
+            );
+        } else if host.is_empty() || destination.contains('/') {
+            self.problem(
+                format!("{key}.docker"),
+                format!("`{endpoint}` names no host (write `ssh://USER@HOST`)"),
             );
         }
     }

@@ -149,12 +149,12 @@ pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
     Ok(removed)
 }
 
-/// `runtime-matrix clean` over several engines (`None` is `DOCKER_HOST` or the local socket),
+/// `runtime-matrix clean` over several engines (no endpoint: `DOCKER_HOST` or the local socket),
 /// each call given `limit` to answer: an engine that fails or stays silent is reported and
 /// the others are still cleaned. Each result is the engine's endpoint and how many containers
 /// went. Synchronous, as the rest of the crate sees the engine: it owns its runtime.
 pub fn clean_all(
-    endpoints: &[Option<String>],
+    engines: &[crate::engine::Address],
     limit: Duration,
 ) -> std::io::Result<Vec<Result<(String, usize), EngineError>>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -162,9 +162,9 @@ pub fn clean_all(
         .build()?;
     Ok(runtime.block_on(async {
         let mut results = Vec::new();
-        for endpoint in endpoints {
+        for address in engines {
             let result = async {
-                let engine = Engine::connect_within(endpoint.as_deref(), limit).await?;
+                let engine = Engine::connect_within(address, limit).await?;
                 let removed = clean(&engine).await?;
                 Ok((engine.endpoint().to_owned(), removed))
             };
@@ -228,7 +228,10 @@ impl crate::exec::Executor {
         let trial = Trial::new(spec, docker, &run, &[], BTreeMap::new());
         let engine = executor
             .runtime
-            .block_on(executor.engine(spec.machine.docker.as_deref(), executor.engine_limit))
+            .block_on(executor.engine(
+                &super::run::engine_address(&spec.machine),
+                executor.engine_limit,
+            ))
             .map_err(|error| chain(&error))?;
         executor
             .runtime

@@ -25,20 +25,20 @@ pub(super) struct ResolvedImage {
 }
 
 impl DockerExecutor {
-    /// The image `reference` names on the engine at `endpoint`, for a result reuse key, as
+    /// The image `reference` names on the engine at `address`, for a result reuse key, as
     /// cheaply as it can be known: inspected, never built or pulled when it is there. `None`
     /// when the engine does not have it (the trial runs, and builds or pulls it). Under
     /// `pull = "always"` the image is pulled first, once per run, as the trial would.
     pub(crate) fn image_for_reuse(
         &self,
-        endpoint: Option<&str>,
+        address: &crate::engine::Address,
         reference: &str,
         pull: PullPolicy,
         build: Option<&Build>,
     ) -> Result<Option<ImageInfo>, String> {
         self.runtime.block_on(async {
             let engine = self
-                .engine(endpoint, self.engine_limit)
+                .engine(address, self.engine_limit)
                 .await
                 .map_err(|error| chain(&error))?;
             if pull == PullPolicy::Always {
@@ -230,6 +230,20 @@ impl DockerExecutor {
                     .current_dir(script.parent().unwrap_or(Path::new(".")))
                     .env("RUNTIME_MATRIX_IMAGE", reference)
                     .env("DOCKER_HOST", engine.endpoint());
+                // The docker CLI takes TLS files from one folder, by fixed names: links to the
+                // machine's own, for as long as the script runs.
+                let certs = match engine.tls_files() {
+                    Some(tls) => Some(
+                        cli_cert_dir(tls)
+                            .map_err(|e| io_error("run the build script of", reference, e))?,
+                    ),
+                    None => None,
+                };
+                if let Some(certs) = &certs {
+                    command
+                        .env("DOCKER_TLS_VERIFY", "1")
+                        .env("DOCKER_CERT_PATH", certs.path());
+                }
                 let token = format!(
                     "build-{}-{}",
                     std::process::id(),
@@ -247,6 +261,7 @@ impl DockerExecutor {
                     )
                 })?
                 .map_err(|e| io_error("run the build script of", reference, e))?;
+                drop(certs);
                 if finished.ended != crate::exec::process::Ended::Exited(0) {
                     return Err(EngineError::Build {
                         image: reference.to_owned(),
@@ -262,6 +277,22 @@ impl DockerExecutor {
         );
         Ok(())
     }
+}
+
+/// A folder with `ca.pem`, `cert.pem` and `key.pem` linked to `tls`'s files, as the docker CLI
+/// reads them from `DOCKER_CERT_PATH`.
+fn cli_cert_dir(tls: &crate::engine::TlsFiles) -> std::io::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new()
+        .prefix("runtime-matrix-certs-")
+        .tempdir()?;
+    for (name, file) in [
+        ("ca.pem", &tls.ca),
+        ("cert.pem", &tls.cert),
+        ("key.pem", &tls.key),
+    ] {
+        std::os::unix::fs::symlink(std::path::absolute(file)?, dir.path().join(name))?;
+    }
+    Ok(dir)
 }
 
 async fn pull_with_progress(engine: &Engine, reference: &str) -> Result<(), EngineError> {

@@ -20,4 +20,4 @@ mod staging;
 pub(crate) use containers::run_once;
 pub use containers::{Keep, clean_all};
 pub(crate) use diagnosis::missing_tool;
-pub(crate) use run::DockerExecutor;
+pub(crate) use run::{DockerExecutor, engine_address};

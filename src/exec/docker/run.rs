@@ -6,7 +6,7 @@ use super::containers::{Keep, reap};
 use super::diagnosis::{after_failure_note, category_of, io_error, missing_tool};
 use super::staging::{archive, trial_files};
 use crate::config::{Build, CheckKind, DockerRuntime, PullPolicy};
-use crate::engine::{Condition, ContainerSpec, Engine, GpuRequest, ImageInfo};
+use crate::engine::{Address, Condition, ContainerSpec, Engine, GpuRequest, ImageInfo, TlsFiles};
 use crate::error::EngineError;
 use crate::exec::Outcome;
 use crate::exec::data::DataSet;
@@ -48,7 +48,7 @@ pub(crate) struct DockerExecutor {
     /// Every image the matrix knows how to build, so that a Dockerfile's `FROM` one of them
     /// builds it first.
     pub(super) builds: BTreeMap<String, Build>,
-    pub(super) engines: Mutex<HashMap<String, Arc<OnceCell<Engine>>>>,
+    pub(super) engines: Mutex<HashMap<Address, Arc<OnceCell<Engine>>>>,
     pub(super) images:
         Mutex<HashMap<(String, String, PullPolicy), Cell<super::images::ResolvedImage>>>,
     /// The runners of this process, one per runtime, machine and GPU lease.
@@ -131,7 +131,8 @@ impl DockerExecutor {
         // What was set up, and the image, are the trial's whatever ends it afterwards.
         let mut setup = Vec::new();
         let mut image = None;
-        let outcome = match self.run_in_container(&trial, &mut setup, &mut image) {
+        let mut engine = None;
+        let outcome = match self.run_in_container(&trial, &mut setup, &mut image, &mut engine) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
         };
@@ -139,6 +140,7 @@ impl DockerExecutor {
         Outcome {
             setup,
             image: outcome.image.or(image),
+            engine: outcome.engine.or(engine),
             ..outcome
         }
     }
@@ -151,14 +153,19 @@ impl DockerExecutor {
         trial: &Trial<'_>,
         setup: &mut Vec<crate::record::SetupStep>,
         image_used: &mut Option<crate::record::TrialImage>,
+        engine_used: &mut Option<crate::record::TrialEngine>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
         // No call of the trial waits longer than the trial itself may take.
         let limit = self.engine_limit.min(spec.check.timeout + GRACE);
         let engine = self
             .runtime
-            .block_on(self.engine(spec.machine.docker.as_deref(), limit))?
+            .block_on(self.engine(&engine_address(&spec.machine), limit))?
             .with_limit(limit);
+        *engine_used = Some(crate::record::TrialEngine {
+            endpoint: engine.endpoint().to_owned(),
+            name: engine.name().map(str::to_owned),
+        });
         let (image, made) = self.runtime.block_on(self.image(
             &engine,
             &docker.image,
@@ -542,9 +549,16 @@ impl DockerExecutor {
         let id = runner.container.clone().unwrap_or_default();
         crate::exec::live::forget_container(&id);
         let engine_endpoint = spec.machine.docker.clone().unwrap_or_default();
-        let prefix = match engine_endpoint.as_str() {
-            "" | "unix:///var/run/docker.sock" => String::new(),
-            endpoint => format!("DOCKER_HOST={endpoint} "),
+        let docker = match (engine_endpoint.as_str(), &spec.machine.tls) {
+            ("" | "unix:///var/run/docker.sock", _) => "docker".to_owned(),
+            // The docker CLI reads TLS files from one folder by fixed names: name them instead.
+            (endpoint, Some(tls)) => format!(
+                "docker -H {endpoint} --tlsverify --tlscacert {} --tlscert {} --tlskey {}",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            ),
+            (endpoint, None) => format!("DOCKER_HOST={endpoint} docker"),
         };
         let short = short_id(&id);
         // Secrets went to the check only: say how to pass them again.
@@ -560,7 +574,7 @@ impl DockerExecutor {
             ),
         };
         eprintln!(
-            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {prefix}docker exec -it {short} bash\n  {prefix}docker exec -it -w {} {pass}{short} {}{note}",
+            "runtime-matrix: kept container {short} of {} (remove it with `runtime-matrix clean`):\n  {docker} exec -it {short} bash\n  {docker} exec -it -w {} {pass}{short} {}{note}",
             spec.name,
             container.workdir,
             shell_words(&container.command)
@@ -568,29 +582,46 @@ impl DockerExecutor {
         outcome
     }
 
-    /// The engine at `endpoint`, connected once per process (given `limit` to answer then);
+    /// The engine at `address`, connected once per process (given `limit` to answer then);
     /// the first connection reaps the containers of runs on this host whose process is gone.
     pub(super) async fn engine(
         &self,
-        endpoint: Option<&str>,
+        address: &Address,
         limit: Duration,
     ) -> Result<Engine, EngineError> {
-        let key = endpoint.unwrap_or("").to_owned();
-        let cell = lock(&self.engines).entry(key).or_default().clone();
+        let cell = lock(&self.engines)
+            .entry(address.clone())
+            .or_default()
+            .clone();
         if let Some(engine) = cell.get() {
             return Ok(engine.clone());
         }
         // A failed connection is not cached: the engine may come back for later trials.
-        let engine = Engine::connect_within(endpoint, limit)
+        let engine = Engine::connect_within(address, limit)
             .await?
             .with_limit(self.engine_limit);
         let engine = cell
             .get_or_init(|| async {
                 reap(&engine, self.owner, &self.run_id).await;
-                engine
+                // The engine's own name for its host, for records: cheap, once per engine.
+                let name = engine.system().await.ok().and_then(|system| system.name);
+                engine.with_name(name)
             })
             .await;
         Ok(engine.clone())
+    }
+}
+
+/// How to reach `machine`'s engine: its endpoint, and its TLS files when it declares them.
+pub(crate) fn engine_address(machine: &crate::config::Machine) -> Address {
+    Address {
+        endpoint: machine.docker.clone(),
+        tls: machine.tls.as_ref().map(|tls| TlsFiles {
+            ca: tls.ca.clone(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            origin: format!("machines.{}.tls", machine.name),
+        }),
     }
 }
 
