@@ -9,15 +9,15 @@
 //! the merge job merges their run folders and writes the job summary.
 //!
 //! Under act, the actions the workflow `uses:` are local stand-ins (`fixtures/ci/actions`,
-//! mapped with `--local-repository`): act cannot download actions here, and the real
-//! checkout, cache and artifact actions are JavaScript programs that talk to GitHub's services.
-//! Each stand-in is a composite action doing the same job on this machine with a folder as the
-//! store: checkout copies the project, cache/restore and cache/save keep folders by key (the
-//! `actions/cache` stand-in only restores: a composite action has no post step), and
-//! upload-artifact/download-artifact copy run folders. Everything else in the workflow (the
-//! toolchain step, `cargo install` of the command, `cargo test --test matrix` with the
-//! matrix's environment, `runtime-matrix report`, the gate, the summary, the baseline logic)
-//! runs as written.
+//! mapped with `--local-repository`): act cannot download actions here, and the real ones are
+//! JavaScript programs bundled in their GitHub repositories. Each is a composite action doing
+//! the same job on this machine: upload-artifact and download-artifact speak the real actions'
+//! protocol (artifacts v4) to the artifact server act runs (`--artifact-server-path`), checkout
+//! copies the project, and cache/restore and cache/save keep folders by key in a folder (the
+//! `actions/cache` stand-in only restores: a composite action has no post step). Everything
+//! else in the workflow (the toolchain step, `cargo install` of the command,
+//! `cargo test --test matrix` with the matrix's environment, `runtime-matrix report`, the gate,
+//! the summary, the baseline logic) runs as written.
 
 mod support;
 
@@ -386,42 +386,46 @@ fn the_workflow_runs_end_to_end_under_act() {
         "checkout, cache, upload, download: {local:?}"
     );
 
-    let mut act = Command::new(&tools.act);
-    act.current_dir(project.path())
-        .args(["push", "-W", ".github/workflows/matrix.yml"])
-        .args(["--action-offline-mode", "--no-cache-server"])
-        .args(["--defaultbranch", "main"]);
-    // Each runner label runs on this machine.
-    for label in ["ubuntu-latest", "self-hosted", "box-a", "box-b"] {
-        act.arg("-P").arg(format!("{label}=-self-hosted"));
-    }
-    for mapping in &local {
-        act.arg("--local-repository").arg(mapping);
-    }
-    // The jobs' cargo builds share one target folder across runs, and the host runtime's
-    // virtualenv is the tests' shared one.
-    let target = cache().join("ci-act/target");
-    for (name, value) in [
-        ("RUNTIME_MATRIX_TEST_ACTIONS_STORE", store.clone()),
-        ("RUNTIME_MATRIX_TEST_CHECKOUT", project.path().to_owned()),
-        ("CARGO_TARGET_DIR", target),
-        ("RUNTIME_MATRIX_CACHE", cache()),
-        (
-            "RUNTIME_MATRIX_NVML",
-            PathBuf::from("/nonexistent/libnvidia-ml.so.1"),
-        ),
-    ] {
-        act.arg("--env").arg(format!("{name}={}", value.display()));
-    }
-    for (key, _) in std::env::vars() {
-        if key.starts_with("RUNTIME_MATRIX_")
-            || key.starts_with("NEXTEST")
-            || key.starts_with("CARGO")
-        {
-            act.env_remove(key);
+    let store_dir = store.clone();
+    let checkout = project.path().to_owned();
+    let act = || {
+        let mut act = Command::new(&tools.act);
+        act.current_dir(&checkout)
+            .args(["push", "-W", ".github/workflows/matrix.yml"])
+            .args(["--action-offline-mode", "--no-cache-server"])
+            .args(["--defaultbranch", "main"]);
+        // Each runner label runs on this machine.
+        for label in ["ubuntu-latest", "self-hosted", "box-a", "box-b"] {
+            act.arg("-P").arg(format!("{label}=-self-hosted"));
         }
-    }
-    let (log, tail) = run_act(&mut act, &log_path);
+        for mapping in &local {
+            act.arg("--local-repository").arg(mapping);
+        }
+        // The jobs' cargo builds share one target folder across runs, and the host runtime's
+        // virtualenv is the tests' shared one.
+        for (name, value) in [
+            ("RUNTIME_MATRIX_TEST_ACTIONS_STORE", store_dir.clone()),
+            ("RUNTIME_MATRIX_TEST_CHECKOUT", checkout.clone()),
+            ("CARGO_TARGET_DIR", cache().join("ci-act/target")),
+            ("RUNTIME_MATRIX_CACHE", cache()),
+            (
+                "RUNTIME_MATRIX_NVML",
+                PathBuf::from("/nonexistent/libnvidia-ml.so.1"),
+            ),
+        ] {
+            act.arg("--env").arg(format!("{name}={}", value.display()));
+        }
+        for (key, _) in std::env::vars() {
+            if key.starts_with("RUNTIME_MATRIX_")
+                || key.starts_with("NEXTEST")
+                || key.starts_with("CARGO")
+            {
+                act.env_remove(key);
+            }
+        }
+        act
+    };
+    let (log, tail) = run_act(act(), &log_path, &scratch.path().join("artifacts-1"));
 
     // The plan job's matrix fanned out to one job per machine and shard, and none for `spare`.
     for job in ["plan", "box-a 1/1-1", "box-b 1/2-2", "box-b 2/2-3", "merge"] {
@@ -438,13 +442,19 @@ fn the_workflow_runs_end_to_end_under_act() {
         assert!(log.contains(&ran), "`{ran}` missing:\n{tail}");
     }
 
-    // Each job uploaded its run folder; the merge job merged them.
-    let artifacts = store.join("artifacts");
+    // Each job uploaded its run folder to act's artifact server; the merge job downloaded and
+    // merged them, and uploaded the reports.
+    let artifacts = scratch.path().join("artifacts-1");
     for run in ["box-a-1of1", "box-b-1of2", "box-b-2of2"] {
-        let folder = artifacts.join(format!("runtime-matrix-run-{run}"));
-        assert!(folder.join("report.json").is_file(), "{}", folder.display());
+        let files = unzip_list(&artifacts, &format!("runtime-matrix-run-{run}"));
+        assert!(files.iter().any(|f| f == "report.json"), "{run}: {files:?}");
+        assert!(
+            files.iter().any(|f| f.starts_with("records/")),
+            "{run}: {files:?}"
+        );
     }
-    let merged = artifacts.join("runtime-matrix-report");
+    let merged = scratch.path().join("merged-1");
+    unzip(&artifacts, "runtime-matrix-report", &merged);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap())
             .unwrap();
@@ -492,7 +502,10 @@ fn the_workflow_runs_end_to_end_under_act() {
     );
 
     // The second run finds the first's report as its baseline and gates on new failures.
-    let (_, tail) = run_act(&mut act, &log_path);
+    let artifacts = scratch.path().join("artifacts-2");
+    let (_, tail) = run_act(act(), &log_path, &artifacts);
+    let merged = scratch.path().join("merged-2");
+    unzip(&artifacts, "runtime-matrix-report", &merged);
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap())
             .unwrap();
@@ -504,9 +517,19 @@ fn the_workflow_runs_end_to_end_under_act() {
     assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
 }
 
-/// Runs `act` to its end (its log in `log_path`); its log, and the log's end for messages.
-fn run_act(act: &mut Command, log_path: &Path) -> (String, String) {
+/// Runs `act` to its end (its log in `log_path`), with its artifact server on a free
+/// loopback port keeping artifacts in `artifacts`; its log, and the log's end for messages.
+fn run_act(mut act: Command, log_path: &Path, artifacts: &Path) -> (String, String) {
     use std::os::unix::process::CommandExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    act.arg("--artifact-server-path")
+        .arg(artifacts)
+        .args(["--artifact-server-addr", "127.0.0.1"])
+        .args(["--artifact-server-port", &port.to_string()]);
     let log = std::fs::File::create(log_path).unwrap();
     let started = Instant::now();
     let mut running = Act(act
@@ -531,4 +554,45 @@ fn run_act(act: &mut Command, log_path: &Path) -> (String, String) {
     eprintln!("act took {:.1}s", started.elapsed().as_secs_f64());
     assert!(status.success(), "act failed:\n{tail}");
     (log, tail)
+}
+
+/// The zip of artifact `name` that act's artifact server keeps under `artifacts`.
+fn artifact_zip(artifacts: &Path, name: &str) -> PathBuf {
+    let file = format!("{name}.zip");
+    let mut found = None;
+    let mut folders = vec![artifacts.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            match path.is_dir() {
+                true => folders.push(path),
+                false if path.file_name().is_some_and(|n| *n == *file) => found = Some(path),
+                false => {}
+            }
+        }
+    }
+    found.unwrap_or_else(|| panic!("no artifact {name} under {}", artifacts.display()))
+}
+
+/// The files in artifact `name`.
+fn unzip_list(artifacts: &Path, name: &str) -> Vec<String> {
+    let (code, stdout, stderr) = output(
+        Command::new("python3")
+            .arg("-c")
+            .arg("import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))")
+            .arg(artifact_zip(artifacts, name)),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// Unpacks artifact `name` into `into`.
+fn unzip(artifacts: &Path, name: &str, into: &Path) {
+    let (code, _, stderr) = output(
+        Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(artifact_zip(artifacts, name))
+            .arg(into),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
 }
