@@ -425,7 +425,7 @@ fn the_workflow_runs_end_to_end_under_act() {
         }
         act
     };
-    let (log, tail) = run_act(act(), &log_path, &scratch.path().join("artifacts-1"));
+    let (log, tail) = run_act(act(), &log_path, &scratch.path().join("artifacts-1"), true);
 
     // The plan job's matrix fanned out to one job per machine and shard, and none for `spare`.
     for job in ["plan", "box-a 1/1-1", "box-b 1/2-2", "box-b 2/2-3", "merge"] {
@@ -503,7 +503,7 @@ fn the_workflow_runs_end_to_end_under_act() {
 
     // The second run finds the first's report as its baseline and gates on new failures.
     let artifacts = scratch.path().join("artifacts-2");
-    let (_, tail) = run_act(act(), &log_path, &artifacts);
+    let (_, tail) = run_act(act(), &log_path, &artifacts, true);
     let merged = scratch.path().join("merged-2");
     unzip(&artifacts, "runtime-matrix-report", &merged);
     let report: Value =
@@ -515,11 +515,54 @@ fn the_workflow_runs_end_to_end_under_act() {
         report["baseline"]
     );
     assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
+
+    // A change that breaks a check: the jobs still upload their run folders, the merge job
+    // still merges them and writes the summary, and its gate fails the workflow on the
+    // failures the baseline does not have.
+    let matrix = std::fs::read_to_string(checkout.join("matrix.toml")).unwrap();
+    let broken = matrix.replace(
+        "commands.greet = \"echo hello\"",
+        "commands.greet = \"echo hello\"\ncommands.broken = \"exit 3\"",
+    );
+    assert_ne!(matrix, broken);
+    std::fs::write(checkout.join("matrix.toml"), broken).unwrap();
+    let artifacts = scratch.path().join("artifacts-3");
+    let (log, tail) = run_act(act(), &log_path, &artifacts, false);
+    let merged = scratch.path().join("merged-3");
+    unzip(&artifacts, "runtime-matrix-report", &merged);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        report["summary"]["failed"], 2,
+        "{}\n{tail}",
+        report["summary"]
+    );
+    assert_eq!(report["summary"]["passed"], 6, "{}", report["summary"]);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("[runtime-matrix/merge") && l.ends_with("Job failed")),
+        "the merge job's gate did not fail:\n{tail}"
+    );
+    assert!(
+        log.contains("2 failures the baseline does not have"),
+        "the gate names the new failures:\n{tail}"
+    );
+    let summary = log.split_once("⚙  Summary - ").map(|(_, rest)| rest);
+    assert!(
+        summary.is_some_and(|s| s.contains("python::box-a::cmd::broken")),
+        "the summary shows the failures:\n{tail}"
+    );
 }
 
 /// Runs `act` to its end (its log in `log_path`), with its artifact server on a free
 /// loopback port keeping artifacts in `artifacts`; its log, and the log's end for messages.
-fn run_act(mut act: Command, log_path: &Path, artifacts: &Path) -> (String, String) {
+fn run_act(
+    mut act: Command,
+    log_path: &Path,
+    artifacts: &Path,
+    succeeds: bool,
+) -> (String, String) {
     use std::os::unix::process::CommandExt;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -552,7 +595,7 @@ fn run_act(mut act: Command, log_path: &Path, artifacts: &Path) -> (String, Stri
     let lines: Vec<&str> = log.lines().collect();
     let tail = lines[lines.len().saturating_sub(80)..].join("\n");
     eprintln!("act took {:.1}s", started.elapsed().as_secs_f64());
-    assert!(status.success(), "act failed:\n{tail}");
+    assert_eq!(status.success(), succeeds, "act's exit status:\n{tail}");
     (log, tail)
 }
 
