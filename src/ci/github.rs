@@ -59,8 +59,8 @@ on:
 permissions:
   contents: read
 
-# A newer push to a pull request replaces its running workflow; runs on the default branch,
-# which keep the baseline, all finish.
+# A newer push to a pull request cancels its running workflow; on the default branch, whose
+# runs keep the baseline, a running workflow is never cancelled.
 concurrency:
   group: ${{{{ github.workflow }}}}-${{{{ github.ref }}}}
   cancel-in-progress: ${{{{ github.event_name == 'pull_request' }}}}
