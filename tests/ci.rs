@@ -387,9 +387,13 @@ fn the_workflow_runs_end_to_end_under_act() {
     );
 
     let store_dir = store.clone();
+    let xdg_cache = scratch.path().join("cache");
     let checkout = project.path().to_owned();
     let act = || {
         let mut act = Command::new(&tools.act);
+        // act keeps each job's host workspace under its cache folder, and leaves a failed
+        // job's there: in the scratch folder, they go with it.
+        act.env("XDG_CACHE_HOME", &xdg_cache);
         act.current_dir(&checkout)
             .args(["push", "-W", ".github/workflows/matrix.yml"])
             .args(["--action-offline-mode", "--no-cache-server"])
