@@ -112,6 +112,12 @@ enum Command {
         #[arg(value_enum)]
         name: crate::schema::Document,
     },
+    /// CI fan-out: the jobs the matrix needs on a CI system (one per machine, times its
+    /// `shards`, on its runner labels), and the files that run them.
+    Ci {
+        #[command(subcommand)]
+        system: CiSystem,
+    },
     /// Run the matrix as a test harness; arguments after `--` are libtest's
     /// (`--list`, `--exact`, filters, `--test-threads`...).
     Run {
@@ -125,6 +131,57 @@ enum Command {
         #[arg(last = true)]
         libtest: Vec<String>,
     },
+}
+
+/// The CI systems `runtime-matrix ci` writes for.
+#[derive(Subcommand)]
+enum CiSystem {
+    /// GitHub Actions: print the job matrix as JSON for
+    /// `strategy.matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}`, or with `--workflow` a
+    /// whole workflow (plan, a job per machine and shard, merge).
+    Github {
+        #[command(flatten)]
+        ci: CiArgs,
+        /// Write the workflow instead of the job matrix: to PATH, or to stdout without one.
+        #[arg(long, value_name = "PATH", num_args = 0..=1)]
+        workflow: Option<Option<PathBuf>>,
+        /// The default branch: pushes to it run the workflow and keep its report as the
+        /// baseline.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// GitLab CI: write a `.gitlab-ci.yml` with a job per machine on its `ci-tags`, its shards
+    /// as a `parallel: matrix`, and a merge job.
+    Gitlab {
+        #[command(flatten)]
+        ci: CiArgs,
+        /// Where to write it (default: stdout).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// What every `ci` command takes.
+#[derive(clap::Args)]
+struct CiArgs {
+    /// The matrix file, relative to the repository root (the CI jobs name it so).
+    #[arg(long, env = "RUNTIME_MATRIX_CONFIG", default_value = "matrix.toml")]
+    config: PathBuf,
+    /// The stage to plan jobs for (default: the matrix's default stage).
+    #[arg(long, env = "RUNTIME_MATRIX_STAGE")]
+    stage: Option<String>,
+    /// Tags to include, and `!tag` to exclude, comma-separated.
+    #[arg(long, env = "RUNTIME_MATRIX_TAGS")]
+    tags: Option<String>,
+    /// Where the CI jobs get the `runtime-matrix` command: `path:DIR` (`cargo install
+    /// --path`), `git:URL` or `git:URL#REV`, or `version:X` (crates.io). Default: this
+    /// repository when the matrix is runtime-matrix's own, else the `runtime-matrix`
+    /// dependency in the Cargo.toml beside the matrix.
+    #[arg(long, value_name = "SOURCE")]
+    cli: Option<String>,
+    /// The test target that runs the matrix (`harness = false`).
+    #[arg(long, default_value = "matrix")]
+    test: String,
 }
 
 /// Comparing the merged report with an earlier run's.
@@ -244,6 +301,7 @@ pub fn main() -> ExitCode {
             let _ = report.write(&mut stdout);
             ExitCode::from(if report.failed() { EXIT_SETUP } else { EXIT_OK })
         }
+        Command::Ci { system } => ci(system),
         Command::Run {
             select,
             reuse_results,
@@ -603,4 +661,90 @@ fn report(dirs: &[PathBuf], out: Option<PathBuf>, compare: Compare) -> ExitCode 
     } else {
         EXIT_OK
     })
+}
+
+fn ci(system: CiSystem) -> ExitCode {
+    let ci = match &system {
+        CiSystem::Github { ci, .. } | CiSystem::Gitlab { ci, .. } => ci,
+    };
+    // Every machine: each job then selects its own with RUNTIME_MATRIX_MACHINES.
+    let options = match Options::from_env() {
+        Ok(options) => Options {
+            config: ci.config.clone(),
+            stage: ci.stage.clone(),
+            tags: ci.tags.clone(),
+            shard: None,
+            machines: Some("all".into()),
+            ..options
+        },
+        Err(error) => return fail_setup(&error),
+    };
+    let (matrix, _, plan) = match harness::plan(&options) {
+        Ok(planned) => planned,
+        Err(code) => return code,
+    };
+    let (jobs, skipped) = crate::ci::jobs(&matrix, &plan);
+    for s in &skipped {
+        eprintln!(
+            "runtime-matrix: machine `{}` gets no CI job: {}",
+            s.machine, s.reason
+        );
+    }
+    let cli = || match &ci.cli {
+        Some(text) => crate::ci::CliSource::parse(text),
+        None => crate::ci::CliSource::detect(&ci.config),
+    };
+    let config = ci.config.display().to_string();
+    let test = ci.test.clone();
+    let (text, out) = match &system {
+        CiSystem::Github { workflow: None, .. } => {
+            (crate::ci::github::matrix_json(&jobs) + "\n", None)
+        }
+        CiSystem::Github {
+            workflow: Some(out),
+            branch,
+            ..
+        } => match cli() {
+            Ok(cli) => {
+                let workflow = crate::ci::github::Workflow {
+                    config,
+                    cli,
+                    branch: branch.clone(),
+                    test,
+                };
+                (workflow.render(), out.clone())
+            }
+            Err(message) => return fail_ci(&message),
+        },
+        CiSystem::Gitlab { out, .. } => match cli() {
+            Ok(cli) => {
+                let pipeline = crate::ci::gitlab::Pipeline { config, cli, test };
+                (pipeline.render(&jobs), out.clone())
+            }
+            Err(message) => return fail_ci(&message),
+        },
+    };
+    match out {
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        }
+        Some(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+                && let Err(error) = std::fs::create_dir_all(parent)
+            {
+                return fail_ci(&format!("cannot create {} ({error})", parent.display()));
+            }
+            if let Err(error) = std::fs::write(&path, &text) {
+                return fail_ci(&format!("cannot write {} ({error})", path.display()));
+            }
+            eprintln!("runtime-matrix: wrote {}", path.display());
+        }
+    }
+    ExitCode::from(EXIT_OK)
+}
+
+fn fail_ci(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(EXIT_SETUP)
 }

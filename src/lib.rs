@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+mod ci;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;

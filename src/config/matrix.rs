@@ -50,6 +50,15 @@ pub struct Machine {
     pub description: Option<String>,
     /// Tags every trial on this machine carries.
     pub tags: Vec<String>,
+    /// GitHub Actions runner labels of its CI jobs; empty when the matrix declares none (the
+    /// generated workflow then uses `ubuntu-latest`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs_on: Vec<String>,
+    /// GitLab runner tags of its CI jobs; empty when the matrix declares none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ci_tags: Vec<String>,
+    /// How many CI jobs split its trials (at least 1).
+    pub shards: u32,
     /// Parameters given to the notebooks that run on it, over the runtime's.
     #[serde(skip_serializing_if = "Parameters::is_empty")]
     pub parameters: Parameters,

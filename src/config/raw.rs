@@ -74,6 +74,13 @@ pub(super) struct RawMachine {
     /// Tags every trial on this machine carries.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// GitHub Actions runner labels of this machine's CI jobs (`runs-on`), one label or a
+    /// list, e.g. `["self-hosted", "h100"]` (default `ubuntu-latest`).
+    pub runs_on: Option<RawLabels>,
+    /// GitLab runner tags of this machine's CI jobs, e.g. `["gpu", "h100"]`.
+    pub ci_tags: Option<Vec<String>>,
+    /// How many CI jobs split this machine's trials (default 1).
+    pub shards: Option<i64>,
     /// Notebook parameters, over the runtime's (papermill-style).
     #[serde(default)]
     #[schemars(with = "SchemaParameters")]
@@ -91,6 +98,43 @@ pub(super) struct RawTls {
     pub cert: String,
     /// The client certificate's private key (PEM).
     pub key: String,
+}
+
+/// One label, or a list of labels.
+#[derive(Debug, Clone, JsonSchema)]
+#[schemars(untagged)]
+pub(super) enum RawLabels {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawLabels {
+    /// The labels, in order.
+    pub(super) fn to_vec(&self) -> Vec<String> {
+        match self {
+            RawLabels::One(label) => vec![label.clone()],
+            RawLabels::Many(labels) => labels.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawLabels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LabelsVisitor;
+        impl<'de> Visitor<'de> for LabelsVisitor {
+            type Value = RawLabels;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a runner label, or a list of runner labels")
+            }
+            fn visit_str<E: de::Error>(self, label: &str) -> Result<RawLabels, E> {
+                Ok(RawLabels::One(label.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<RawLabels, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(RawLabels::Many)
+            }
+        }
+        deserializer.deserialize_any(LabelsVisitor)
+    }
 }
 
 /// `parameters = { epochs = 1, device = "cuda" }`: values as TOML gives them, checked later.

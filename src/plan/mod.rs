@@ -12,4 +12,5 @@ pub use document::PLAN_SCHEMA;
 pub(crate) use document::PlanDocument;
 pub(crate) use expand::SHARD_REASON;
 pub use expand::{Excluded, Plan, TrialSpec};
+pub(crate) use select::shard_of;
 pub use select::{MachineSelection, Selection, TagFilter};

