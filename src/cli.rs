@@ -711,6 +711,8 @@ fn ci(system: CiSystem) -> ExitCode {
                     cli,
                     branch: branch.clone(),
                     test,
+                    stage: ci.stage.clone(),
+                    tags: ci.tags.clone(),
                 };
                 (workflow.render(), out.clone())
             }
@@ -718,7 +720,13 @@ fn ci(system: CiSystem) -> ExitCode {
         },
         CiSystem::Gitlab { out, .. } => match cli() {
             Ok(cli) => {
-                let pipeline = crate::ci::gitlab::Pipeline { config, cli, test };
+                let pipeline = crate::ci::gitlab::Pipeline {
+                    config,
+                    cli,
+                    test,
+                    stage: ci.stage.clone(),
+                    tags: ci.tags.clone(),
+                };
                 (pipeline.render(&jobs), out.clone())
             }
             Err(message) => return fail_ci(&message),

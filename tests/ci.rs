@@ -172,6 +172,25 @@ fn the_repository_workflow_is_what_the_example_matrix_generates() {
     assert!(generated.contains("--path .\n"), "{generated}");
 }
 
+/// A stage or tags given to `ci` reach every job, through the file's top-level environment: the
+/// plan job's matrix and each job's trials are then chosen alike. Without them, neither is set.
+#[test]
+fn a_stage_and_tags_given_to_ci_reach_every_job() {
+    for system in [&["github", "--workflow"][..], &["gitlab"][..]] {
+        let args = [system, &["--stage", "nightly", "--tags", "data"][..]].concat();
+        let (code, generated, stderr) = ci(repository(), &args);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            generated.contains("  RUNTIME_MATRIX_STAGE: \"nightly\"\n")
+                && generated.contains("  RUNTIME_MATRIX_TAGS: \"data\"\n"),
+            "{system:?}: {generated}"
+        );
+        let (code, generated, stderr) = ci(repository(), system);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(!generated.contains("RUNTIME_MATRIX_STAGE"), "{generated}");
+    }
+}
+
 /// A temporary copy of `fixtures/ci/project`: a project that depends on this runtime-matrix by
 /// path, with its lock file, its generated workflow, in a git repository (act reads the
 /// commit).

@@ -274,6 +274,18 @@ pub(crate) fn yaml_string(text: &str) -> String {
     serde_json::to_string(text).expect("strings always serialise")
 }
 
+/// The top-level environment lines that make every job select `stage` and `tags`, as the
+/// command was given them: the plan job's matrix and each job's trials then agree.
+fn selection_env(stage: Option<&str>, tags: Option<&str>) -> String {
+    [
+        ("RUNTIME_MATRIX_STAGE", stage),
+        ("RUNTIME_MATRIX_TAGS", tags),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("  {name}: {}\n", yaml_string(value?))))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,7 +35,9 @@ pub struct Address {
 }
 
 /// The three files of a TLS connection to an engine, and where they were named (for errors).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Two are the same when their files are: machines that name the same files for the same
+/// endpoint share one engine connection (and one `doctor` check, and one clean-up).
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
     /// The CA certificate that signed the engine's certificate.
     pub ca: PathBuf,
@@ -48,6 +50,10 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// What identifies the connection: the files, not where they were named.
+    fn files(&self) -> (&PathBuf, &PathBuf, &PathBuf) {
+        (&self.ca, &self.cert, &self.key)
+    }
     /// The files the docker CLI uses when `DOCKER_TLS_VERIFY` is set (non-empty) or the
     /// endpoint is `https://`: `ca.pem`, `cert.pem` and `key.pem` in `DOCKER_CERT_PATH`, else in
     /// `~/.docker`. `None` for an endpoint that is not TCP, or for plain TCP.
@@ -71,6 +77,32 @@ impl TlsFiles {
                 dir.display()
             ),
         })
+    }
+}
+
+impl PartialEq for TlsFiles {
+    fn eq(&self, other: &Self) -> bool {
+        self.files() == other.files()
+    }
+}
+
+impl Eq for TlsFiles {}
+
+impl std::hash::Hash for TlsFiles {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.files().hash(state);
+    }
+}
+
+impl PartialOrd for TlsFiles {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TlsFiles {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.files().cmp(&other.files())
     }
 }
 
@@ -461,6 +493,26 @@ mod tests {
             key: "/c/key.pem".into(),
             origin: "machines.far.tls".into(),
         }
+    }
+
+    #[test]
+    fn machines_naming_the_same_tls_files_share_one_engine() {
+        let address = |origin: &str| Address {
+            endpoint: Some("tcp://far:2376".into()),
+            tls: Some(TlsFiles {
+                origin: origin.into(),
+                ..files()
+            }),
+        };
+        assert_eq!(address("machines.a.tls"), address("machines.b.tls"));
+        let other = Address {
+            tls: Some(TlsFiles {
+                key: "/c/other.pem".into(),
+                ..files()
+            }),
+            ..address("machines.a.tls")
+        };
+        assert_ne!(address("machines.a.tls"), other);
     }
 
     #[rstest]

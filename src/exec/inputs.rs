@@ -48,7 +48,17 @@ impl Executor {
                 "commit": env!("RUNTIME_MATRIX_COMMIT"),
             }),
         );
-        inputs.insert("spec".into(), spec_inputs(spec));
+        inputs.insert("spec".into(), spec_inputs(spec)?);
+        // The GPUs read here are this host's: a GPU machine on another host's engine has GPUs
+        // and a driver this host cannot see, so its trials always run.
+        if spec.machine.gpus > 0
+            && let Some(endpoint) = &spec.machine.docker
+            && !endpoint.starts_with("unix://")
+        {
+            return Err(format!(
+                "the GPUs behind the engine at {endpoint} cannot be seen from this host"
+            ));
+        }
         inputs.insert("gpus".into(), gpu_inputs());
         let invocation = Invocation::for_trial(spec, "python");
         if let CheckKind::Notebook { path, .. } = &spec.check.kind {
@@ -172,8 +182,9 @@ fn probe_identity(python: &Path) -> Result<Value, String> {
 
 /// The spec as plans show it, with paths under the project relative to it and the runtime's
 /// environment values hashed.
-fn spec_inputs(spec: &TrialSpec) -> Value {
-    let mut value = serde_json::to_value(spec).unwrap_or(Value::Null);
+fn spec_inputs(spec: &TrialSpec) -> Result<Value, String> {
+    let mut value =
+        serde_json::to_value(spec).map_err(|error| format!("the trial's settings: {error}"))?;
     let root = format!("{}/", spec.project.trim_end_matches('/'));
     relativize(&mut value, &root);
     if let Some(Value::Object(env)) = value.pointer_mut("/runtime/env") {
@@ -182,7 +193,7 @@ fn spec_inputs(spec: &TrialSpec) -> Value {
             *value = Value::from(format!("sha256:{hashed}"));
         }
     }
-    value
+    Ok(value)
 }
 
 /// Rewrites every string under `root` to its path relative to it.

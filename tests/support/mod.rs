@@ -345,6 +345,15 @@ fn make_base_image() {
     );
 }
 
+/// A fresh folder under the test cache to make the tool `name` in before it is renamed into
+/// place: its own for each call, so that neither test processes nor the threads of one see
+/// another's half-made tools.
+fn aside(name: &str) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    cache().join(format!("{name}.{}.{call}", std::process::id()))
+}
+
 /// A Python with the `xmlschema` package, and the Jenkins xUnit plugin's JUnit schema
 /// (`junit-10.xsd`), which pytest validates its own output against.
 pub struct SchemaTools {
@@ -365,7 +374,7 @@ pub fn junit_schema_tools() -> SchemaTools {
         return tools;
     }
     // Made aside, then renamed into place: concurrent test processes never see half of it.
-    let aside = cache().join(format!("junit-schema.{}", std::process::id()));
+    let aside = aside("junit-schema");
     let _ = std::fs::remove_dir_all(&aside);
     std::fs::create_dir_all(&aside).unwrap();
     let run = |command: &mut Command| {
@@ -428,7 +437,7 @@ pub fn taplo() -> PathBuf {
         return taplo;
     }
     // Made aside, then renamed into place: concurrent test processes never see half of it.
-    let aside = cache().join(format!("taplo.{}", std::process::id()));
+    let aside = aside("taplo");
     let _ = std::fs::remove_dir_all(&aside);
     std::fs::create_dir_all(&aside).unwrap();
     let mut venv = Command::new("python3");
@@ -479,7 +488,7 @@ pub fn ci_tools() -> CiTools {
         return tools(&dir);
     }
     // Made aside, then renamed into place: concurrent test processes never see half of it.
-    let aside = cache().join(format!("ci-tools.{}", std::process::id()));
+    let aside = aside("ci-tools");
     let _ = std::fs::remove_dir_all(&aside);
     std::fs::create_dir_all(&aside).unwrap();
     let mut venv = Command::new("python3");

@@ -204,8 +204,11 @@ impl Compiler {
         if is_loopback(host) {
             return;
         }
-        // As the docker CLI reads it: TLS for every TCP engine without files of its own.
-        if std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty()) {
+        // As the docker CLI reads it: TLS for every `tcp://` engine without files of its own
+        // (an `http://` endpoint stays plain HTTP whatever the variable says).
+        if endpoint.starts_with("tcp://")
+            && std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty())
+        {
             return;
         }
         if insecure {
