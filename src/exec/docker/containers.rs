@@ -105,21 +105,19 @@ fn unique_name(readable: &str, pid: u32) -> String {
     format!("runtime-matrix-{readable}-{pid}-{nanos:08x}")
 }
 
-/// Removes the containers that runs on this host left behind when they were killed. Under
-/// cargo-nextest the runner containers of this run are left alone: the process that started
-/// one has ended while the run's other processes use it.
-pub(super) async fn reap(engine: &Engine, owner: &Owner, run_id: &str) {
+/// Removes the containers that runs on this host left behind when they were killed. The
+/// runner containers of cargo-nextest runs (this one's or another's) are left alone: the
+/// process that started one has ended while the run's other processes use it, and it stops
+/// by itself once idle.
+pub(super) async fn reap(engine: &Engine, owner: &Owner) {
     let Ok(containers) = engine.our_containers().await else {
         return;
     };
     let mut removed = 0;
     for container in containers {
         let labels = container.labels.unwrap_or_default();
-        let this_runs_runner = labels.contains_key(super::runners::LABEL_RUNNER)
-            && labels.get(crate::engine::LABEL_RUN).map(String::as_str) == Some(run_id)
-            && crate::exec::runner::scope().is_empty();
         if owner.is_orphan(&labels)
-            && !this_runs_runner
+            && !labels.contains_key(super::runners::LABEL_SHARED)
             && let Some(id) = container.id
             && engine.remove_container(&id).await.is_ok()
         {

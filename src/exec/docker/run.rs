@@ -602,7 +602,7 @@ impl DockerExecutor {
             .with_limit(self.engine_limit);
         let engine = cell
             .get_or_init(|| async {
-                reap(&engine, self.owner, &self.run_id).await;
+                reap(&engine, self.owner).await;
                 // The engine's own name for its host, for records: cheap, once per engine.
                 let name = engine.system().await.ok().and_then(|system| system.name);
                 engine.with_name(name)

@@ -20,6 +20,10 @@ use tokio::io::AsyncWriteExt;
 
 /// Label: the runner a container runs, by its key's name.
 pub(crate) const LABEL_RUNNER: &str = "runtime-matrix.runner";
+/// Label: a runner shared by the processes of a cargo-nextest run. It outlives the process
+/// that started it while the run's others attach, and stops by itself once idle, so no run
+/// reaps it (two nextest runs on one engine would otherwise stop each other's runners).
+pub(crate) const LABEL_SHARED: &str = "runtime-matrix.shared";
 /// The runner program inside a runner container.
 const SCRIPT_PATH: &str = "/runtime-matrix/runner.py";
 /// Why a runner's connection ended when neither the engine nor the runner said why.
@@ -164,6 +168,9 @@ impl DockerExecutor {
                 LABEL_TRIAL,
                 format!("{}::{} (runner)", spec.runtime.name, spec.machine.name),
             );
+        if crate::exec::runner::scope().is_empty() {
+            container = container.with_label(LABEL_SHARED, "nextest");
+        }
         if kept {
             let keep = match self.keep {
                 super::Keep::Always => "always",
