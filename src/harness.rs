@@ -496,21 +496,8 @@ impl Context {
                 .map(|path| path.to_string_lossy().into_owned())
         };
         let mut record = TrialRecord {
-            schema: crate::record::RECORD_SCHEMA,
-            run_id: self.run.run_id.clone(),
-            trial: spec.name.clone(),
-            runtime: spec.runtime.name.clone(),
-            machine: spec.machine.name.clone(),
-            check: spec.check.name.clone(),
-            executor: spec.kind().to_owned(),
-            tags: spec.tags.clone(),
-            parameters: spec.parameters.clone(),
             status,
             failure,
-            expected: spec.expected_failure.as_ref().map(|rule| Expectation {
-                reason: rule.reason.clone(),
-                matches: rule.matches.clone(),
-            }),
             started_at,
             seconds: trial_seconds(
                 start.elapsed().saturating_sub(outcome.after_check),
@@ -521,13 +508,12 @@ impl Context {
             artifact: in_run(&outcome.artifact),
             html: in_run(&outcome.html),
             artifact_note: outcome.artifact_note,
-            host: self.host.clone(),
             image: outcome.image,
             engine: outcome.engine,
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,
-            reused: None,
+            ..self.base_record(spec)
         };
         crate::sanitise::record(&mut record);
         let written = self.run.write_record(&record);
@@ -560,14 +546,10 @@ impl Context {
 }
 
 impl Context {
-    /// Records `spec`'s trial as reused from `entry`, without running it.
-    fn reuse_trial(
-        &self,
-        spec: &TrialSpec,
-        entry: &Entry,
-        started_at: String,
-    ) -> Result<(), Failed> {
-        let record = TrialRecord {
+    /// `spec`'s record in this run as far as the spec and the run tell it: passed, with
+    /// nothing measured yet. A run's outcome or a reused entry fills in the rest.
+    fn base_record(&self, spec: &TrialSpec) -> TrialRecord {
+        TrialRecord {
             schema: crate::record::RECORD_SCHEMA,
             run_id: self.run.run_id.clone(),
             trial: spec.name.clone(),
@@ -597,8 +579,17 @@ impl Context {
             note: None,
             reused: None,
             engine: None,
-        };
-        let mut record = crate::reuse::record_of(entry, record, started_at);
+        }
+    }
+
+    /// Records `spec`'s trial as reused from `entry`, without running it.
+    fn reuse_trial(
+        &self,
+        spec: &TrialSpec,
+        entry: &Entry,
+        started_at: String,
+    ) -> Result<(), Failed> {
+        let mut record = crate::reuse::record_of(entry, self.base_record(spec), started_at);
         crate::sanitise::record(&mut record);
         eprintln!(
             "runtime-matrix: {}: reused from run {}",

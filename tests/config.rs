@@ -228,31 +228,28 @@ fn an_engine_accepted_as_insecure_warns_every_time() {
 fn docker_tls_verify_does_not_excuse_a_plain_http_engine() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("matrix.toml");
-    let matrix = |endpoint: &str| {
-        format!(
-            "[machines.far]\ngpus = 0\ndocker = \"{endpoint}\"\n[runtimes.sh]\ncommands.ok = \"true\"\n"
+    let plan = |endpoint: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[machines.far]\ngpus = 0\ndocker = \"{endpoint}\"\n[runtimes.sh]\ncommands.ok = \"true\"\n"
+            ),
+        )
+        .unwrap();
+        output(
+            runtime_matrix()
+                .env("DOCKER_TLS_VERIFY", "1")
+                .arg("plan")
+                .arg("--config")
+                .arg(&config),
         )
     };
-    std::fs::write(&config, matrix("http://10.0.0.7:2375")).unwrap();
-    let (code, _, stderr) = output(
-        runtime_matrix()
-            .env("DOCKER_TLS_VERIFY", "1")
-            .arg("plan")
-            .arg("--config")
-            .arg(&config),
-    );
+    let (code, _, stderr) = plan("http://10.0.0.7:2375");
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("`http://10.0.0.7:2375` is plain, unauthenticated TCP"),
         "{stderr}"
     );
-    std::fs::write(&config, matrix("tcp://10.0.0.7:2376")).unwrap();
-    let (code, _, stderr) = output(
-        runtime_matrix()
-            .env("DOCKER_TLS_VERIFY", "1")
-            .arg("plan")
-            .arg("--config")
-            .arg(&config),
-    );
+    let (code, _, stderr) = plan("tcp://10.0.0.7:2376");
     assert_eq!(code, Some(0), "{stderr}");
 }
