@@ -218,8 +218,10 @@ fn project() -> tempfile::TempDir {
         let (code, stdout, stderr) = output(command.current_dir(dir.path()));
         assert_eq!(code, Some(0), "{command:?}\n{stdout}\n{stderr}");
     };
-    // The copied lock file, trimmed to what the project needs: the same versions as ours.
-    run(Command::new(&cargo).args(["metadata", "--offline", "--format-version", "1"]));
+    // The copied lock file, trimmed to what the project needs: the same versions as ours. Not
+    // offline: metadata reads the manifests of every platform's crates, and a fresh machine's
+    // build fetched only this platform's (`anstyle-wincon`, say, is missing there).
+    run(Command::new(&cargo).args(["metadata", "--format-version", "1"]));
     run(runtime_matrix().args(["ci", "github", "--workflow", ".github/workflows/matrix.yml"]));
     run(Command::new("git").args(["init", "--quiet", "--initial-branch", "main"]));
     run(Command::new("git").args(["add", "--all"]));
