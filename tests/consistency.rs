@@ -368,3 +368,74 @@ fn listing_shows_consistency_checks_and_reads_no_notebook() {
     assert!(!stdout.contains("consistency::"), "{stdout}");
     assert!(!out.exists(), "listing wrote output");
 }
+
+#[test]
+fn under_cargo_nextest_the_check_defers_its_verdict_to_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = matrix(
+        dir.path(),
+        &["differs.ipynb"],
+        "[consistency]\nnotebooks = [\"differs.ipynb\"]\n",
+    );
+    let out = dir.path().join("out");
+    // As cargo-nextest runs them: a process per trial, the consistency check's maybe first.
+    for name in [
+        "[consistency] consistency::nb::differs",
+        "[host] alpha::cpu::nb::differs",
+        "[host] beta::cpu::nb::differs",
+    ] {
+        let (code, stdout, _) = output(
+            harness(&config, &out, "nextest", &[name, "--exact"]).env("NEXTEST_RUN_ID", "run"),
+        );
+        assert_eq!(code, Some(0), "{name}: {stdout}");
+    }
+    let check = &records(&out, "nextest")["consistency::nb::differs"];
+    assert_eq!(check["status"], "passed");
+    assert_eq!(
+        check["note"],
+        "compared when the run's records are merged (`runtime-matrix report`)"
+    );
+    assert_eq!(check["consistency"]["deferred"], true);
+    let (code, _, _) = output(runtime_matrix().arg("report").arg(out.join("nextest")));
+    assert_eq!(code, Some(101), "the merge finds the difference");
+    let report = read_json(&out.join("nextest/report.json"));
+    let check = report["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["trial"] == "consistency::nb::differs")
+        .unwrap();
+    assert_eq!(check["status"], "failed");
+    assert_eq!(check["failure"]["kind"], "inconsistent");
+    assert!(check["consistency"].get("deferred").is_none(), "{check:#}");
+}
+
+#[test]
+fn reused_trials_are_compared_with_the_outputs_their_entry_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = matrix(
+        dir.path(),
+        &["differs.ipynb"],
+        "[consistency]\nnotebooks = [\"differs.ipynb\"]\n",
+    );
+    let out = dir.path().join("out");
+    for run in ["first", "second"] {
+        let (code, stdout, _) = output(
+            harness(&config, &out, run, &["--test-threads", "4"])
+                .env("RUNTIME_MATRIX_REUSE_RESULTS", "1"),
+        );
+        assert_eq!(code, Some(101), "{run}: {stdout}");
+    }
+    let second = records(&out, "second");
+    let alpha = &second["alpha::cpu::nb::differs"];
+    assert_eq!(alpha["reused"]["run_id"], "first", "{alpha:#}");
+    assert_eq!(
+        alpha["consistent"][0]["text"],
+        "runtime flavour: alpha\nsame in both\n"
+    );
+    // The check itself is never reused: it compares the reused outputs again.
+    let check = &second["consistency::nb::differs"];
+    assert!(check.get("reused").is_none(), "{check:#}");
+    assert_eq!(check["status"], "failed");
+    assert_eq!(check["consistency"]["compared"][0]["run_id"], "second");
+}

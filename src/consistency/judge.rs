@@ -93,8 +93,8 @@ pub(crate) fn judge(
     let (failure, note) = compare(result, &compared);
     // With fewer than two executions nothing was compared: that neither agrees nor differs,
     // so an expected difference is no unexpected pass.
-    let status = match compared.len() {
-        0 | 1 => Status::Passed,
+    let status = match (compared.len(), &failure) {
+        (0 | 1, None) => Status::Passed,
         _ => status_of(expected, failure.as_ref()),
     };
     Verdict {
@@ -116,15 +116,8 @@ fn compare(
             .collect::<Vec<_>>()
     };
     let not_compared = not_compared_note(&result.not_compared);
-    if compared.len() < 2 {
-        let ran = match compared {
-            [] => "no execution ran it to its end".to_owned(),
-            [(one, _)] => format!("only {} ran it to its end", side(one)),
-            _ => unreachable!("fewer than two"),
-        };
-        return (None, format!("nothing compared: {ran}{not_compared}"));
-    }
-    if compared.iter().all(|(_, cells)| cells.is_empty()) {
+    // Even one execution shows that the notebook has no tagged cell.
+    if !compared.is_empty() && compared.iter().all(|(_, cells)| cells.is_empty()) {
         let failure = Failure {
             kind: FailureKind::NothingTagged,
             category: Category::Notebook,
@@ -138,6 +131,14 @@ fn compare(
             cause: None,
         };
         return (Some(failure), String::new());
+    }
+    if compared.len() < 2 {
+        let ran = match compared {
+            [] => "no execution ran it to its end".to_owned(),
+            [(one, _)] => format!("only {} ran it to its end", side(one)),
+            _ => unreachable!("fewer than two"),
+        };
+        return (None, format!("nothing compared: {ran}{not_compared}"));
     }
     let normaliser = match Normaliser::new(&result.sanitizers, result.float_tolerance) {
         Ok(normaliser) => normaliser,
@@ -291,20 +292,32 @@ fn describe_cell(cell: &ConsistentCell) -> String {
     }
 }
 
-/// `; not compared: a on cpu (failed: ...), ...`, or nothing.
+/// `; not compared: failed: a on cpu; excluded: b on gpu, c on gpu`, by the first word of
+/// each reason, or nothing; the record keeps every reason whole.
 fn not_compared_note(not_compared: &[NotCompared]) -> String {
     if not_compared.is_empty() {
         return String::new();
     }
-    let mut named: Vec<String> = not_compared
-        .iter()
-        .take(NAMED)
-        .map(|n| format!("{} on {} ({})", n.runtime, n.machine, n.reason))
-        .collect();
-    if not_compared.len() > NAMED {
-        named.push(format!("and {} more", not_compared.len() - NAMED));
+    let mut by_kind: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for n in not_compared {
+        let kind = n.reason.split(':').next().unwrap_or_default();
+        by_kind
+            .entry(kind)
+            .or_default()
+            .push(format!("{} on {}", n.runtime, n.machine));
     }
-    format!("; not compared: {}", named.join("; "))
+    let parts: Vec<String> = by_kind
+        .into_iter()
+        .map(|(kind, mut sides)| {
+            if sides.len() > NAMED {
+                let more = sides.len() - NAMED;
+                sides.truncate(NAMED);
+                sides.push(format!("and {more} more"));
+            }
+            format!("{kind}: {}", sides.join(", "))
+        })
+        .collect();
+    format!("; not compared: {}", parts.join("; "))
 }
 
 /// The first lines of a group's text.
@@ -372,5 +385,157 @@ pub(crate) fn status_of(expected: Option<&Expectation>, failure: Option<&Failure
             Some(text) if !failure.text().contains(text.as_str()) => Status::Failed,
             _ => Status::ExpectedFailure,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn record(trial: &str, status: &str, cells: Option<Value>) -> TrialRecord {
+        let mut parts = trial.splitn(3, "::");
+        let (runtime, machine, check) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let failure = (status != "passed").then(|| {
+            json!({"kind": "cell-error", "category": "runtime", "summary": "ModuleNotFoundError",
+                   "cell": null, "exit_code": 1, "output_tail": null})
+        });
+        serde_json::from_value(json!({
+            "schema": 1, "run_id": "r", "trial": trial, "runtime": runtime, "machine": machine,
+            "check": check, "executor": "host", "tags": [], "status": status,
+            "failure": failure, "expected": null, "started_at": "", "seconds": 1.0,
+            "cells": [], "artifact": null, "host": "h", "consistent": cells,
+        }))
+        .unwrap()
+    }
+
+    fn result() -> ConsistencyResult {
+        serde_json::from_value(json!({
+            "notebook": "x.ipynb", "notebook_check": "nb::x", "tag": "consistent",
+            "float_tolerance": 0.0, "compared": [], "not_compared": [], "cells": 0,
+        }))
+        .unwrap()
+    }
+
+    fn cell(index: usize, id: Option<&str>, text: &str) -> Value {
+        json!({"index": index, "id": id, "source": "print(x)", "text": text})
+    }
+
+    #[test]
+    fn cells_are_matched_by_id_wherever_they_are() {
+        // Another version of the notebook has a cell more before it: same id, same output.
+        let a = record(
+            "a::cpu::nb::x",
+            "passed",
+            Some(json!([cell(1, Some("s"), "1\n")])),
+        );
+        let b = record(
+            "b::cpu::nb::x",
+            "passed",
+            Some(json!([cell(2, Some("s"), "1\n")])),
+        );
+        let mut result = result();
+        let verdict = judge(
+            &mut result,
+            None,
+            Seen {
+                records: vec![&a, &b],
+                missing: vec![],
+            },
+        );
+        assert_eq!(verdict.status, Status::Passed);
+        assert_eq!(
+            verdict.note,
+            "2 executions agree on 1 cell: a on cpu, b on cpu"
+        );
+    }
+
+    #[test]
+    fn failed_trials_and_other_notebooks_are_not_compared_and_one_execution_compares_nothing() {
+        let a = record(
+            "a::cpu::nb::x",
+            "passed",
+            Some(json!([cell(0, None, "1\n")])),
+        );
+        let b = record("b::cpu::nb::x", "expected-failure", None);
+        let c = record("c::cpu::nb::x", "failed", None);
+        let other = record(
+            "a::cpu::nb::y",
+            "passed",
+            Some(json!([cell(0, None, "2\n")])),
+        );
+        let expected = Expectation {
+            reason: "declared".into(),
+            matches: None,
+        };
+        let mut result = result();
+        let verdict = judge(
+            &mut result,
+            Some(&expected),
+            Seen {
+                records: vec![&a, &b, &c, &other],
+                missing: vec![NotCompared {
+                    trial: "d::gpu::nb::x".into(),
+                    runtime: "d".into(),
+                    machine: "gpu".into(),
+                    reason: "excluded: no GPU here".into(),
+                }],
+            },
+        );
+        // Nothing compared is no unexpected pass of a declared difference.
+        assert_eq!(verdict.status, Status::Passed);
+        assert_eq!(
+            verdict.note,
+            "nothing compared: only a on cpu ran it to its end; not compared: excluded: d on gpu; \
+             expected-failure: b on cpu; failed: c on cpu"
+        );
+        assert_eq!(result.compared.len(), 1);
+        assert_eq!(result.not_compared.len(), 3);
+    }
+
+    #[test]
+    fn a_difference_groups_the_executions_and_an_expected_one_must_match() {
+        let a = record(
+            "a::cpu::nb::x",
+            "passed",
+            Some(json!([cell(0, None, "1\n")])),
+        );
+        let b = record(
+            "b::cpu::nb::x",
+            "passed",
+            Some(json!([cell(0, None, "1\n")])),
+        );
+        let c = record(
+            "c::gpu::nb::x",
+            "passed",
+            Some(json!([cell(0, None, "2\n")])),
+        );
+        let seen = || Seen {
+            records: vec![&a, &b, &c],
+            missing: vec![],
+        };
+        let verdict = judge(&mut result(), None, seen());
+        assert_eq!(verdict.status, Status::Failed);
+        let failure = verdict.failure.unwrap();
+        assert_eq!(
+            failure.summary,
+            "cell 0 (`print(x)`) printed differently: a on cpu, b on cpu | c on gpu"
+        );
+        assert_eq!(
+            failure.output_tail.unwrap(),
+            "cell 0 (`print(x)`) printed 2 different outputs:\n[1] a on cpu, b on cpu\n[2] c on gpu\n\
+             diff [1] -> [2]: from line 1\n  - 1\n  + 2"
+        );
+        let expected = |matches: &str| Expectation {
+            reason: "the GPU rounds differently".into(),
+            matches: Some(matches.into()),
+        };
+        let status = |matches: &str| judge(&mut result(), Some(&expected(matches)), seen()).status;
+        assert_eq!(status("c on gpu"), Status::ExpectedFailure);
+        assert_eq!(status("a on gpu"), Status::Failed);
     }
 }
