@@ -80,12 +80,13 @@ impl Pending {
         let mut left = self.lock();
         let limit = left.get(check).map_or(Duration::ZERO, |(_, d)| *d) + SETUP_ALLOWANCE;
         loop {
+            // First: after a signal, trials end early, and what they left is not to be judged.
+            if let Some(signal) = interrupted() {
+                return Waited::Interrupted(signal);
+            }
             let count = left.get(check).map_or(0, |(count, _)| *count);
             if count == 0 {
                 return Waited::Ended;
-            }
-            if let Some(signal) = interrupted() {
-                return Waited::Interrupted(signal);
             }
             if start.elapsed() >= limit {
                 return Waited::TimedOut(count);
@@ -135,6 +136,9 @@ mod tests {
     fn a_wait_ends_at_an_interrupt() {
         let pending = Pending::default();
         pending.expect("nb::a", Duration::from_secs(3600));
+        assert_eq!(pending.wait("nb::a", || Some(2)), Waited::Interrupted(2));
+        // Even when its trials have ended (early, because of the signal).
+        drop(pending.ended("nb::a"));
         assert_eq!(pending.wait("nb::a", || Some(2)), Waited::Interrupted(2));
     }
 }
