@@ -230,9 +230,13 @@ fn compare(
             .collect::<Vec<_>>()
             .join(" | ")
     );
-    let mut details = format!("{names} printed {} different outputs:", groups.len());
+    // The summary names the cell; these lines say who printed what, and how it differs.
+    let mut details = String::new();
     for (n, group) in result.groups.iter().enumerate() {
-        details.push_str(&format!("\n[{}] {}", n + 1, group.executions.join(", ")));
+        if n > 0 {
+            details.push('\n');
+        }
+        details.push_str(&format!("[{}] {}", n + 1, group.executions.join(", ")));
     }
     let first = groups[0].0.as_deref();
     for (n, (other, _)) in groups.iter().enumerate().skip(1).take(2) {
@@ -527,8 +531,7 @@ mod tests {
         );
         assert_eq!(
             failure.output_tail.unwrap(),
-            "cell 0 (`print(x)`) printed 2 different outputs:\n[1] a on cpu, b on cpu\n[2] c on gpu\n\
-             diff [1] -> [2]: from line 1\n  - 1\n  + 2"
+            "[1] a on cpu, b on cpu\n[2] c on gpu\ndiff [1] -> [2]: from line 1\n  - 1\n  + 2"
         );
         let expected = |matches: &str| Expectation {
             reason: "the GPU rounds differently".into(),

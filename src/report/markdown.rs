@@ -276,6 +276,14 @@ fn consistency(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             .map(|e| format!("{} on {}", e.runtime, e.machine))
             .collect();
         writeln!(out, "- compared: {}", inline(&executions.join(", ")))?;
+        if !c.not_compared.is_empty() {
+            let not_compared: Vec<String> = c
+                .not_compared
+                .iter()
+                .map(|n| format!("{} on {} ({})", n.runtime, n.machine, n.reason))
+                .collect();
+            writeln!(out, "- not compared: {}", inline(&not_compared.join("; ")))?;
+        }
         if let Some(cell) = &failure.cell {
             writeln!(out, "- cell {} (0-based):\n", cell.index)?;
             writeln!(out, "```python\n{}\n```\n", cell.source_excerpt)?;
