@@ -439,3 +439,72 @@ fn reused_trials_are_compared_with_the_outputs_their_entry_kept() {
     assert_eq!(check["status"], "failed");
     assert_eq!(check["consistency"]["compared"][0]["run_id"], "second");
 }
+
+#[test]
+fn a_signal_ends_a_waiting_consistency_check_without_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = matrix(
+        dir.path(),
+        &["sleeps.ipynb"],
+        "[consistency]\nnotebooks = [\"sleeps.ipynb\"]\n",
+    );
+    let out = dir.path().join("out");
+    let child = harness(&config, &out, "signal", &["--test-threads", "4"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let alpha = out.join("signal/records");
+    let alpha_done = || {
+        std::fs::read_dir(&alpha)
+            .map(|entries| {
+                entries.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("alpha.cpu.nb.sleeps")
+                })
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        support::wait_for(std::time::Duration::from_secs(60), alpha_done),
+        "alpha's trial never ended"
+    );
+    // The consistency check has started, and waits for beta's sleeping trial.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let start = std::time::Instant::now();
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(15),
+        "took {:?} to stop",
+        start.elapsed()
+    );
+    // No verdict from half the executions: the check is listed as not run.
+    let records = records(&out, "signal");
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["alpha::cpu::nb::sleeps"]
+    );
+    let report = read_json(&out.join("signal/report.json"));
+    let not_run: Vec<&str> = report["not_run"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| text(&n["name"]))
+        .collect();
+    assert_eq!(
+        not_run,
+        ["beta::cpu::nb::sleeps", "consistency::nb::sleeps"]
+    );
+    let markdown = std::fs::read_to_string(out.join("signal/report.md")).unwrap();
+    assert!(
+        markdown.contains("| `consistency::nb::sleeps` | ⛔ not run | the run was interrupted |"),
+        "{markdown}"
+    );
+    assert_eq!(support::leftover_processes("signal"), Vec::<String>::new());
+}
