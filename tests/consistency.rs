@@ -270,6 +270,27 @@ fn shards_merged_by_report_give_the_verdict_of_one_run_of_both() {
     assert_eq!(check(&merged), check(&one));
     assert_eq!(check(&merged)["status"], "failed");
     assert_eq!(merged["summary"]["failed"], 1);
+
+    // Compared with a baseline by name: against a shard where it passed, it is a new failure.
+    let compared = dir.path().join("compared");
+    let (code, _, stderr) = output(
+        runtime_matrix()
+            .arg("report")
+            .arg(out.join("both"))
+            .arg("--baseline")
+            .arg(out.join("shard-alpha"))
+            .args(["--fail-on", "new", "--out"])
+            .arg(&compared),
+    );
+    assert_eq!(code, Some(101), "{stderr}");
+    let comparison = &read_json(&compared.join("report.json"))["baseline"];
+    let new_failures: Vec<&str> = comparison["new_failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| text(&c["name"]))
+        .collect();
+    assert_eq!(new_failures, ["consistency::nb::differs"], "{comparison:#}");
 }
 
 #[test]
