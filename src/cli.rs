@@ -429,6 +429,25 @@ fn plan(select: Select, format: Format) -> ExitCode {
                     print_container(&container);
                 }
             }
+            if !plan.consistency.is_empty() {
+                println!(
+                    "\nwould compare, after them, {}:",
+                    count(plan.consistency.len(), "notebook", "notebooks")
+                );
+            }
+            for c in &plan.consistency {
+                let expected = c
+                    .expected_failure
+                    .as_ref()
+                    .map(|e| format!("; expected to differ: {}", e.reason))
+                    .unwrap_or_default();
+                println!(
+                    "  [consistency] {}  (cells tagged `{}` across {}{expected})",
+                    c.name,
+                    c.tag,
+                    count(c.trials.len(), "trial", "trials"),
+                );
+            }
             println!(
                 "\nwould not run {}:",
                 count(plan.excluded.len(), "trial", "trials")

@@ -12,13 +12,14 @@
 //! Nothing here calls `process::exit`.
 
 use crate::config::{Matrix, print_warnings};
+use crate::consistency::{Pending, Waited};
 use crate::error::{
     BaselineError, EXIT_INTERRUPTED_BASE, EXIT_SETUP, EXIT_TRIALS_FAILED, SettingsError, chain,
 };
 use crate::exec::{
     Executor, default_cache, install_interrupt_handler, interrupt_cleaned_up, interrupted,
 };
-use crate::plan::{Plan, Selection, TrialSpec};
+use crate::plan::{ConsistencySpec, Plan, Selection, TrialSpec};
 use crate::progress::{Board, Heartbeat};
 use crate::record::{
     Expectation, Failure, Interruption, Planned, RunDir, SetupStep, Status, TrialRecord,
@@ -124,10 +125,15 @@ impl Harness {
 
         // Listing touches nothing but the matrix: cargo-nextest lists once per trial.
         if self.args.list {
+            let consistency = plan
+                .consistency
+                .into_iter()
+                .map(|spec| consistency_trial(spec, None));
             let trials = plan
                 .trials
                 .into_iter()
                 .map(|spec| trial(spec, None))
+                .chain(consistency)
                 .collect();
             return libtest_mimic::run(&self.args, trials).exit_code();
         }
@@ -200,17 +206,43 @@ impl Harness {
             host: hostname(),
             board: board.clone(),
             heartbeat: options.heartbeat,
+            pending: Pending::default(),
+            under_nextest,
+        });
+        // Consistency checks last: they compare what the trials before them recorded.
+        let deadlines: std::collections::HashMap<String, Duration> = plan
+            .trials
+            .iter()
+            .filter(|spec| spec.check.consistent_tag.is_some())
+            .map(|spec| (spec.name.clone(), spec.check.timeout))
+            .collect();
+        let consistency = plan.consistency.into_iter().map(|spec| {
+            (
+                Planned {
+                    name: spec.name.clone(),
+                    runtime: String::new(),
+                    machine: String::new(),
+                    check: spec.name.clone(),
+                },
+                consistency_trial(spec, Some(context.clone())),
+            )
         });
         let (planned, trials): (Vec<Planned>, Vec<Trial>) = plan
             .trials
             .into_iter()
             .map(|spec| (planned_of(&spec), trial(spec, Some(context.clone()))))
+            .chain(consistency)
             .unzip();
         let skipped = skipped(&self.args, &planned, &trials, under_nextest);
         if let Err(error) = run.write_skipped(&skipped) {
             return fail_setup(&error);
         }
         let to_run = to_run(&self.args, planned, &trials);
+        for planned in &to_run {
+            if let Some(deadline) = deadlines.get(&planned.name) {
+                context.pending.expect(&planned.check, *deadline);
+            }
+        }
         if let Some(reuse) = &context.reuse {
             reuse.decide(&context.executor, &specs, &to_run);
         }
@@ -218,6 +250,7 @@ impl Harness {
         context.executor.expect(
             to_run
                 .iter()
+                .filter(|planned| !planned.runtime.is_empty())
                 .filter(|planned| context.reuse.as_ref().is_none_or(|r| !r.hit(&planned.name)))
                 .map(|planned| (planned.runtime.as_str(), planned.machine.as_str())),
         );
@@ -406,6 +439,10 @@ struct Context {
     board: Arc<Board>,
     /// `None` when the heartbeat is off: trials are not put on the board.
     heartbeat: Option<Duration>,
+    /// The notebook trials consistency checks wait for.
+    pending: Pending,
+    /// Whether cargo-nextest runs this process (one trial per process).
+    under_nextest: bool,
 }
 
 /// `RUNTIME_MATRIX_BASELINE`'s baseline, read; an error names the variable.
@@ -454,11 +491,31 @@ fn trial(spec: TrialSpec, context: Option<Arc<Context>>) -> Trial {
     // Container trials are opt-in (`--include-ignored`), so that a plain `cargo test` stays fast.
     let ignored = matches!(spec.runtime.executor, crate::config::Executor::Docker(_));
     Trial::test(name, move || match context {
-        Some(context) => context.run_trial(&spec),
+        Some(context) => {
+            // Said however the trial ends, once its record is written (or it never will be).
+            let _ended = spec
+                .check
+                .consistent_tag
+                .is_some()
+                .then(|| context.pending.ended(&spec.check.name));
+            context.run_trial(&spec)
+        }
         None => Err("trials do not run while listing".into()),
     })
     .with_kind(kind)
     .with_ignored_flag(ignored)
+}
+
+/// The libtest kind of consistency checks.
+const CONSISTENCY_KIND: &str = "consistency";
+
+fn consistency_trial(spec: ConsistencySpec, context: Option<Arc<Context>>) -> Trial {
+    let name = spec.name.clone();
+    Trial::test(name, move || match context {
+        Some(context) => context.run_consistency(&spec),
+        None => Err("trials do not run while listing".into()),
+    })
+    .with_kind(CONSISTENCY_KIND)
 }
 
 impl Context {
@@ -505,6 +562,7 @@ impl Context {
             ),
             setup: outcome.setup,
             cells: outcome.cells,
+            consistent: outcome.consistent,
             artifact: in_run(&outcome.artifact),
             html: in_run(&outcome.html),
             artifact_note: outcome.artifact_note,
@@ -550,8 +608,6 @@ impl Context {
     /// nothing measured yet. A run's outcome or a reused entry fills in the rest.
     fn base_record(&self, spec: &TrialSpec) -> TrialRecord {
         TrialRecord {
-            schema: crate::record::RECORD_SCHEMA,
-            run_id: self.run.run_id.clone(),
             trial: spec.name.clone(),
             runtime: spec.runtime.name.clone(),
             machine: spec.machine.name.clone(),
@@ -559,12 +615,117 @@ impl Context {
             executor: spec.kind().to_owned(),
             tags: spec.tags.clone(),
             parameters: spec.parameters.clone(),
-            status: Status::Passed,
-            failure: None,
             expected: spec.expected_failure.as_ref().map(|rule| Expectation {
                 reason: rule.reason.clone(),
                 matches: rule.matches.clone(),
             }),
+            ..self.base_record_without_spec()
+        }
+    }
+
+    /// Runs the consistency check `spec`: waits until every trial of this process that runs
+    /// its notebook has ended, then judges it from the run folder's records. Under
+    /// cargo-nextest, where no process sees the others' trials end, it passes saying that
+    /// `runtime-matrix report` compares when it merges the run's records.
+    fn run_consistency(&self, spec: &ConsistencySpec) -> Result<(), Failed> {
+        if let Some(signal) = interrupted() {
+            return Err(format!("interrupted by signal {signal} before it started").into());
+        }
+        let started_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        let mut result = crate::consistency::result_of(spec);
+        let mut record = TrialRecord {
+            trial: spec.name.clone(),
+            check: spec.name.clone(),
+            executor: CONSISTENCY_KIND.to_owned(),
+            tags: spec.tags.clone(),
+            expected: spec.expected_failure.as_ref().map(|rule| Expectation {
+                reason: rule.reason.clone(),
+                matches: rule.matches.clone(),
+            }),
+            started_at,
+            ..self.base_record_without_spec()
+        };
+        if self.under_nextest {
+            result.deferred = true;
+            record.note = Some(DEFERRED.to_owned());
+            record.consistency = Some(result);
+            return self
+                .run
+                .write_record(&record)
+                .map(|_| ())
+                .map_err(|error| chain(&error).into());
+        }
+        record.consistency = Some(result);
+        match self.pending.wait(&spec.notebook_check, interrupted) {
+            Waited::Ended => {}
+            Waited::Interrupted(signal) => {
+                return Err(format!("interrupted by signal {signal} before it compared").into());
+            }
+            Waited::TimedOut(left) => eprintln!(
+                "warning: {}: {left} trial(s) of its notebook had not ended within their deadlines and {} min more: compared without them",
+                spec.name,
+                crate::consistency::SETUP_ALLOWANCE.as_secs() / 60
+            ),
+        }
+        let start = Instant::now();
+        match crate::record::read_dir(&self.run.path) {
+            Ok(contents) => {
+                let merged = crate::report::Report::merge(contents);
+                let seen = crate::consistency::seen(
+                    &spec.notebook_check,
+                    &merged.trials,
+                    &merged.not_run,
+                    &merged.skipped,
+                    &merged.excluded,
+                );
+                crate::consistency::rejudge(&mut record, seen);
+            }
+            Err(error) => {
+                record.status = Status::Failed;
+                record.failure = Some(Failure {
+                    kind: crate::record::FailureKind::Setup,
+                    category: crate::record::Category::Infrastructure,
+                    summary: format!("the run's records could not be read: {}", chain(&error)),
+                    cell: None,
+                    exit_code: None,
+                    output_tail: None,
+                    cause: None,
+                });
+            }
+        }
+        record.seconds = start.elapsed().as_secs_f64();
+        crate::sanitise::record(&mut record);
+        let written = self.run.write_record(&record);
+        if !record.status.is_failure() {
+            return written.map(|_| ()).map_err(|error| chain(&error).into());
+        }
+        let mut message = consistency_verdict(spec, &record);
+        message.push_str(&crate::report::text::failure_details(&record, None));
+        match written {
+            Ok(path) => message.push_str(&format!("\nrecord: {}", path.display())),
+            Err(error) => {
+                message.push_str(&format!("\nthe record was not saved: {}", chain(&error)))
+            }
+        }
+        Err(crate::sanitise::for_terminal(&message).into())
+    }
+
+    /// A record of this run with nothing of a trial in it, passed: what a trial's or a
+    /// consistency check's record starts from.
+    fn base_record_without_spec(&self) -> TrialRecord {
+        TrialRecord {
+            schema: crate::record::RECORD_SCHEMA,
+            run_id: self.run.run_id.clone(),
+            trial: String::new(),
+            runtime: String::new(),
+            machine: String::new(),
+            check: String::new(),
+            executor: String::new(),
+            tags: Vec::new(),
+            parameters: Default::default(),
+            status: Status::Passed,
+            failure: None,
+            expected: None,
             started_at: String::new(),
             seconds: 0.0,
             setup: Vec::new(),
@@ -579,6 +740,8 @@ impl Context {
             note: None,
             reused: None,
             engine: None,
+            consistent: None,
+            consistency: None,
         }
     }
 
@@ -643,6 +806,37 @@ fn judge(spec: &TrialSpec, failure: Option<&Failure>) -> (Status, String) {
             ),
             _ => (Status::ExpectedFailure, String::new()),
         },
+    }
+}
+
+/// What a consistency check under cargo-nextest says: its verdict is the merge's.
+const DEFERRED: &str = "compared when the run's records are merged (`runtime-matrix report`)";
+
+/// The first line of a consistency check's failure message.
+fn consistency_verdict(spec: &ConsistencySpec, record: &TrialRecord) -> String {
+    let what = format!(
+        "consistency of notebook `{}` across runtimes and machines",
+        spec.notebook
+    );
+    let rule = spec.expected_failure.as_ref();
+    match (record.status, rule) {
+        (Status::UnexpectedPass, Some(rule)) => format!(
+            "{what}: the outputs agree, but a difference is declared ({}); they agree now, so \
+             remove or narrow the [[expected-failures]] entry in matrix.toml",
+            rule.reason
+        ),
+        (_, Some(rule)) => format!(
+            "{what} failed, but not the expected way: the declared difference ({}) must contain `{}`",
+            rule.reason,
+            rule.matches.as_deref().unwrap_or_default()
+        ),
+        (_, None) => format!(
+            "{what} failed: {}",
+            record
+                .failure
+                .as_ref()
+                .map_or("", |failure| failure.kind.describe())
+        ),
     }
 }
 

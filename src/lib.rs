@@ -20,6 +20,7 @@ mod ci;
 #[doc(hidden)]
 pub mod cli;
 pub mod config;
+mod consistency;
 mod doctor;
 mod engine;
 pub mod error;

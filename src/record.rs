@@ -103,6 +103,113 @@ pub struct TrialRecord {
     /// host. Omitted for host trials, and by records older than it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<TrialEngine>,
+    /// A notebook trial's cells that `[consistency]` compares across runtimes and machines:
+    /// those carrying its tag, with the text they printed. Set when the notebook is declared
+    /// in `consistency.notebooks` and ran to its end (empty when no cell carries the tag);
+    /// omitted otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent: Option<Vec<ConsistentCell>>,
+    /// A consistency check's comparison (`consistency::nb::<path>`): its settings, the
+    /// executions it compared and those it could not. Such a record has no runtime or machine
+    /// (both are empty); omitted for every other trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyResult>,
+}
+
+/// The most text of one cell a record keeps for comparison; the rest is cut, and the cell
+/// says so.
+pub const CONSISTENT_CELL_LIMIT: usize = 64 * 1024;
+
+/// One cell of a notebook trial whose outputs a consistency check compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConsistentCell {
+    /// 0-based index among all cells.
+    pub index: usize,
+    /// The cell's id (nbformat 4.5), by which cells are matched; by index when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The first lines of its source, for messages.
+    pub source: String,
+    /// What it printed, in output order: `text/plain` of its results and displays, and its
+    /// stdout and stderr, each ending with a newline; at most [`CONSISTENT_CELL_LIMIT`] bytes.
+    pub text: String,
+    /// Whether `text` was cut at [`CONSISTENT_CELL_LIMIT`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// A regex replacement applied to every compared text before comparison, nbval-style.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Sanitizer {
+    /// The regular expression (Rust `regex` syntax).
+    pub regex: String,
+    /// What each match becomes; `$1` names a group.
+    pub replace: String,
+}
+
+/// One notebook execution a consistency check compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Execution {
+    /// The notebook trial, `runtime::machine::nb::<path>`.
+    pub trial: String,
+    /// Its runtime.
+    pub runtime: String,
+    /// Its machine.
+    pub machine: String,
+    /// The run it ran in.
+    pub run_id: String,
+}
+
+/// A notebook trial a consistency check could not compare, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NotCompared {
+    /// The notebook trial.
+    pub trial: String,
+    /// Its runtime.
+    pub runtime: String,
+    /// Its machine.
+    pub machine: String,
+    /// Why: it failed, did not run, was excluded or skipped, or recorded no outputs.
+    pub reason: String,
+}
+
+/// A group of executions that printed the same (normalised) text in a differing cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OutputGroup {
+    /// Its executions, as `runtime on machine`.
+    pub executions: Vec<String>,
+    /// The cell's normalised text in this group, cut to a few lines.
+    pub excerpt: String,
+}
+
+/// What a consistency check compared, how, and what it found. The settings are kept so that
+/// `runtime-matrix report` can judge merged runs again without matrix.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ConsistencyResult {
+    /// The notebook, relative to notebooks-dir: `numpy/arrays.ipynb`.
+    pub notebook: String,
+    /// The check of its trials: `nb::numpy/arrays`.
+    pub notebook_check: String,
+    /// The tag of the compared cells.
+    pub tag: String,
+    /// Relative tolerance for numbers (with the same absolute floor near 0); 0 is exact.
+    pub float_tolerance: f64,
+    /// Replacements applied to every compared text, in order.
+    #[serde(default)]
+    pub sanitizers: Vec<Sanitizer>,
+    /// Whether the verdict waits for the run's records to be merged (`runtime-matrix
+    /// report`): under cargo-nextest, where each trial is a process of its own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+    /// The executions compared, by trial.
+    pub compared: Vec<Execution>,
+    /// The notebook's trials that were not compared, by trial.
+    pub not_compared: Vec<NotCompared>,
+    /// How many tagged cells were compared.
+    pub cells: usize,
+    /// For the first cell that differs: its executions grouped by what they printed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<OutputGroup>,
 }
 
 /// Where a reused trial's outcome comes from: the run in which it last ran with the same

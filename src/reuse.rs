@@ -11,7 +11,7 @@
 //! Entries are written atomically (a temporary file renamed), since cargo-nextest processes
 //! write theirs at once.
 
-use crate::record::{Reused, TrialImage, TrialRecord};
+use crate::record::{ConsistentCell, Reused, TrialImage, TrialRecord};
 use crate::verdict::{Failure, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -126,6 +126,10 @@ pub(crate) struct Entry {
     /// The image it ran in.
     #[serde(default)]
     image: Option<TrialImage>,
+    /// The tagged cells' outputs of a notebook declared in `[consistency]`: a reused trial is
+    /// compared like one that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consistent: Option<Vec<ConsistentCell>>,
 }
 
 /// Whether a trial that ended with `status` may be reused: it passed, or failed the declared
@@ -219,6 +223,7 @@ impl Store {
             failure: record.failure.clone(),
             note: record.note.clone(),
             image: record.image.clone(),
+            consistent: record.consistent.clone(),
         };
         let json = serde_json::to_vec_pretty(&entry).expect("entries always serialise");
         crate::record::write_atomic(&self.path(&record.trial), &json)
@@ -289,6 +294,7 @@ pub(crate) fn record_of(entry: &Entry, mut record: TrialRecord, started_at: Stri
     record.failure = entry.failure.clone();
     record.note = entry.note.clone();
     record.image = entry.image.clone();
+    record.consistent = entry.consistent.clone();
     record.started_at = started_at;
     record.seconds = 0.0;
     record.reused = Some(Reused {

@@ -88,7 +88,17 @@ pub fn record(record: &mut TrialRecord) {
                 .iter_mut()
                 .map(|expected| &mut expected.reason),
         );
-    for text in texts {
+    let consistent = record
+        .consistent
+        .iter_mut()
+        .flatten()
+        .flat_map(|cell| [&mut cell.source, &mut cell.text]);
+    let groups = record
+        .consistency
+        .iter_mut()
+        .flat_map(|c| &mut c.groups)
+        .flat_map(|group| group.executions.iter_mut().chain([&mut group.excerpt]));
+    for text in texts.chain(consistent).chain(groups) {
         *text = plain(text);
     }
     record.parameters.values_mut().for_each(plain_strings);
@@ -315,6 +325,8 @@ mod tests {
                 seconds: 1.0,
             }),
             engine: None,
+            consistent: None,
+            consistency: None,
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();

@@ -77,6 +77,12 @@ pub enum FailureKind {
     MissingTool,
     /// The check could not be started: no Python, provisioning failed, the engine, I/O.
     Setup,
+    /// A consistency check found a tagged cell that printed different text in different
+    /// runtimes or machines.
+    Inconsistent,
+    /// A notebook declared in `[consistency]` has no cell carrying the tag: nothing can be
+    /// compared.
+    NothingTagged,
 }
 
 impl FailureKind {
@@ -95,6 +101,10 @@ impl FailureKind {
             FailureKind::MissingTool => "the runtime lacks a tool the check needs",
             FailureKind::GpuCheck => "the GPU check failed",
             FailureKind::Setup => "could not be started",
+            FailureKind::Inconsistent => {
+                "a tagged cell printed different outputs across runtimes and machines"
+            }
+            FailureKind::NothingTagged => "no cell of the notebook carries the consistency tag",
         }
     }
 }

@@ -72,7 +72,7 @@ fn nextest_processes_share_one_runner_per_runtime_and_machine_and_leave_nothing(
     assert!(output.status.success(), "{stderr}");
     // Every container trial of the example matrix ran, each in a process of its own.
     let trials = stderr.matches("        PASS [").count();
-    assert_eq!(trials, 11, "{stderr}");
+    assert_eq!(trials, 13, "{stderr}");
     // The three container runtimes on the CPU machine: one runner container each, for all of
     // their trials' processes.
     assert_eq!(seen.len(), 3, "{seen:?}");

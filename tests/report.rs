@@ -1,7 +1,7 @@
 //! The report renderers, in memory: a fixed set of records (passed with notebook parameters,
 //! a failing cell with its executed notebook and its HTML, a notebook that never started, an
-//! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause)
-//! and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
+//! expected failure, an unexpected pass, a failed command, a GPU failure with a known cause,
+//! a consistency check whose notebook printed differently in two runtimes) and exclusions, merged and rendered as Markdown, JUnit XML and JSON, each compared byte for
 //! byte with its expected file in `fixtures/reports/`. The same records as an incomplete run
 //! (`fixtures/reports/interrupted/`: run `nightly-2` interrupted by SIGTERM before two of its
 //! planned trials finished, one of them excluded by the other run, and a run of an older
@@ -126,10 +126,27 @@ fn junit_parses_with_a_junit_library_and_infrastructure_failures_are_errors() {
     let parsed = quick_junit::Report::deserialize(xml.as_slice()).unwrap();
     assert_eq!(
         (parsed.tests, parsed.failures, parsed.errors),
-        (12, 5, 1),
+        (14, 6, 1),
         "{}",
         String::from_utf8_lossy(&xml)
     );
+    // The consistency check, which has no runtime, is a case of a suite of its own.
+    let consistency = parsed
+        .test_suites
+        .iter()
+        .find(|suite| suite.name.as_str() == "consistency")
+        .unwrap();
+    let case = &consistency.test_cases[0];
+    assert_eq!(case.name.as_str(), "consistency::nb::smoke");
+    assert_eq!(
+        case.classname.as_ref().map(|c| c.as_str()),
+        Some("consistency")
+    );
+    assert!(matches!(
+        &case.status,
+        quick_junit::TestCaseStatus::NonSuccess { kind: quick_junit::NonSuccessKind::Failure, ty: Some(ty), .. }
+            if ty.as_str() == "inconsistent"
+    ));
     let torch = parsed
         .test_suites
         .iter()
@@ -233,8 +250,20 @@ fn the_summary_counts_each_status_once() {
             summary.excluded,
             summary.not_run
         ),
-        (8, 1, 5, 1, 1, 3, 0)
+        (10, 2, 6, 1, 1, 3, 0)
     );
+    // The consistency check passed where a cargo-nextest process recorded it (its verdict
+    // deferred): merged with both trials of its notebook, it fails.
+    let merged = report();
+    let check = merged
+        .trials
+        .iter()
+        .find(|t| t.trial == "consistency::nb::smoke")
+        .unwrap();
+    assert_eq!(check.status, runtime_matrix::record::Status::Failed);
+    let consistency = check.consistency.as_ref().unwrap();
+    assert!(!consistency.deferred);
+    assert_eq!(consistency.compared.len(), 2);
     // One shard left two container trials out as opt-in; the other ran one of them. One
     // trial was left to a shard no merged run ran, and one excluded as another shard's was
     // run there.

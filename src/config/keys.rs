@@ -3,8 +3,8 @@
 //! the parser.
 
 use super::raw::{
-    RawBuildTable, RawCommandTable, RawMachine, RawMatrix, RawOverride, RawRule, RawRuntime,
-    RawStages,
+    RawBuildTable, RawCommandTable, RawConsistency, RawMachine, RawMatrix, RawOverride, RawRule,
+    RawRuntime, RawSanitizer, RawStages,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
@@ -59,6 +59,8 @@ impl UnknownKey {
             ["runtimes", _, "commands", _] => fields_of::<RawCommandTable>(),
             ["overrides", _] => fields_of::<RawOverride>(),
             ["exclude" | "expected-failures", _] => fields_of::<RawRule>(),
+            ["consistency"] => fields_of::<RawConsistency>(),
+            ["consistency", "sanitizers", _] => fields_of::<RawSanitizer>(),
             _ => &[],
         }
     }
@@ -119,7 +121,8 @@ mod tests {
                 "runtimes",
                 "overrides",
                 "exclude",
-                "expected-failures"
+                "expected-failures",
+                "consistency"
             ]
         );
         assert!(fields_of::<RawRuntime>().contains(&"cell-timeout"));

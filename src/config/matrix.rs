@@ -24,8 +24,10 @@ pub struct Matrix {
     pub runtimes: Vec<Runtime>,
     /// Combinations that are never run.
     pub exclusions: Vec<Exclusion>,
-    /// Combinations known to fail, and how.
+    /// Combinations known to fail, and how; consistency checks' expected differences too.
     pub expected_failures: Vec<ExpectedFailure>,
+    /// The notebooks compared across runtimes and machines, and how.
+    pub consistency: Consistency,
     /// Problems that do not stop the matrix from loading (unknown keys, unused overrides).
     pub warnings: Vec<String>,
 }
@@ -230,6 +232,40 @@ pub struct Check {
     /// they win over the runtime's and the machine's. Empty for other checks.
     #[serde(skip_serializing_if = "Parameters::is_empty")]
     pub parameters: Parameters,
+    /// The tag of the cells whose outputs are compared across runtimes and machines, when
+    /// `[consistency]` declares this notebook; `None` for other checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_tag: Option<String>,
+}
+
+/// `[consistency]`: the notebooks whose tagged cells must print the same in every runtime and
+/// machine, and how their texts are normalised before they are compared.
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct Consistency {
+    /// The declared notebooks, by path under the notebooks folder (those the globs matched
+    /// among the runtimes' notebooks), each a `consistency::nb::<path>` check.
+    pub notebooks: Vec<String>,
+    /// The tag of the compared cells.
+    pub tag: String,
+    /// Relative tolerance for numbers, with the same absolute floor near 0; 0 is exact.
+    pub float_tolerance: f64,
+    /// Replacements applied to every compared text, in order.
+    pub sanitizers: Vec<crate::record::Sanitizer>,
+}
+
+/// The default tag of compared cells.
+pub const CONSISTENT_TAG: &str = "consistent";
+
+/// How consistency checks' names begin: `consistency::nb::<path>`.
+pub const CONSISTENCY_PREFIX: &str = "consistency::";
+
+/// The consistency check of the notebook at `relative` (under notebooks-dir):
+/// `consistency::nb::<path without .ipynb>`, its trials' check name after the prefix.
+pub fn consistency_check_name(relative: &str) -> String {
+    format!(
+        "{CONSISTENCY_PREFIX}nb::{}",
+        relative.strip_suffix(".ipynb").unwrap_or(relative)
+    )
 }
 
 /// What a check runs.
@@ -317,6 +353,13 @@ impl Exclusion {
 }
 
 impl ExpectedFailure {
+    /// Whether this rule covers the consistency check `name` (`consistency::nb::<path>`): only
+    /// rules whose check pattern starts with `consistency::` do, so that `check = "*"` never
+    /// declares a notebook's outputs as expected to differ.
+    pub fn covers_consistency(&self, name: &str) -> bool {
+        self.check.starts_with(CONSISTENCY_PREFIX) && super::wildcard_match(&self.check, name)
+    }
+
     /// Whether this rule covers the trial of `check` of `runtime` on `machine` (by name).
     pub fn covers(&self, runtime: &str, machine: &str, check: &str) -> bool {
         rule_covers(

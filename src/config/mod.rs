@@ -15,9 +15,9 @@ mod validate;
 
 pub(crate) use load::print_warnings;
 pub use matrix::{
-    BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, Check, CheckKind, DockerRuntime, Exclusion,
-    Executor, ExpectedFailure, Isolation, Machine, MachineTls, Matrix, Parameters, PullPolicy,
-    Runtime,
+    BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, CONSISTENCY_PREFIX, CONSISTENT_TAG, Check,
+    CheckKind, Consistency, DockerRuntime, Exclusion, Executor, ExpectedFailure, Isolation,
+    Machine, MachineTls, Matrix, Parameters, PullPolicy, Runtime, consistency_check_name,
 };
 pub(crate) use suggest::{nearest, wildcard_match};
 

@@ -34,9 +34,43 @@ pub(super) struct RawMatrix {
     /// Trials never run: wildcards over runtime, machine and check, with the reason.
     #[serde(default)]
     pub exclude: Vec<RawRule>,
-    /// Trials known to fail: they pass only while they fail the declared way.
+    /// Trials known to fail: they pass only while they fail the declared way. A rule whose
+    /// `check` is a consistency check (`consistency::nb::<path>`) declares an expected
+    /// difference.
     #[serde(default)]
     pub expected_failures: Vec<RawRule>,
+    /// Notebooks whose tagged cells must print the same in every runtime and machine.
+    pub consistency: Option<RawConsistency>,
+}
+
+/// `[consistency]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawConsistency {
+    /// Globs under notebooks-dir of the notebooks compared, e.g. `["numpy/*.ipynb"]`; each
+    /// becomes a `consistency::nb::<path>` check (default: none).
+    #[serde(default)]
+    pub notebooks: Vec<String>,
+    /// The tag of the cells whose outputs are compared (default `consistent`).
+    pub tag: Option<String>,
+    /// Relative tolerance for numbers in compared texts, with the same absolute floor near 0,
+    /// e.g. `1e-9` (default 0: exact).
+    pub float_tolerance: Option<f64>,
+    /// Regex replacements applied to every compared text, in order (nbval-style).
+    #[serde(default)]
+    pub sanitizers: Vec<RawSanitizer>,
+}
+
+/// `[[consistency.sanitizers]]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawSanitizer {
+    /// A regular expression (Rust `regex` syntax), e.g. `'\d{4}-\d{2}-\d{2}T[0-9:.]+'`.
+    pub regex: String,
+    /// What each match becomes, e.g. `"<TIMESTAMP>"`; `$1` names a group (default: empty).
+    pub replace: Option<String>,
 }
 
 /// `[stages]`.

@@ -20,6 +20,9 @@ pub struct Outcome {
     pub failure: Option<Failure>,
     /// Per-cell durations of a notebook.
     pub cells: Vec<CellTiming>,
+    /// The tagged cells a consistency check compares, with what they printed: for a notebook
+    /// declared in `[consistency]` that ran to its end.
+    pub consistent: Option<Vec<crate::record::ConsistentCell>>,
     /// The executed notebook, kept under the run folder.
     pub artifact: Option<PathBuf>,
     /// A failed notebook's executed notebook as HTML, beside [`artifact`](Outcome::artifact).

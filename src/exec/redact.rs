@@ -11,8 +11,8 @@ use crate::verdict::{Failure, FailureKind};
 pub(crate) const MIN_SECRET_BYTES: usize = 6;
 
 /// Replaces every secret value in what the check's process and notebook left with `***`:
-/// the output's last lines, the cell's source, exception and traceback, the executed notebook
-/// and its HTML, and a summary made of those. The harness's own words (an exit code, a deadline, a setup
+/// the output's last lines, the cell's source, exception and traceback, the texts kept for
+/// consistency checks, the executed notebook and its HTML, and a summary made of those. The harness's own words (an exit code, a deadline, a setup
 /// failure) are never rewritten. Texts with a secret lose their colours, so that no colour
 /// code can split a secret in two and hide it from the mask.
 pub(crate) fn redact<'a>(
@@ -48,6 +48,10 @@ pub(crate) fn redact<'a>(
                 scrub(text);
             }
         }
+    }
+    for cell in outcome.consistent.iter_mut().flatten() {
+        scrub(&mut cell.source);
+        scrub(&mut cell.text);
     }
     for kept in outcome.artifact.iter().chain(&outcome.html) {
         redact_file(kept, &secrets);
@@ -114,10 +118,12 @@ fn captured_summary(failure: &Failure) -> bool {
         | FailureKind::KernelDied
         | FailureKind::NoSuchKernel
         | FailureKind::InvalidNotebook
-        | FailureKind::GpuCheck => true,
+        | FailureKind::GpuCheck
+        | FailureKind::Inconsistent => true,
         FailureKind::ExitCode
         | FailureKind::Deadline
         | FailureKind::MissingTool
+        | FailureKind::NothingTagged
         | FailureKind::Setup => false,
     }
 }

@@ -167,9 +167,15 @@ pub(super) fn notebook(
             cause: None,
         }
     });
+    // Only a notebook that ran to its end is compared across runtimes and machines.
+    let consistent = match (&spec.check.consistent_tag, &failure) {
+        (Some(tag), None) => Some(crate::notebook::consistent_cells(&notebook, tag)),
+        _ => None,
+    };
     Outcome {
         failure: failure.map(|failure| with_cause(failure, None)),
         cells: report.cells,
+        consistent,
         artifact,
         artifact_note: never_started.then(|| NEVER_STARTED.to_owned()),
         ..Outcome::default()

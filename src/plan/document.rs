@@ -49,6 +49,10 @@ struct PlanBody {
     trials: Vec<PlannedTrial>,
     /// Declared trials not run here, with the reason.
     excluded: Vec<Excluded>,
+    /// Consistency checks: each compares a notebook's tagged cells across the trials that
+    /// ran it, after them. Omitted when none is planned.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    consistency: Vec<super::ConsistencySpec>,
 }
 
 /// A trial to run, and the container it would run in.
@@ -75,6 +79,7 @@ impl PlanDocument {
             stage,
             trials,
             excluded,
+            consistency,
         } = plan;
         let trials = trials
             .iter()
@@ -91,6 +96,7 @@ impl PlanDocument {
                 stage: stage.clone(),
                 trials,
                 excluded: excluded.clone(),
+                consistency: consistency.clone(),
             },
         }
     }

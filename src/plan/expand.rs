@@ -121,6 +121,10 @@ pub struct Plan {
     pub trials: Vec<TrialSpec>,
     /// Declared trials not run here, in the same order.
     pub excluded: Vec<Excluded>,
+    /// Consistency checks, by notebook: run after the trials, one per declared notebook that
+    /// a trial of [`trials`](Plan::trials) runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub consistency: Vec<super::ConsistencySpec>,
 }
 
 impl Plan {
@@ -169,10 +173,12 @@ impl Plan {
                 }
             }
         }
+        let consistency = super::consistency::consistency_checks(matrix, selection, &trials);
         Plan {
             stage,
             trials,
             excluded,
+            consistency,
         }
     }
 }

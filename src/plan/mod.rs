@@ -4,10 +4,12 @@
 //! Planning reads nothing but the matrix: listing a large matrix must stay cheap, because
 //! cargo-nextest lists once per trial.
 
+mod consistency;
 mod document;
 mod expand;
 mod select;
 
+pub use consistency::{CONSISTENCY_TAG, ConsistencySpec};
 pub use document::PLAN_SCHEMA;
 pub(crate) use document::PlanDocument;
 pub(crate) use expand::SHARD_REASON;

@@ -704,6 +704,8 @@ mod tests {
             host: "h".into(),
             reused: None,
             engine: None,
+            consistent: None,
+            consistency: None,
         }
     }
 

@@ -7,6 +7,9 @@
 //! classname `runtime.machine` (Jenkins splits a classname at its last dot into package and
 //! class: runtime, then machine).
 //!
+//! Consistency checks (`consistency::nb::<path>`), which have no runtime or machine, are the
+//! cases of a `consistency` suite, with classname `consistency`.
+//!
 //! Statuses: a notebook or runtime failure and an unexpected pass are `<failure>`; an
 //! infrastructure failure (the engine, provisioning, I/O) and a planned trial that left no record
 //! are `<error>`: CI gates and test views pass a suite whose cases were skipped, and a trial an
@@ -33,7 +36,10 @@ use std::time::Duration;
 pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let mut suites: BTreeMap<&str, Suite> = BTreeMap::new();
     for t in &report.trials {
-        suites.entry(&t.runtime).or_default().add_record(t);
+        suites
+            .entry(suite_of(&t.runtime))
+            .or_default()
+            .add_record(t);
     }
     for n in &report.not_run {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
@@ -41,7 +47,11 @@ pub fn write(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
             .set_type("not-run")
             .set_message(one_line(&format!("not run: {}", n.reason)));
         let case = case(&n.name, &n.runtime, &n.machine, status);
-        suites.entry(&n.runtime).or_default().cases.push(case);
+        suites
+            .entry(suite_of(&n.runtime))
+            .or_default()
+            .cases
+            .push(case);
     }
     for e in report.excluded.iter().chain(&report.skipped) {
         let mut status = TestCaseStatus::skipped();
@@ -186,8 +196,23 @@ fn system_out(t: &TrialRecord, details: &str) -> String {
 /// A `<testcase>` named by its trial, in class `runtime.machine`.
 fn case(name: &str, runtime: &str, machine: &str, status: TestCaseStatus) -> TestCase {
     let mut case = TestCase::new(name, status);
-    case.set_classname(format!("{runtime}.{machine}"));
+    case.set_classname(match runtime {
+        "" => CONSISTENCY_SUITE.to_owned(),
+        _ => format!("{runtime}.{machine}"),
+    });
     case
+}
+
+/// The suite of consistency checks, which have no runtime.
+const CONSISTENCY_SUITE: &str = "consistency";
+
+/// The suite of a record or planned trial of `runtime`: its runtime's, or the consistency
+/// checks' for a record without runtime.
+fn suite_of(runtime: &str) -> &str {
+    match runtime {
+        "" => CONSISTENCY_SUITE,
+        runtime => runtime,
+    }
 }
 
 /// `text` on one line: an attribute's newlines become spaces when a viewer reads it.

@@ -108,6 +108,7 @@ fn render(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         )?;
     }
     grid(report, out)?;
+    consistency(report, out)?;
     if let Some(comparison) = &report.baseline {
         super::baseline::write_markdown(comparison, out)?;
     }
@@ -142,7 +143,8 @@ struct Tally {
 fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
     let mut cells: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
     let mut machines = BTreeSet::new();
-    for t in &report.trials {
+    // Consistency checks have no runtime or machine: they have a section of their own.
+    for t in report.trials.iter().filter(|t| !t.runtime.is_empty()) {
         machines.insert(t.machine.as_str());
         let tally = cells.entry((&t.runtime, &t.machine)).or_default();
         match t.status {
@@ -155,7 +157,7 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         machines.insert(e.machine.as_str());
         cells.entry((&e.runtime, &e.machine)).or_default().excluded += 1;
     }
-    for n in &report.not_run {
+    for n in report.not_run.iter().filter(|n| !n.runtime.is_empty()) {
         machines.insert(n.machine.as_str());
         cells.entry((&n.runtime, &n.machine)).or_default().not_run += 1;
     }
@@ -207,6 +209,90 @@ fn grid(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(out)?;
     }
     writeln!(out)
+}
+
+/// One line per consistency check: its verdict and what it compared; then, for each that
+/// failed, the cell, the executions on each side and how their outputs differ.
+fn consistency(report: &Report, out: &mut impl Write) -> std::io::Result<()> {
+    let checks: Vec<(&TrialRecord, &crate::record::ConsistencyResult)> = report
+        .trials
+        .iter()
+        .filter_map(|t| t.consistency.as_ref().map(|c| (t, c)))
+        .collect();
+    let not_run: Vec<&super::NotRun> = report
+        .not_run
+        .iter()
+        .filter(|n| n.runtime.is_empty())
+        .collect();
+    if checks.is_empty() && not_run.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "## Consistency\n")?;
+    writeln!(
+        out,
+        "The cells tagged for comparison print the same in every runtime and machine that ran \
+         their notebook.\n"
+    )?;
+    writeln!(out, "| notebook | verdict | compared |\n|---|---|---|")?;
+    for (t, c) in &checks {
+        let verdict = match (t.status, c.compared.len()) {
+            (Status::Passed, 0 | 1) => "➖ nothing compared",
+            (Status::Passed, _) => "✅ agree",
+            (Status::ExpectedFailure, _) => "⚠️ differ as declared",
+            (Status::UnexpectedPass, _) => "❌ agree, but a difference is declared",
+            (Status::Failed, _) => match t.failure.as_ref().map(|f| f.kind) {
+                Some(crate::verdict::FailureKind::Inconsistent) => "❌ differ",
+                _ => "❌ failed",
+            },
+        };
+        let compared = match (&t.note, &t.failure) {
+            (Some(note), _) => note.clone(),
+            (None, Some(failure)) => failure.summary.clone(),
+            (None, None) => String::new(),
+        };
+        writeln!(
+            out,
+            "| `{}` | {verdict} | {} |",
+            c.notebook,
+            cell(&compared)
+        )?;
+    }
+    for n in &not_run {
+        writeln!(out, "| `{}` | ⛔ not run | {} |", n.name, cell(&n.reason))?;
+    }
+    writeln!(out)?;
+    for (t, c) in checks {
+        let Some(failure) = t.failure.as_ref().filter(|_| t.status != Status::Passed) else {
+            continue;
+        };
+        writeln!(out, "### `{}`\n", t.trial)?;
+        writeln!(out, "- {}", inline(&failure.summary))?;
+        if let Some(expected) = &t.expected {
+            writeln!(out, "- declared difference: {}", inline(&expected.reason))?;
+        }
+        let executions: Vec<String> = c
+            .compared
+            .iter()
+            .map(|e| format!("{} on {}", e.runtime, e.machine))
+            .collect();
+        writeln!(out, "- compared: {}", inline(&executions.join(", ")))?;
+        if !c.not_compared.is_empty() {
+            let not_compared: Vec<String> = c
+                .not_compared
+                .iter()
+                .map(|n| format!("{} on {} ({})", n.runtime, n.machine, n.reason))
+                .collect();
+            writeln!(out, "- not compared: {}", inline(&not_compared.join("; ")))?;
+        }
+        if let Some(cell) = &failure.cell {
+            writeln!(out, "- cell {} (0-based):\n", cell.index)?;
+            writeln!(out, "```python\n{}\n```\n", cell.source_excerpt)?;
+        }
+        if let Some(details) = &failure.output_tail {
+            writeln!(out, "```\n{}\n```\n", details.trim_end())?;
+        }
+    }
+    Ok(())
 }
 
 /// Every planned trial without a record, so that none is mistaken for passing.

@@ -156,7 +156,8 @@ impl Report {
     /// Merges what run folders hold. When a trial has several records (a re-run), the one
     /// that started last wins; a trial excluded in one shard but run in another counts as run;
     /// a trial planned by any run but recorded by none is not run, even where another shard
-    /// excluded it. The setup is every record's, a re-run's replaced records included: it
+    /// excluded it. Each consistency check is judged again from every merged record of its
+    /// notebook. The setup is every record's, a re-run's replaced records included: it
     /// was done all the same.
     pub fn merge(contents: RunContents) -> Report {
         let RunContents {
@@ -224,10 +225,26 @@ impl Report {
                 entry.reason = format!("{}, and no merged run ran that shard", entry.reason);
             }
         }
-        let trials: Vec<TrialRecord> = by_name.into_values().collect();
+        let mut trials: Vec<TrialRecord> = by_name.into_values().collect();
         let excluded: Vec<Excluded> = excluded_by_name.into_values().collect();
         let skipped: Vec<Excluded> = skipped_by_name.into_values().collect();
         let not_run: Vec<NotRun> = not_run.into_values().collect();
+        // Consistency checks are judged again from every merged record of their notebook, so
+        // that shards that each ran one runtime give the verdict one run of all would.
+        for i in 0..trials.len() {
+            let Some(notebook_check) = trials[i]
+                .consistency
+                .as_ref()
+                .map(|c| c.notebook_check.clone())
+            else {
+                continue;
+            };
+            let mut record = trials[i].clone();
+            let seen =
+                crate::consistency::seen(&notebook_check, &trials, &not_run, &skipped, &excluded);
+            crate::consistency::rejudge(&mut record, seen);
+            trials[i] = record;
+        }
         let count = |status: Status| trials.iter().filter(|t| t.status == status).count();
         let summary = Summary {
             total: trials.len(),

@@ -97,14 +97,18 @@ pub fn failure_details(record: &TrialRecord, run: Option<&Path>) -> String {
     // The cell and its exception say more than nbconvert's own traceback; the record keeps
     // the output either way.
     let show_output = match failure.kind {
-        FailureKind::ExitCode => true,
+        FailureKind::ExitCode | FailureKind::Inconsistent => true,
         FailureKind::Setup => false,
         _ => failure.cell.is_none(),
     };
     if let (true, Some(tail)) = (show_output, &failure.output_tail)
         && !tail.trim().is_empty()
     {
-        let _ = write!(out, "\n  output (last lines):");
+        let label = match failure.kind {
+            FailureKind::Inconsistent => "how the outputs differ",
+            _ => "output (last lines)",
+        };
+        let _ = write!(out, "\n  {label}:");
         for line in tail.lines() {
             let _ = write!(out, "\n    {line}");
         }
@@ -190,6 +194,8 @@ mod tests {
             host: "h".into(),
             reused: None,
             engine: None,
+            consistent: None,
+            consistency: None,
         };
         let details = failure_details(&record, None);
         assert!(

@@ -240,6 +240,7 @@ impl Compiler {
                 stages: defaults.stages.clone(),
                 data: defaults.data.clone(),
                 parameters: Parameters::new(),
+                consistent_tag: None,
             };
             for o in overrides.iter_mut() {
                 o.apply(&relative, &mut check);
@@ -291,6 +292,7 @@ impl Compiler {
                 stages: stages.unwrap_or_else(|| defaults.stages.clone()),
                 data: Vec::new(),
                 parameters: Parameters::new(),
+                consistent_tag: None,
             });
         }
         checks
@@ -355,7 +357,7 @@ impl Compiler {
     }
 
     /// Compiles a notebook glob, refusing patterns that would leave the notebooks folder.
-    fn glob_pattern(&mut self, key: &str, text: &str) -> Option<glob::Pattern> {
+    pub(super) fn glob_pattern(&mut self, key: &str, text: &str) -> Option<glob::Pattern> {
         let escapes = Path::new(text).components().any(|part| {
             matches!(
                 part,
@@ -391,6 +393,7 @@ fn gpu_check(name: &str, kind: CheckKind, defaults: &CheckDefaults) -> Check {
         stages: defaults.stages.clone(),
         data: Vec::new(),
         parameters: Parameters::new(),
+        consistent_tag: None,
     }
 }
 
@@ -508,6 +511,7 @@ mod tests {
             stages: Vec::new(),
             data: vec!["data/**".into()],
             parameters: Parameters::new(),
+            consistent_tag: None,
         };
         let mut deep = check("deep/x.ipynb");
         let mut top = check("top.ipynb");

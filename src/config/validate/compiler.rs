@@ -27,7 +27,7 @@ pub(super) struct Compiler {
 /// Compiles `raw`, parsed from `path`, into a [`Matrix`]; `unknown_keys` become warnings.
 ///
 /// Sections are compiled in file order (stages, machines, notebooks folder, overrides,
-/// runtimes, rules), which is the order problems are reported in.
+/// runtimes, consistency, rules), which is the order problems are reported in.
 pub(in crate::config) fn compile(
     path: &Path,
     raw: RawMatrix,
@@ -59,9 +59,10 @@ pub(in crate::config) fn compile(
         machine_names: &machine_names,
         notebooks_dir: &notebooks_dir,
     };
-    let runtimes = c.runtimes(&raw.runtimes, &scope, &mut overrides);
+    let mut runtimes = c.runtimes(&raw.runtimes, &scope, &mut overrides);
     c.unused_overrides(&overrides);
-    let (exclusions, expected_failures) = c.rules(&raw, &runtimes, &machine_names);
+    let consistency = c.consistency(raw.consistency.as_ref(), &mut runtimes);
+    let (exclusions, expected_failures) = c.rules(&raw, &runtimes, &machine_names, &consistency);
 
     if !c.problems.is_empty() {
         // Only the unknown keys: they may explain the problems (a misspelt key leaves its
@@ -83,6 +84,7 @@ pub(in crate::config) fn compile(
         runtimes,
         exclusions,
         expected_failures,
+        consistency,
         warnings: c.warnings,
     })
 }

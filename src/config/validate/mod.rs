@@ -3,12 +3,13 @@
 //! first.
 //!
 //! One file per section of `matrix.toml`: [`stages`], [`machines`], [`runtimes`] (host and
-//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`rules`]
+//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`consistency`] (notebooks compared across runtimes), [`rules`]
 //! (exclusions and expected failures) and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the shared helpers and the order in
 //! which sections are compiled.
 
 mod checks;
 mod compiler;
+mod consistency;
 mod machines;
 mod parameters;
 mod rules;

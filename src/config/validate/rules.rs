@@ -2,7 +2,9 @@
 //! machines and checks they name.
 
 use super::compiler::Compiler;
-use crate::config::matrix::{Exclusion, ExpectedFailure, Runtime};
+use crate::config::matrix::{
+    CONSISTENCY_PREFIX, Consistency, Exclusion, ExpectedFailure, Runtime, consistency_check_name,
+};
 use crate::config::raw::{RawMatrix, RawRule};
 use crate::config::suggest::did_you_mean;
 use std::collections::BTreeSet;
@@ -22,7 +24,13 @@ impl Compiler {
         raw: &RawMatrix,
         runtimes: &[Runtime],
         machine_names: &[&str],
+        consistency: &Consistency,
     ) -> (Vec<Exclusion>, Vec<ExpectedFailure>) {
+        let consistency_checks: Vec<String> = consistency
+            .notebooks
+            .iter()
+            .map(|relative| consistency_check_name(relative))
+            .collect();
         let names = Names {
             runtimes: raw.runtimes.keys().map(String::as_str).collect(),
             machines: machine_names,
@@ -40,11 +48,35 @@ impl Compiler {
                     "`matches` only applies to expected-failures",
                 );
             }
+            if raw_rule
+                .check
+                .as_deref()
+                .is_some_and(|check| check.starts_with(CONSISTENCY_PREFIX))
+            {
+                self.problem(
+                    format!("{key}.check"),
+                    "a consistency check cannot be excluded (drop its notebook from consistency.notebooks, or declare the difference in [[expected-failures]])",
+                );
+                continue;
+            }
             exclusions.push(self.rule(&key, raw_rule, &names));
         }
         let mut expected_failures = Vec::new();
         for (i, raw_rule) in raw.expected_failures.iter().enumerate() {
             let key = format!("expected-failures[{i}]");
+            if let Some(check) = raw_rule
+                .check
+                .as_deref()
+                .filter(|check| check.starts_with(CONSISTENCY_PREFIX))
+            {
+                expected_failures.push(self.expected_difference(
+                    &key,
+                    raw_rule,
+                    check,
+                    &consistency_checks,
+                ));
+                continue;
+            }
             let Exclusion {
                 runtime,
                 machine,
@@ -60,8 +92,56 @@ impl Compiler {
             });
         }
         self.fully_excluded(runtimes, &exclusions);
-        self.stale_expected_failures(runtimes, &expected_failures);
+        self.stale_expected_failures(runtimes, &expected_failures, &consistency_checks);
         (exclusions, expected_failures)
+    }
+
+    /// An expected difference: an `[[expected-failures]]` rule over a consistency check,
+    /// which has no runtime or machine of its own.
+    fn expected_difference(
+        &mut self,
+        key: &str,
+        raw_rule: &RawRule,
+        check: &str,
+        consistency_checks: &[String],
+    ) -> ExpectedFailure {
+        for (field, value) in [
+            ("runtime", &raw_rule.runtime),
+            ("machine", &raw_rule.machine),
+        ] {
+            if value.is_some() {
+                self.problem(
+                    format!("{key}.{field}"),
+                    format!(
+                        "`{check}` compares every runtime and machine, so a rule over it takes no `{field}` (remove it; `matches` can name the runtimes in the difference)"
+                    ),
+                );
+            }
+        }
+        let literal = !check.contains(['*', '?']);
+        if literal && !consistency_checks.iter().any(|name| name == check) {
+            let hint = did_you_mean(check, consistency_checks.iter().map(String::as_str));
+            self.problem(
+                format!("{key}.check"),
+                format!(
+                    "no consistency check `{check}`{hint}; consistency checks are named `consistency::nb::<path>` for the notebooks in consistency.notebooks"
+                ),
+            );
+        }
+        let reason = raw_rule.reason.clone().unwrap_or_default();
+        if reason.trim().is_empty() {
+            self.problem(
+                format!("{key}.reason"),
+                "a `reason` is required, so that reports can say why",
+            );
+        }
+        ExpectedFailure {
+            runtime: "*".into(),
+            machine: "*".into(),
+            check: check.to_owned(),
+            reason,
+            matches: raw_rule.matches.clone(),
+        }
     }
 
     /// A rule's runtime, machine and check patterns (`*` when unset) and its reason, the fields
@@ -128,8 +208,24 @@ impl Compiler {
     }
 
     /// An expected failure that covers no trial is left over from a fix; it warns.
-    fn stale_expected_failures(&mut self, runtimes: &[Runtime], rules: &[ExpectedFailure]) {
+    fn stale_expected_failures(
+        &mut self,
+        runtimes: &[Runtime],
+        rules: &[ExpectedFailure],
+        consistency_checks: &[String],
+    ) {
         for (i, rule) in rules.iter().enumerate() {
+            if rule.check.starts_with(CONSISTENCY_PREFIX) {
+                if !consistency_checks
+                    .iter()
+                    .any(|name| rule.covers_consistency(name))
+                {
+                    self.warn(format!(
+                        "expected-failures[{i}] covers no consistency check; it is stale"
+                    ));
+                }
+                continue;
+            }
             let covers_any = runtimes.iter().any(|runtime| {
                 runtime.machines.iter().any(|m| {
                     runtime

@@ -1,0 +1,128 @@
+//! The cells of an executed notebook that a consistency check compares: those carrying its
+//! tag, with the text they printed. The main function is [`consistent_cells`].
+
+use crate::record::{CONSISTENT_CELL_LIMIT, ConsistentCell};
+use crate::sanitise::plain;
+use serde_json::Value;
+
+/// The cells of the executed `notebook` whose `metadata.tags` hold `tag`, in cell order, each
+/// with its text: `text/plain` of its results and displays and its stdout and stderr, in output
+/// order, each part ending with a newline, cut at [`CONSISTENT_CELL_LIMIT`] bytes.
+pub(crate) fn consistent_cells(notebook: &Value, tag: &str) -> Vec<ConsistentCell> {
+    let Some(cells) = notebook.get("cells").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    cells
+        .iter()
+        .enumerate()
+        .filter(|(_, cell)| has_tag(cell, tag))
+        .map(|(index, cell)| {
+            let (text, truncated) = bounded(printed(cell));
+            ConsistentCell {
+                index,
+                id: cell.get("id").and_then(Value::as_str).map(str::to_owned),
+                source: plain(&super::execution::excerpt(
+                    &multiline(cell.get("source").unwrap_or(&Value::Null)),
+                    6,
+                )),
+                text: plain(&text),
+                truncated,
+            }
+        })
+        .collect()
+}
+
+fn has_tag(cell: &Value, tag: &str) -> bool {
+    cell.get("metadata")
+        .and_then(|metadata| metadata.get("tags"))
+        .and_then(Value::as_array)
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag)))
+}
+
+/// What `cell` printed, in output order.
+fn printed(cell: &Value) -> String {
+    let mut text = String::new();
+    let outputs = cell.get("outputs").and_then(Value::as_array);
+    for output in outputs.into_iter().flatten() {
+        let part = match output.get("output_type").and_then(Value::as_str) {
+            Some("stream") => output.get("text").map(multiline),
+            Some("execute_result" | "display_data") => output
+                .get("data")
+                .and_then(|data| data.get("text/plain"))
+                .map(multiline),
+            _ => None,
+        };
+        if let Some(part) = part.filter(|part| !part.is_empty()) {
+            text.push_str(&part);
+            if !part.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+    }
+    text
+}
+
+/// nbformat's multiline string: a string, or a list of lines.
+fn multiline(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Array(lines) => lines.iter().filter_map(Value::as_str).collect(),
+        _ => String::new(),
+    }
+}
+
+/// `text` cut at [`CONSISTENT_CELL_LIMIT`] bytes (at a character), and whether it was.
+fn bounded(mut text: String) -> (String, bool) {
+    if text.len() <= CONSISTENT_CELL_LIMIT {
+        return (text, false);
+    }
+    let mut end = CONSISTENT_CELL_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tagged_cells_keep_results_displays_and_streams_in_output_order() {
+        let notebook = json!({"cells": [
+            {"cell_type": "code", "id": "a", "metadata": {"tags": ["consistent"]},
+             "source": ["x = 1\n", "x"], "outputs": [
+                {"output_type": "stream", "name": "stdout", "text": ["one\n", "two"]},
+                {"output_type": "display_data", "data": {"text/plain": "<Figure>", "image/png": "..."}},
+                {"output_type": "stream", "name": "stderr", "text": "warn\n"},
+                {"output_type": "execute_result", "data": {"text/plain": ["1"]}, "execution_count": 1},
+            ]},
+            {"cell_type": "code", "id": "b", "metadata": {"tags": ["other"]}, "source": "",
+             "outputs": [{"output_type": "stream", "name": "stdout", "text": "not kept"}]},
+            {"cell_type": "markdown", "metadata": {"tags": ["consistent"]}, "source": "# Title"},
+        ]});
+        let cells = consistent_cells(&notebook, "consistent");
+        assert_eq!(cells.len(), 2);
+        assert_eq!(cells[0].index, 0);
+        assert_eq!(cells[0].id.as_deref(), Some("a"));
+        assert_eq!(cells[0].source, "x = 1\nx");
+        assert_eq!(cells[0].text, "one\ntwo\n<Figure>\nwarn\n1\n");
+        assert!(!cells[0].truncated);
+        // A tagged cell without outputs compares as printing nothing.
+        assert_eq!((cells[1].index, cells[1].id.as_deref()), (2, None));
+        assert_eq!(cells[1].text, "");
+        assert!(consistent_cells(&notebook, "missing").is_empty());
+    }
+
+    #[test]
+    fn a_cells_text_is_bounded_and_says_it_was_cut() {
+        let long = "é".repeat(CONSISTENT_CELL_LIMIT);
+        let notebook = json!({"cells": [{"cell_type": "code", "metadata": {"tags": ["t"]},
+            "source": "", "outputs": [{"output_type": "stream", "name": "stdout", "text": long}]}]});
+        let cell = &consistent_cells(&notebook, "t")[0];
+        assert!(cell.truncated);
+        assert!(cell.text.len() <= CONSISTENT_CELL_LIMIT);
+    }
+}
