@@ -510,6 +510,7 @@ impl Context {
             artifact_note: outcome.artifact_note,
             image: outcome.image,
             engine: outcome.engine,
+            services: outcome.services,
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,
@@ -579,6 +580,7 @@ impl Context {
             note: None,
             reused: None,
             engine: None,
+            services: Vec::new(),
         }
     }
 

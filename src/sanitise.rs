@@ -315,6 +315,7 @@ mod tests {
                 seconds: 1.0,
             }),
             engine: None,
+            services: Vec::new(),
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();

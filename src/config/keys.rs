@@ -3,8 +3,8 @@
 //! the parser.
 
 use super::raw::{
-    RawBuildTable, RawCommandTable, RawMachine, RawMatrix, RawOverride, RawRule, RawRuntime,
-    RawStages,
+    RawBuildTable, RawCommandTable, RawMachine, RawMatrix, RawOverride, RawReady, RawRule,
+    RawRuntime, RawService, RawStages,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
@@ -58,6 +58,9 @@ impl UnknownKey {
             ["runtimes", _, "build"] => fields_of::<RawBuildTable>(),
             ["runtimes", _, "commands", _] => fields_of::<RawCommandTable>(),
             ["overrides", _] => fields_of::<RawOverride>(),
+            ["services", _] => fields_of::<RawService>(),
+            ["services", _, "build"] => fields_of::<RawBuildTable>(),
+            ["services", _, "ready"] => fields_of::<RawReady>(),
             ["exclude" | "expected-failures", _] => fields_of::<RawRule>(),
             _ => &[],
         }
@@ -119,7 +122,8 @@ mod tests {
                 "runtimes",
                 "overrides",
                 "exclude",
-                "expected-failures"
+                "expected-failures",
+                "services"
             ]
         );
         assert!(fields_of::<RawRuntime>().contains(&"cell-timeout"));

@@ -17,7 +17,7 @@ pub(crate) use load::print_warnings;
 pub use matrix::{
     BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, Check, CheckKind, DockerRuntime, Exclusion,
     Executor, ExpectedFailure, Isolation, Machine, MachineTls, Matrix, Parameters, PullPolicy,
-    Runtime,
+    Readiness, Runtime, Service,
 };
 pub(crate) use suggest::{nearest, wildcard_match};
 

@@ -704,6 +704,7 @@ mod tests {
             host: "h".into(),
             reused: None,
             engine: None,
+            services: Vec::new(),
         }
     }
 

@@ -190,6 +190,7 @@ mod tests {
             host: "h".into(),
             reused: None,
             engine: None,
+            services: Vec::new(),
         };
         let details = failure_details(&record, None);
         assert!(

@@ -27,7 +27,7 @@ pub(super) struct Compiler {
 /// Compiles `raw`, parsed from `path`, into a [`Matrix`]; `unknown_keys` become warnings.
 ///
 /// Sections are compiled in file order (stages, machines, notebooks folder, overrides,
-/// runtimes, rules), which is the order problems are reported in.
+/// runtimes, services, rules), which is the order problems are reported in.
 pub(in crate::config) fn compile(
     path: &Path,
     raw: RawMatrix,
@@ -59,7 +59,8 @@ pub(in crate::config) fn compile(
         machine_names: &machine_names,
         notebooks_dir: &notebooks_dir,
     };
-    let runtimes = c.runtimes(&raw.runtimes, &scope, &mut overrides);
+    let mut runtimes = c.runtimes(&raw.runtimes, &scope, &mut overrides);
+    let services = c.services(&raw.services, &root, &mut runtimes);
     c.unused_overrides(&overrides);
     let (exclusions, expected_failures) = c.rules(&raw, &runtimes, &machine_names);
 
@@ -81,6 +82,7 @@ pub(in crate::config) fn compile(
         default_stage,
         machines,
         runtimes,
+        services,
         exclusions,
         expected_failures,
         warnings: c.warnings,

@@ -4,7 +4,7 @@
 //!
 //! One file per section of `matrix.toml`: [`stages`], [`machines`], [`runtimes`] (host and
 //! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`rules`]
-//! (exclusions and expected failures) and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the shared helpers and the order in
+//! (exclusions and expected failures), [`services`] and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the shared helpers and the order in
 //! which sections are compiled.
 
 mod checks;
@@ -13,6 +13,7 @@ mod machines;
 mod parameters;
 mod rules;
 mod runtimes;
+mod services;
 mod stages;
 
 pub(super) use compiler::compile;
