@@ -49,6 +49,9 @@ struct PlanBody {
     trials: Vec<PlannedTrial>,
     /// Declared trials not run here, with the reason.
     excluded: Vec<Excluded>,
+    /// The services the trials to run use, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<crate::config::Service>,
 }
 
 /// A trial to run, and the container it would run in.
@@ -76,6 +79,13 @@ impl PlanDocument {
             trials,
             excluded,
         } = plan;
+        let mut services: Vec<crate::config::Service> = Vec::new();
+        for service in trials.iter().flat_map(|spec| &spec.runtime.services) {
+            if !services.iter().any(|known| known.name == service.name) {
+                services.push(service.clone());
+            }
+        }
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         let trials = trials
             .iter()
             .map(|spec| PlannedTrial {
@@ -91,6 +101,7 @@ impl PlanDocument {
                 stage: stage.clone(),
                 trials,
                 excluded: excluded.clone(),
+                services,
             },
         }
     }

@@ -23,3 +23,4 @@ pub(crate) use containers::run_once;
 pub use containers::{Keep, clean_all};
 pub(crate) use diagnosis::missing_tool;
 pub(crate) use run::{DockerExecutor, engine_address};
+pub(crate) use services::is_local as is_local_engine;
