@@ -132,7 +132,15 @@ fn a_service_that_never_becomes_ready_fails_its_trials_as_infrastructure_naming_
             "{trial}: {summary}"
         );
         assert!(summary.contains("Ready to accept connections"), "{summary}");
-        if record["seconds"].as_f64().unwrap() >= 2.5 {
+        // The wait is setup, not the trial's time; later trials fail at once.
+        assert!(
+            record["seconds"].as_f64().unwrap() < 2.5,
+            "{trial}: {record}"
+        );
+        let steps = record["setup"].as_array().cloned().unwrap_or_default();
+        for step in steps.iter().filter(|step| step["kind"] == "service") {
+            assert_eq!(step["subject"], "kv");
+            assert!(step["seconds"].as_f64().unwrap() >= 3.0, "{trial}: {step}");
             waited += 1;
         }
     }

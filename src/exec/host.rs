@@ -66,12 +66,13 @@ pub(super) fn run(
         }
     };
     // Its services run on the machine's engine, on this host, published on loopback.
-    let services = match executor.docker.host_services(spec) {
+    let mut service_setup = Vec::new();
+    let services = match executor.docker.host_services(spec, &mut service_setup) {
         Ok(services) => services,
         Err(reason) => {
             let failed = setup_failure(Category::Infrastructure, reason);
             return Outcome {
-                setup: provisioned.into_iter().collect(),
+                setup: provisioned.into_iter().chain(service_setup).collect(),
                 ..failed
             };
         }
@@ -98,7 +99,7 @@ pub(super) fn run(
     .unwrap_or_else(|message| setup_failure(Category::Infrastructure, message));
     outcome = super::redact::redact(outcome, services.secrets.iter());
     outcome.setup.extend(provisioned);
-    outcome.setup.extend(services.setup);
+    outcome.setup.extend(service_setup);
     outcome.services = services.records;
     outcome
 }

@@ -195,9 +195,8 @@ impl DockerExecutor {
             return Ok(outcome);
         }
         // Before the runner, which joins their network.
-        match self.use_services(&engine, spec, true) {
+        match self.use_services(&engine, spec, true, setup) {
             Ok(used) => {
-                setup.extend(used.setup);
                 *services_used = used.records;
                 trial.network = used.network;
                 trial.service_env = used.env;

@@ -88,8 +88,6 @@ pub(crate) struct ServicesUsed {
     pub(crate) network: Option<String>,
     /// The values to mask in what the trial left: the services' secrets.
     pub(crate) secrets: Vec<String>,
-    /// What starting them cost this trial.
-    pub(crate) setup: Vec<SetupStep>,
 }
 
 /// Who owns the services and networks this process starts: the cargo-nextest process when
@@ -119,11 +117,13 @@ impl DockerExecutor {
     /// ready, and, for a container runtime, joins them on the runtime's network. A service
     /// that cannot start or become ready is the trial's infrastructure failure, said in words
     /// naming the service.
+    /// What starting them cost this trial goes to `setup`, whether they started or not.
     pub(crate) fn use_services(
         &self,
         engine: &Engine,
         spec: &TrialSpec,
         in_container: bool,
+        setup: &mut Vec<SetupStep>,
     ) -> Result<ServicesUsed, String> {
         let mut used = ServicesUsed::default();
         let services = &spec.runtime.services;
@@ -143,16 +143,19 @@ impl DockerExecutor {
         let mut running = Vec::new();
         for service in services {
             let start = Instant::now();
-            let (service_running, made, fresh) = self.service(engine, service)?;
-            used.setup.extend(made);
-            // Started, found or waited for by this call: setup, not trial time.
+            let (service_running, made, fresh) = self.service(engine, service);
+            // Started, found or waited for by this call: setup, not trial time, even when it
+            // never became ready; its image's build or pull is a step of its own.
+            let image_seconds = made.as_ref().map_or(0.0, |step| step.seconds);
+            setup.extend(made);
             if fresh {
-                used.setup.push(SetupStep {
+                setup.push(SetupStep {
                     kind: SetupKind::Service,
                     subject: service.name.clone(),
-                    seconds: start.elapsed().as_secs_f64(),
+                    seconds: (start.elapsed().as_secs_f64() - image_seconds).max(0.0),
                 });
             }
+            let service_running = service_running?;
             running.push((service, service_running));
         }
         if in_container {
@@ -211,7 +214,11 @@ impl DockerExecutor {
 
     /// [`use_services`](Self::use_services) for a host runtime's trial: on its machine's
     /// engine, which must be on this host.
-    pub(crate) fn host_services(&self, spec: &TrialSpec) -> Result<ServicesUsed, String> {
+    pub(crate) fn host_services(
+        &self,
+        spec: &TrialSpec,
+        setup: &mut Vec<SetupStep>,
+    ) -> Result<ServicesUsed, String> {
         if spec.runtime.services.is_empty() {
             return Ok(ServicesUsed::default());
         }
@@ -226,7 +233,7 @@ impl DockerExecutor {
                     chain(&error)
                 )
             })?;
-        self.use_services(&engine, spec, false)
+        self.use_services(&engine, spec, false, setup)
     }
 
     /// Notes that a trial using `spec`'s services failed: `RUNTIME_MATRIX_KEEP=failed` keeps
@@ -244,7 +251,7 @@ impl DockerExecutor {
         &self,
         engine: &Engine,
         service: &Service,
-    ) -> Result<(Arc<Running>, Option<SetupStep>, bool), String> {
+    ) -> (Result<Arc<Running>, String>, Option<SetupStep>, bool) {
         let key = format!(
             "{}|{}|{}|{}",
             self.run_id,
@@ -262,7 +269,7 @@ impl DockerExecutor {
             self.start_service(engine, service, &key_name(&key), &mut made)
                 .map(Arc::new)
         });
-        result.clone().map(|running| (running, made, fresh))
+        (result.clone(), made, fresh)
     }
 
     /// Finds service `service`'s running container in this run, or starts it and waits until
