@@ -126,6 +126,9 @@ pub(crate) struct Entry {
     /// The image it ran in.
     #[serde(default)]
     image: Option<TrialImage>,
+    /// The services it used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    services: Vec<crate::record::TrialService>,
 }
 
 /// Whether a trial that ended with `status` may be reused: it passed, or failed the declared
@@ -219,6 +222,7 @@ impl Store {
             failure: record.failure.clone(),
             note: record.note.clone(),
             image: record.image.clone(),
+            services: record.services.clone(),
         };
         let json = serde_json::to_vec_pretty(&entry).expect("entries always serialise");
         crate::record::write_atomic(&self.path(&record.trial), &json)
@@ -289,6 +293,7 @@ pub(crate) fn record_of(entry: &Entry, mut record: TrialRecord, started_at: Stri
     record.failure = entry.failure.clone();
     record.note = entry.note.clone();
     record.image = entry.image.clone();
+    record.services = entry.services.clone();
     record.started_at = started_at;
     record.seconds = 0.0;
     record.reused = Some(Reused {
