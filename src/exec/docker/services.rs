@@ -294,9 +294,15 @@ impl DockerExecutor {
         let lock_file = std::fs::File::create(self.locks.join(format!("service-{name}.lock")))
             .and_then(|file| file.lock().map(|()| file))
             .map_err(io)?;
+        // Said by another process of this run (its owner's), not by an earlier run that had
+        // the same id.
         let failed = self.locks.join(format!("service-{name}.failed"));
-        if let Ok(reason) = std::fs::read_to_string(&failed) {
-            return Err(reason);
+        let owner = owner();
+        let run = format!("{} {}\n", owner.pid, owner.start);
+        if let Ok(said) = std::fs::read_to_string(&failed)
+            && let Some(reason) = said.strip_prefix(&run)
+        {
+            return Err(reason.to_owned());
         }
         let secrets = service_secrets(service)?;
         let result = self.runtime.block_on(async {
@@ -321,7 +327,7 @@ impl DockerExecutor {
                 .await
         });
         if let Err(reason) = &result {
-            let _ = std::fs::write(&failed, reason);
+            let _ = std::fs::write(&failed, format!("{run}{reason}"));
         }
         drop(lock_file);
         result
@@ -562,22 +568,35 @@ impl DockerExecutor {
             .entry(key)
             .or_default()
             .clone();
-        let network = cell
-            .get_or_init(|| self.make_network(engine, runtime, &name))
-            .clone()?;
-        let network = network.name;
-        for (service, running) in services {
-            self.runtime
-                .block_on(engine.connect_network(&network, &running.id, Some(&service.name)))
-                .map_err(|error| {
-                    format!(
+        // Its services join it once per process (again in each of nextest's: the engine says
+        // they are on it already).
+        let network = cell.get_or_init(|| {
+            let network = self.make_network(engine, runtime, &name)?;
+            for (service, running) in services {
+                let joined = self.runtime.block_on(engine.connect_network(
+                    &network.name,
+                    &running.id,
+                    Some(&service.name),
+                ));
+                if let Err(error) = joined {
+                    if network.owned
+                        && self
+                            .runtime
+                            .block_on(engine.remove_network(&network.name))
+                            .is_ok()
+                    {
+                        live::forget_network(&network.name);
+                    }
+                    return Err(format!(
                         "service `{}` could not join runtime `{runtime}`'s network: {}",
                         service.name,
                         chain(&error)
-                    )
-                })?;
-        }
-        Ok(network)
+                    ));
+                }
+            }
+            Ok(network)
+        });
+        network.clone().map(|network| network.name)
     }
 
     /// Finds or creates runtime `runtime`'s service network, `name` its key.
