@@ -116,8 +116,8 @@ impl DockerExecutor {
     /// Starts (or finds) every service `spec`'s runtime uses on `engine`, waits until each is
     /// ready, and, for a container runtime, joins them on the runtime's network. A service
     /// that cannot start or become ready is the trial's infrastructure failure, said in words
-    /// naming the service.
-    /// What starting them cost this trial goes to `setup`, whether they started or not.
+    /// naming the service. What starting them cost this trial goes to `setup`, whether they
+    /// started or not.
     pub(crate) fn use_services(
         &self,
         engine: &Engine,
