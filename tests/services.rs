@@ -354,3 +354,72 @@ fn plan_shows_the_services_and_which_trials_use_them() {
         assert_eq!(trial["runtime"]["services"], uses, "{trial}");
     }
 }
+
+#[test]
+fn doctor_checks_each_services_image_and_that_a_host_runtimes_engine_is_here() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    std::fs::create_dir(dir.path().join("notebooks")).unwrap();
+    std::fs::write(dir.path().join("notebooks/x.ipynb"), "{}").unwrap();
+    std::fs::write(
+        &config,
+        r#"
+[machines.cpu]
+gpus = 0
+[machines.far]
+gpus = 0
+docker = "tcp://192.0.2.1:2375"
+insecure = true
+
+[services.missing]
+image = "runtime-matrix/test-service-in-no-registry:1"
+ports = [80]
+runtimes = ["here"]
+
+[services.far-kv]
+image = "runtime-matrix/redis:bookworm"
+ports = [6379]
+runtimes = ["there"]
+
+[runtimes.here]
+python = "python3"
+notebooks = ["x.ipynb"]
+machines = ["cpu"]
+
+[runtimes.there]
+python = "python3"
+notebooks = ["x.ipynb"]
+machines = ["far"]
+"#,
+    )
+    .unwrap();
+    let (_, stdout, stderr) = output(
+        runtime_matrix()
+            .env("RUNTIME_MATRIX_ENGINE_TIMEOUT", "2s")
+            .arg("doctor")
+            .arg("--config")
+            .arg(&config),
+    );
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line:\n{stdout}\n{stderr}"))
+            .to_owned()
+    };
+    assert!(
+        line("✗ service far-kv for there").contains(
+            "host runtime `there` reaches its services on this host, but machine `far`'s \
+             engine is tcp://192.0.2.1:2375"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        line("✗ service missing").contains("test-service-in-no-registry"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("fix: push the image, fix services.missing.image, or declare a `build`"),
+        "{stdout}"
+    );
+}

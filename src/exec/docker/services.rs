@@ -799,7 +799,11 @@ pub(crate) fn is_local(endpoint: &str) -> bool {
         return false;
     };
     let host = rest.rsplit_once(':').map_or(rest, |(host, _)| host);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether 127.0.0.1:`port` takes a connection that the service itself accepted. Docker's
@@ -864,6 +868,8 @@ mod tests {
         assert!(is_local("unix:///var/run/docker.sock"));
         assert!(is_local("tcp://127.0.0.1:2375"));
         assert!(is_local("tcp://localhost:2376"));
+        assert!(is_local("tcp://[::1]:2375"));
+        assert!(is_local("tcp://127.0.0.2:2375"));
         assert!(!is_local("tcp://10.0.0.5:2376"));
         assert!(!is_local("ssh://ci@builder"));
     }
