@@ -423,3 +423,70 @@ machines = ["far"]
         "{stdout}"
     );
 }
+
+#[test]
+fn a_trial_is_reused_with_its_services_and_runs_again_when_a_service_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("matrix.toml");
+    let store = dir.path().join("reuse");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/redis");
+    let notebooks = support::fixtures().join("services/notebooks");
+    let write = |command: &str| {
+        let matrix = format!(
+            r#"notebooks-dir = "{notebooks}"
+[machines.cpu]
+gpus = 0
+[services.kv]
+image = "runtime-matrix/redis:bookworm"
+build = "{images}"
+command = {command}
+ports = [6379]
+url = "redis://:pass-for-reuse@{{host}}:{{port}}/0"
+runtimes = ["on-host"]
+[runtimes.on-host]
+python = "python3"
+notebooks = ["kv.ipynb"]
+"#,
+            notebooks = notebooks.display(),
+            images = images.display(),
+        );
+        std::fs::write(&config, matrix).unwrap();
+    };
+    let run = |run_id: &str| {
+        let (code, stdout, stderr) = output(
+            harness(
+                &config,
+                &dir.path().join("out"),
+                run_id,
+                &["--reuse-results", "--exact", "[host] on-host::cpu::nb::kv"],
+            )
+            .env("RUNTIME_MATRIX_REUSE_DIR", &store),
+        );
+        assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+        let record = records(&dir.path().join("out"), run_id)["on-host::cpu::nb::kv"].clone();
+        (format!("{stdout}{stderr}"), record)
+    };
+    let served = r#"["redis-server", "--protected-mode", "no", "--requirepass", "pass-for-reuse"]"#;
+    write(served);
+    let (_, first) = run("reuse-1");
+    assert!(first["reused"].is_null(), "{first}");
+
+    let (said, second) = run("reuse-2");
+    assert!(
+        said.contains("on-host::cpu::nb::kv: reused from run reuse-1"),
+        "{said}"
+    );
+    assert_eq!(
+        second["services"], first["services"],
+        "a reused record names its services"
+    );
+
+    let changed = r#"["redis-server", "--protected-mode", "no", "--requirepass", "pass-for-reuse", "--maxmemory", "64mb"]"#;
+    write(changed);
+    let (said, third) = run("reuse-3");
+    assert!(third["reused"].is_null(), "{third}");
+    assert!(
+        said.contains("on-host::cpu::nb::kv: changed since run reuse-1: services\n"),
+        "{said}"
+    );
+}
