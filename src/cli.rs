@@ -389,6 +389,7 @@ fn plan(select: Select, format: Format) -> ExitCode {
                 MachineSelection::Named(names) => println!("machines named: {}", names.join(", ")),
                 MachineSelection::CpuOnly => {}
             }
+            print_services(&plan);
             println!(
                 "\nwould run {}:",
                 count(plan.trials.len(), "trial", "trials")
@@ -428,6 +429,20 @@ fn plan(select: Select, format: Format) -> ExitCode {
                 if let Some(container) = trial_container(t) {
                     print_container(&container);
                 }
+                if !t.runtime.services.is_empty() {
+                    let names: Vec<&str> =
+                        t.runtime.services.iter().map(|s| s.name.as_str()).collect();
+                    let reached = match &t.runtime.executor {
+                        crate::config::Executor::Host { .. } => {
+                            "through ports published on 127.0.0.1".to_owned()
+                        }
+                        crate::config::Executor::Docker(docker) => match docker.network.as_str() {
+                            "none" => "on an internal network of the runtime's own, instead of network none".to_owned(),
+                            own => format!("on an internal network of the runtime's own, besides network {own}"),
+                        },
+                    };
+                    println!("      services {} ({reached})", names.join(", "));
+                }
             }
             if !plan.consistency.is_empty() {
                 println!(
@@ -458,6 +473,54 @@ fn plan(select: Select, format: Format) -> ExitCode {
         }
     }
     ExitCode::from(EXIT_OK)
+}
+
+/// The services the planned trials use: image, ports, readiness, and their runtimes.
+fn print_services(plan: &crate::plan::Plan) {
+    let mut services: Vec<&crate::config::Service> = Vec::new();
+    for service in plan.trials.iter().flat_map(|t| &t.runtime.services) {
+        if !services.iter().any(|known| known.name == service.name) {
+            services.push(service);
+        }
+    }
+    if services.is_empty() {
+        return;
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    println!("\nservices (one per run and engine, started by the first trial that needs it):");
+    for service in services {
+        let made = match (&service.build, service.pull) {
+            (Some(crate::config::Build::Context { context, .. }), _) => {
+                format!(", built from {}", context.display())
+            }
+            (Some(crate::config::Build::Script { script }), _) => {
+                format!(", built by {}", script.display())
+            }
+            (None, pull) => format!(
+                ", pull {}",
+                serde_json::to_value(pull)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or_default()
+            ),
+        };
+        let ports: Vec<String> = service.ports.iter().map(u16::to_string).collect();
+        println!(
+            "  {}  image {}{made}; ports {}; ready when {} (within {}); used by {}",
+            service.name,
+            service.image,
+            ports.join(","),
+            service.ready,
+            humantime::format_duration(service.ready_timeout),
+            service.runtimes.join(", ")
+        );
+        let prefix = service.env_prefix();
+        let url = match &service.url {
+            Some(url) => format!(", {prefix}_URL ({url})"),
+            None => String::new(),
+        };
+        println!("      trials see {prefix}_HOST, {prefix}_PORT{url}");
+    }
 }
 
 fn print_container(c: &ContainerSpec) {

@@ -131,6 +131,7 @@ pub fn examine(
     if !report_engines(&mut report, &matrix, host_has_gpus, engine_limit) {
         return report;
     }
+    report_services(&mut report, &matrix, engine_limit);
     let out = out_root(&matrix);
     let existing = out
         .ancestors()
@@ -491,6 +492,109 @@ fn report_image(
             ),
         },
         Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
+    }
+}
+
+/// Each service its runtimes use, on each engine that needs it: its image present, or how it
+/// will be built or pulled; and, for a host runtime, that its machine's engine is on this host
+/// (its ports are published on this host's loopback).
+fn report_services(report: &mut Report, matrix: &Matrix, engine_limit: Duration) {
+    let Ok(tokio) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    for service in &matrix.services {
+        let mut engines: BTreeSet<Address> = BTreeSet::new();
+        for runtime in service.runtimes.iter().filter_map(|r| matrix.runtime(r)) {
+            for machine in runtime.machines.iter().filter_map(|m| matrix.machine(m)) {
+                let address = engine_address(machine);
+                if matches!(runtime.executor, Executor::Host { .. }) {
+                    let endpoint = address.endpoint.clone().unwrap_or_else(|| {
+                        std::env::var("DOCKER_HOST")
+                            .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+                    });
+                    if !crate::exec::is_local_engine(&endpoint) {
+                        report.add(
+                            format!("service {} for {}", service.name, runtime.name),
+                            Verdict::Fail,
+                            format!(
+                                "host runtime `{}` reaches its services on this host, but machine \
+                                 `{}`'s engine is {endpoint}",
+                                runtime.name, machine.name
+                            ),
+                            Some("give the machine an engine on this host, or use the service from a container runtime".into()),
+                        );
+                    }
+                }
+                engines.insert(address);
+            }
+        }
+        for address in engines {
+            let name = format!("service {}", service.name);
+            let engine = match tokio.block_on(Engine::connect_within(&address, engine_limit)) {
+                Ok(engine) => engine,
+                Err(error) => {
+                    report.add(name, Verdict::Fail, chain(&error), None);
+                    continue;
+                }
+            };
+            let on = engine.endpoint().to_owned();
+            match tokio.block_on(engine.image(&service.image)) {
+                Ok(Some(info)) => {
+                    let id: String = info.id.chars().take(19).collect();
+                    report.add(
+                        name,
+                        Verdict::Pass,
+                        format!(
+                            "{} ({id}) on {on}; ready when {}",
+                            service.image, service.ready
+                        ),
+                        None,
+                    );
+                }
+                Ok(None) => match (
+                    &service.build,
+                    tokio.block_on(engine.pullable(&service.image)),
+                ) {
+                    (Some(build), _) => {
+                        let from = match build {
+                            Build::Context { context, .. } => context.display().to_string(),
+                            Build::Script { script } => script.display().to_string(),
+                        };
+                        report.add(
+                            name,
+                            Verdict::Warn,
+                            format!(
+                                "{} is not built on {on} yet; the first trial that needs it builds it from {from}",
+                                service.image
+                            ),
+                            None,
+                        );
+                    }
+                    (None, Ok(())) => report.add(
+                        name,
+                        Verdict::Warn,
+                        format!(
+                            "{} is not in {on}; its registry has it, and the first trial pulls it",
+                            service.image
+                        ),
+                        None,
+                    ),
+                    (None, Err(error)) => report.add(
+                        name,
+                        Verdict::Fail,
+                        chain(&error),
+                        Some(format!(
+                            "push the image, fix services.{}.image, or declare a `build`",
+                            service.name
+                        )),
+                    ),
+                },
+                Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
+            }
+        }
     }
 }
 

@@ -568,6 +568,7 @@ impl Context {
             artifact_note: outcome.artifact_note,
             image: outcome.image,
             engine: outcome.engine,
+            services: outcome.services,
             resources: outcome.resources,
             gpus: outcome.gpus,
             note: outcome.note,
@@ -742,6 +743,7 @@ impl Context {
             engine: None,
             consistent: None,
             consistency: None,
+            services: Vec::new(),
         }
     }
 

@@ -114,6 +114,9 @@ pub struct TrialRecord {
     /// (both are empty); omitted for every other trial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistency: Option<ConsistencyResult>,
+    /// The services the trial used, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<TrialService>,
 }
 
 /// The most text of one cell a record keeps for comparison; the rest is cut, and the cell
@@ -226,6 +229,25 @@ pub struct Reused {
     pub seconds: f64,
 }
 
+/// A service a trial used, as its record keeps it (secrets in its URL masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TrialService {
+    /// Its name in the matrix.
+    pub name: String,
+    /// The image its container ran.
+    pub image: TrialImage,
+    /// The host the trial reached it at: the service's name from a container, `127.0.0.1`
+    /// from this host.
+    pub host: String,
+    /// The port the trial reached its first port at.
+    pub port: u16,
+    /// The URL the trial was given, secrets masked, when the service declares one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The engine it ran on.
+    pub engine: String,
+}
+
 /// The Docker engine a container trial ran on, as its record keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TrialEngine {
@@ -313,10 +335,12 @@ pub enum SetupKind {
     Runner,
     /// A notebook's data set uploaded to a runner, once for all its trials.
     Data,
+    /// A service started (or found) and waited for until it was ready.
+    Service,
 }
 
 impl SetupKind {
-    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`, `data`.
+    /// The kind as records spell it: `provision`, `build`, `pull`, `runner`, `data`, `service`.
     pub fn as_str(self) -> &'static str {
         match self {
             SetupKind::Provision => "provision",
@@ -324,6 +348,7 @@ impl SetupKind {
             SetupKind::Pull => "pull",
             SetupKind::Runner => "runner",
             SetupKind::Data => "data",
+            SetupKind::Service => "service",
         }
     }
 }

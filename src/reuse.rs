@@ -130,6 +130,9 @@ pub(crate) struct Entry {
     /// compared like one that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     consistent: Option<Vec<ConsistentCell>>,
+    /// The services it used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    services: Vec<crate::record::TrialService>,
 }
 
 /// Whether a trial that ended with `status` may be reused: it passed, or failed the declared
@@ -224,6 +227,7 @@ impl Store {
             note: record.note.clone(),
             image: record.image.clone(),
             consistent: record.consistent.clone(),
+            services: record.services.clone(),
         };
         let json = serde_json::to_vec_pretty(&entry).expect("entries always serialise");
         crate::record::write_atomic(&self.path(&record.trial), &json)
@@ -295,6 +299,7 @@ pub(crate) fn record_of(entry: &Entry, mut record: TrialRecord, started_at: Stri
     record.note = entry.note.clone();
     record.image = entry.image.clone();
     record.consistent = entry.consistent.clone();
+    record.services = entry.services.clone();
     record.started_at = started_at;
     record.seconds = 0.0;
     record.reused = Some(Reused {

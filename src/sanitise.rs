@@ -327,6 +327,7 @@ mod tests {
             engine: None,
             consistent: None,
             consistency: None,
+            services: Vec::new(),
         };
         super::record(&mut record);
         let json = serde_json::to_string(&record).unwrap();

@@ -1,7 +1,9 @@
 //! The example matrix's container trials under cargo-nextest, which runs each trial in a process
 //! of its own: the processes of one run attach to one runner container per runtime and machine
-//! instead of starting their own, every trial gives its verdict, and the runners' containers
-//! are gone by themselves soon after the run, with no process left to remove them. And the
+//! (and to one container of its service) instead of starting their own, every trial gives its
+//! verdict, and the runners' containers are gone by themselves soon after the run, with no
+//! process left to remove them; the service, owned by the nextest process, is reaped once it
+//! is gone. And the
 //! matrix target runs from a `cargo nextest archive` unpacked elsewhere (build once on a CPU
 //! box, run on the GPU runners).
 
@@ -11,11 +13,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Containers of run `run_id`, running now: id and runner label.
+/// Runner containers of run `run_id`, running now: id and runner label.
 fn runners_of_run(run_id: &str) -> Vec<(String, String)> {
     let output = Command::new("docker")
         .args(["ps", "--no-trunc", "--filter"])
         .arg(format!("label=runtime-matrix.run-id={run_id}"))
+        .args(["--filter", "label=runtime-matrix.runner"])
         .args(["--format", "{{.ID}} {{.Label \"runtime-matrix.runner\"}}"])
         .output()
         .expect("the docker CLI runs");
@@ -59,12 +62,14 @@ fn nextest_processes_share_one_runner_per_runtime_and_machine_and_leave_nothing(
         .spawn()
         .expect("cargo-nextest runs (install it with `cargo install cargo-nextest`)");
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut services = BTreeSet::new();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         assert!(start.elapsed() < Duration::from_secs(600), "nextest hung");
         for (id, runner) in runners_of_run(&run_id) {
             seen.entry(runner).or_default().insert(id);
         }
+        services.extend(services_of_run(&run_id));
         std::thread::sleep(Duration::from_millis(200));
     }
     let output = child.wait_with_output().unwrap();
@@ -72,7 +77,9 @@ fn nextest_processes_share_one_runner_per_runtime_and_machine_and_leave_nothing(
     assert!(output.status.success(), "{stderr}");
     // Every container trial of the example matrix ran, each in a process of its own.
     let trials = stderr.matches("        PASS [").count();
-    assert_eq!(trials, 13, "{stderr}");
+    assert_eq!(trials, 14, "{stderr}");
+    // One container of the example's service for every process that used it.
+    assert_eq!(services.len(), 1, "{services:?}");
     // The three container runtimes on the CPU machine: one runner container each, for all of
     // their trials' processes.
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -91,7 +98,32 @@ fn nextest_processes_share_one_runner_per_runtime_and_machine_and_leave_nothing(
         "the runners were gone {:.1}s after the run",
         ended.elapsed().as_secs_f64()
     );
+    // The service belongs to the nextest process, which is gone: the next run (here `clean`)
+    // removes it and its network.
+    let (code, _, stderr) =
+        support::output(support::runtime_matrix().current_dir(root).arg("clean"));
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(support::containers_of_run(&run_id), Vec::<String>::new());
+    let networks = Command::new("docker")
+        .args(["network", "ls", "-q", "--filter"])
+        .arg(format!("label=runtime-matrix.run-id={run_id}"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&networks.stdout), "");
+}
+
+/// Ids of the service containers of run `run_id`, running now.
+fn services_of_run(run_id: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=runtime-matrix.run-id={run_id}"))
+        .args(["--filter", "label=runtime-matrix.service"])
+        .output()
+        .expect("the docker CLI runs");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Copies the folder `from` into `to`, recursively.
@@ -232,4 +264,9 @@ fn the_matrix_target_runs_from_a_nextest_archive_unpacked_in_another_folder() {
         "containers of the run are left: {:?}",
         runners_of_run(&run_id)
     );
+    // The example's service, whose owner (the nextest process) is gone.
+    let (code, _, stderr) =
+        support::output(support::runtime_matrix().current_dir(root).arg("clean"));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(support::containers_of_run(&run_id), Vec::<String>::new());
 }

@@ -3,8 +3,8 @@
 //! the parser.
 
 use super::raw::{
-    RawBuildTable, RawCommandTable, RawConsistency, RawMachine, RawMatrix, RawOverride, RawRule,
-    RawRuntime, RawSanitizer, RawStages,
+    RawBuildTable, RawCommandTable, RawConsistency, RawMachine, RawMatrix, RawOverride, RawReady,
+    RawRule, RawRuntime, RawSanitizer, RawService, RawStages,
 };
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
@@ -58,6 +58,9 @@ impl UnknownKey {
             ["runtimes", _, "build"] => fields_of::<RawBuildTable>(),
             ["runtimes", _, "commands", _] => fields_of::<RawCommandTable>(),
             ["overrides", _] => fields_of::<RawOverride>(),
+            ["services", _] => fields_of::<RawService>(),
+            ["services", _, "build"] => fields_of::<RawBuildTable>(),
+            ["services", _, "ready"] => fields_of::<RawReady>(),
             ["exclude" | "expected-failures", _] => fields_of::<RawRule>(),
             ["consistency"] => fields_of::<RawConsistency>(),
             ["consistency", "sanitizers", _] => fields_of::<RawSanitizer>(),
@@ -122,7 +125,8 @@ mod tests {
                 "overrides",
                 "exclude",
                 "expected-failures",
-                "consistency"
+                "consistency",
+                "services"
             ]
         );
         assert!(fields_of::<RawRuntime>().contains(&"cell-timeout"));

@@ -22,6 +22,8 @@ pub struct Matrix {
     pub machines: Vec<Machine>,
     /// Runtimes by name, in name order, each with its checks.
     pub runtimes: Vec<Runtime>,
+    /// Services by name, in name order.
+    pub services: Vec<Service>,
     /// Combinations that are never run.
     pub exclusions: Vec<Exclusion>,
     /// Combinations known to fail, and how; consistency checks' expected differences too.
@@ -202,6 +204,101 @@ pub struct Runtime {
     pub parameters: Parameters,
     /// Its checks, notebooks first (by path), then commands (by name).
     pub checks: Vec<Check>,
+    /// The services its trials use, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+}
+
+/// A service: a container started beside the trials of the runtimes that use it, once per
+/// run and engine, and reached by them through `RUNTIME_MATRIX_SERVICE_<NAME>_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Service {
+    /// Its name in the matrix; its variables use it upper-cased (see [`Service::env_prefix`]).
+    pub name: String,
+    /// Free text for reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The image reference.
+    pub image: String,
+    /// When to pull it.
+    pub pull: PullPolicy,
+    /// How to build it instead of pulling, if declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build: Option<Build>,
+    /// Environment of its container.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of host environment variables passed to its container and redacted everywhere.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Its container's command, instead of the image's CMD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The container ports it serves; the first is `_PORT`.
+    pub ports: Vec<u16>,
+    /// When it counts as ready.
+    pub ready: Readiness,
+    /// How long it may take to become ready.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ready_timeout: Duration,
+    /// The URL template given to trials as `_URL`, if declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Names of the runtimes that use it, in name order.
+    pub runtimes: Vec<String>,
+}
+
+/// When a service counts as ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Readiness {
+    /// Its container port `port` accepts a connection (checked through its published port).
+    Port {
+        /// The container port.
+        port: u16,
+    },
+    /// A line of its logs contains `text`.
+    Log {
+        /// The text.
+        text: String,
+    },
+    /// The shell line `run`, run in its container, exits 0.
+    Command {
+        /// The line given to `sh -c`.
+        run: String,
+    },
+}
+
+impl std::fmt::Display for Readiness {
+    /// As `plan` shows it: `port 6379 accepts connections`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Readiness::Port { port } => write!(f, "port {port} accepts connections"),
+            Readiness::Log { text } => write!(f, "its logs say `{text}`"),
+            Readiness::Command { run } => write!(f, "`{run}` succeeds in it"),
+        }
+    }
+}
+
+impl Service {
+    /// The start of its variables' names: `RUNTIME_MATRIX_SERVICE_<NAME>`, the name
+    /// upper-cased with `-` and `.` as `_`.
+    pub fn env_prefix(&self) -> String {
+        env_prefix(&self.name)
+    }
+}
+
+/// [`Service::env_prefix`] of a service called `name`.
+pub(crate) fn env_prefix(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| match c {
+            '-' | '.' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+    format!("RUNTIME_MATRIX_SERVICE_{name}")
 }
 
 /// One thing to verify in a runtime: a notebook to execute or a command to run.
@@ -380,5 +477,10 @@ impl Matrix {
     /// The runtime called `name`.
     pub fn runtime(&self, name: &str) -> Option<&Runtime> {
         self.runtimes.iter().find(|runtime| runtime.name == name)
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|service| service.name == name)
     }
 }

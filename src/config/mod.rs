@@ -17,7 +17,8 @@ pub(crate) use load::print_warnings;
 pub use matrix::{
     BUILTIN_PARAMETERS, BUILTIN_PREFIX, Build, CONSISTENCY_PREFIX, CONSISTENT_TAG, Check,
     CheckKind, Consistency, DockerRuntime, Exclusion, Executor, ExpectedFailure, Isolation,
-    Machine, MachineTls, Matrix, Parameters, PullPolicy, Runtime, consistency_check_name,
+    Machine, MachineTls, Matrix, Parameters, PullPolicy, Readiness, Runtime, Service,
+    consistency_check_name,
 };
 pub(crate) use suggest::{nearest, wildcard_match};
 

@@ -41,6 +41,10 @@ pub(super) struct RawMatrix {
     pub expected_failures: Vec<RawRule>,
     /// Notebooks whose tagged cells must print the same in every runtime and machine.
     pub consistency: Option<RawConsistency>,
+    /// Services (a database, a tracking server) started beside the trials of the runtimes
+    /// that use them, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, RawService>,
 }
 
 /// `[consistency]`.
@@ -249,6 +253,60 @@ pub(super) struct RawRuntime {
     #[serde(default)]
     #[schemars(with = "SchemaParameters")]
     pub parameters: RawParameters,
+}
+
+/// `[services.NAME]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawService {
+    /// The service's image reference, built or pulled as runtime images are.
+    pub image: Option<String>,
+    /// When to pull the image (default `if-missing`).
+    #[schemars(extend("enum" = ["if-missing", "always", "never"]))]
+    pub pull: Option<String>,
+    /// How to build the image instead of pulling it: a Dockerfile context folder, or a table
+    /// with `context` (and `dockerfile`) or `script`.
+    pub build: Option<RawBuild>,
+    /// Environment variables of the service's container.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of host environment variables passed to the service's container and redacted
+    /// everywhere.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// The container's command, instead of the image's CMD (its ENTRYPOINT stays).
+    pub command: Option<Vec<String>>,
+    /// The container ports it serves, e.g. `[6379]`; the first is `_PORT`.
+    #[serde(default)]
+    pub ports: Vec<i64>,
+    /// When it is ready: `{ port = N }` (accepts connections; the default, on the first
+    /// port), `{ log = "..." }` (a line of its logs contains the text) or
+    /// `{ command = "..." }` (a shell line run in its container exits 0).
+    pub ready: Option<RawReady>,
+    /// How long it may take to become ready (default `60s`).
+    pub ready_timeout: Option<String>,
+    /// A connection URL given to trials as `_URL`: `{host}`, `{port}`, `{port:N}` and
+    /// `{env:NAME}` (one of its env or secrets) are replaced, e.g. `redis://{host}:{port}`.
+    pub url: Option<String>,
+    /// Names of the runtimes whose trials use it (default: none).
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+    /// Free text for reports.
+    pub description: Option<String>,
+}
+
+/// `ready = { ... }`: exactly one of its keys.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[schemars(deny_unknown_fields)]
+pub(super) struct RawReady {
+    /// A container port (one of `ports`) that must accept connections.
+    pub port: Option<i64>,
+    /// Text a line of the container's logs must contain.
+    pub log: Option<String>,
+    /// A shell line run in the container that must exit 0.
+    pub command: Option<String>,
 }
 
 /// How a runtime's image is built: a Dockerfile context folder, or a table.

@@ -3,12 +3,13 @@
 //! [`EngineError`](crate::error::EngineError) that says what was being done and what to do
 //! about it. [`ContainerSpec`] describes a container without
 //! contacting any engine, so that `plan` can show it. The engine knows containers, images and
-//! archives only: nothing of matrices, plans or trials.
+//! archives, and the networks that join services to runners, only: nothing of matrices, plans or trials.
 
 pub mod auth;
 mod client;
 mod container;
 mod image;
+mod network;
 mod spec;
 
 pub use client::{Address, DEFAULT_REQUEST_LIMIT, Engine, TlsFiles};
@@ -17,4 +18,4 @@ pub use container::{
     LABEL_RUN, LABEL_TRIAL,
 };
 pub use image::{ImageInfo, PullProgress};
-pub use spec::{CONTAINER_ROOT, ContainerSpec, GpuRequest};
+pub use spec::{CONTAINER_ROOT, ContainerSpec, GpuRequest, Serves};

@@ -2,7 +2,7 @@
 //! The main type is [`ContainerSpec`], a builder that knows images, limits, GPUs and labels,
 //! but nothing of matrices or trials (`exec` builds a trial's).
 
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, PortBinding};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -59,6 +59,22 @@ pub struct ContainerSpec {
     /// Whether the container removes itself when its main process ends.
     #[serde(skip)]
     pub auto_remove: bool,
+    /// A service's container: the image's own entrypoint with this command (or the image's
+    /// CMD), its TCP ports published on the host's loopback, instead of an idle loop.
+    #[serde(skip)]
+    pub serves: Option<Serves>,
+    /// Networks it joins before it starts, besides its network mode.
+    #[serde(skip)]
+    pub joins: Vec<String>,
+}
+
+/// What a service's container runs and publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serves {
+    /// The command, instead of the image's CMD; `None` keeps it.
+    pub command: Option<Vec<String>>,
+    /// Container TCP ports, each published on a port of 127.0.0.1 the engine picks.
+    pub ports: Vec<u16>,
 }
 
 impl ContainerSpec {
@@ -81,6 +97,8 @@ impl ContainerSpec {
             workdir: CONTAINER_ROOT.into(),
             main: None,
             auto_remove: false,
+            serves: None,
+            joins: Vec::new(),
         }
     }
 
@@ -131,6 +149,18 @@ impl ContainerSpec {
         self
     }
 
+    /// Makes it a service's container: see [`Serves`].
+    pub fn serving(mut self, serves: Serves) -> Self {
+        self.serves = Some(serves);
+        self
+    }
+
+    /// Joins `network` before it starts, besides its network mode.
+    pub fn joining(mut self, network: impl Into<String>) -> Self {
+        self.joins.push(network.into());
+        self
+    }
+
     /// Sets the check's command and working folder.
     pub fn with_command(mut self, command: Vec<String>, workdir: impl Into<String>) -> Self {
         self.command = command;
@@ -151,6 +181,9 @@ impl ContainerSpec {
             GpuRequest::Count(n) => Some(vec![gpu_request(Some(i64::from(*n)), None)]),
             GpuRequest::Devices(ids) => Some(vec![gpu_request(None, Some(ids.clone()))]),
         };
+        if let Some(serves) = &self.serves {
+            return self.service_body(serves, env);
+        }
         ContainerCreateBody {
             image: Some(self.image.clone()),
             // A container that idles until it is removed; checks run in it with exec.
@@ -180,6 +213,50 @@ impl ContainerSpec {
                 security_opt: Some(self.security_options.clone()),
                 device_requests,
                 auto_remove: Some(self.auto_remove),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl ContainerSpec {
+    /// The create body of a service's container: the image's entrypoint, its ports on
+    /// 127.0.0.1 only (never on every interface of the engine's host).
+    fn service_body(&self, serves: &Serves, env: Vec<String>) -> ContainerCreateBody {
+        let tcp = |port: &u16| format!("{port}/tcp");
+        let bindings = serves
+            .ports
+            .iter()
+            .map(|port| {
+                let binding = PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                };
+                (tcp(port), Some(vec![binding]))
+            })
+            .collect();
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: serves.command.clone(),
+            env: Some(env),
+            exposed_ports: Some(serves.ports.iter().map(tcp).collect()),
+            labels: Some(
+                self.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            host_config: Some(HostConfig {
+                memory: self.memory,
+                memory_swap: self.memory,
+                pids_limit: self.pids,
+                network_mode: Some(self.network.clone()),
+                port_bindings: Some(bindings),
+                privileged: Some(self.privileged),
+                cap_add: None,
+                security_opt: Some(self.security_options.clone()),
+                auto_remove: Some(false),
                 ..Default::default()
             }),
             ..Default::default()

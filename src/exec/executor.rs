@@ -42,6 +42,8 @@ pub struct Outcome {
     pub gpus: Vec<String>,
     /// What the trial's processes used.
     pub resources: Option<crate::record::Resources>,
+    /// The services the trial used.
+    pub services: Vec<crate::record::TrialService>,
     /// The setup the trial did or waited for before its check ran (an image built or pulled,
     /// a virtualenv provisioned, a runner started), with the seconds it spent on each: the
     /// harness takes them off the trial's duration.
@@ -149,6 +151,12 @@ impl Executor {
                     .map(|build| (docker.image.clone(), build)),
                 ExecutorKind::Host { .. } => None,
             })
+            .chain(matrix.services.iter().filter_map(|service| {
+                service
+                    .build
+                    .clone()
+                    .map(|build| (service.image.clone(), build))
+            }))
             .collect();
         Executor {
             docker: docker::DockerExecutor::new(builds, keep, run_id, &cache),
@@ -242,6 +250,9 @@ impl Executor {
                     .run(spec, docker, run, gpus, self.slots_for(spec))
             }
         };
+        if outcome.failure.is_some() {
+            self.docker.services_failed(spec);
+        }
         let gpu_memory = sampler.map(|sampler| sampler.finish()).unwrap_or_default();
         let resources = match gpu_memory.is_empty() {
             true => outcome.resources.clone(),

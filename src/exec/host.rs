@@ -65,12 +65,28 @@ pub(super) fn run(
             );
         }
     };
+    // Its services run on the machine's engine, on this host, published on loopback.
+    let mut service_setup = Vec::new();
+    let services = match executor.docker.host_services(spec, &mut service_setup) {
+        Ok(services) => services,
+        Err(reason) => {
+            let failed = setup_failure(Category::Infrastructure, reason);
+            return Outcome {
+                setup: provisioned.into_iter().chain(service_setup).collect(),
+                ..failed
+            };
+        }
+    };
+    let mut invocation = Invocation::for_trial(spec, &python.to_string_lossy());
+    for (key, value) in &services.env {
+        invocation.set_env(key, value);
+    }
     let job = Job {
         executor,
         spec,
         run,
         gpus,
-        invocation: Invocation::for_trial(spec, &python.to_string_lossy()),
+        invocation,
         python,
         scratch: scratch.path(),
     };
@@ -81,7 +97,10 @@ pub(super) fn run(
         _ => job.run(),
     }
     .unwrap_or_else(|message| setup_failure(Category::Infrastructure, message));
+    outcome = super::redact::redact(outcome, services.secrets.iter());
     outcome.setup.extend(provisioned);
+    outcome.setup.extend(service_setup);
+    outcome.services = services.records;
     outcome
 }
 

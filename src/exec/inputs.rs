@@ -8,7 +8,8 @@
 //! secret's value), the notebook's bytes, the files staged beside it (its folder, less other
 //! notebooks, which are checks of their own) and its data set, the image id and registry
 //! digest (container runtimes) or the interpreter and its installed distributions (host
-//! runtimes), the host's GPU models and driver, and runtime-matrix's version and commit.
+//! runtimes), the settings and image of each service the runtime uses, the host's GPU models
+//! and driver, and runtime-matrix's version and commit.
 
 use super::Executor;
 use super::data::DataSet;
@@ -125,7 +126,47 @@ impl Executor {
         if let Value::Object(environment) = environment {
             inputs.extend(environment);
         }
+        if !spec.runtime.services.is_empty() {
+            inputs.insert("services".into(), self.service_inputs(spec)?);
+        }
         Ok(Value::Object(inputs))
+    }
+
+    /// The services `spec`'s runtime uses: each one's settings (its environment's values as
+    /// hashes, its secrets by name) and its image's id and digest, as the engine has it.
+    fn service_inputs(&self, spec: &TrialSpec) -> Result<Value, String> {
+        let root = format!("{}/", spec.project.trim_end_matches('/'));
+        let mut services = Map::new();
+        for service in &spec.runtime.services {
+            let mut settings = serde_json::to_value(service)
+                .map_err(|error| format!("service `{}`'s settings: {error}", service.name))?;
+            relativize(&mut settings, &root);
+            if let Some(Value::Object(env)) = settings.pointer_mut("/env") {
+                for (_, value) in env.iter_mut() {
+                    let hashed = sha256(value.as_str().unwrap_or_default().as_bytes());
+                    *value = Value::from(format!("sha256:{hashed}"));
+                }
+            }
+            let image = self
+                .docker
+                .image_for_reuse(
+                    &crate::exec::engine_address(&spec.machine),
+                    &service.image,
+                    service.pull,
+                    service.build.as_ref(),
+                )?
+                .ok_or_else(|| {
+                    format!(
+                        "the engine does not have service `{}`'s image `{}` yet",
+                        service.name, service.image
+                    )
+                })?;
+            services.insert(
+                service.name.clone(),
+                json!({ "settings": settings, "image": { "id": image.id, "digest": image.digest } }),
+            );
+        }
+        Ok(Value::Object(services))
     }
 
     /// What identifies interpreter `python`: its version, implementation, prefix, and every

@@ -243,6 +243,12 @@ impl Invocation {
             .collect()
     }
 
+    /// Sets `key` to `value` for the check, over the runtime's environment.
+    pub(crate) fn set_env(&mut self, key: &str, value: &str) {
+        self.env
+            .push((key.to_owned(), Word::Text(value.to_owned())));
+    }
+
     /// The environment, in order (a later entry wins), with the trial folder at `folder`.
     pub(crate) fn env(&self, folder: &str) -> Vec<(String, String)> {
         self.env

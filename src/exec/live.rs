@@ -10,6 +10,7 @@ use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 static CONTAINERS: LazyLock<Mutex<HashMap<String, Engine>>> = LazyLock::new(Default::default);
+static NETWORKS: LazyLock<Mutex<HashMap<String, Engine>>> = LazyLock::new(Default::default);
 static TOKENS: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 /// The signal that interrupted this run, or 0.
 static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
@@ -56,6 +57,17 @@ pub(crate) fn forget_container(id: &str) {
     lock(&CONTAINERS).remove(id);
 }
 
+/// Records that network `id` on `engine` exists until [`forget_network`]: removed after the
+/// containers on an interrupt.
+pub(crate) fn track_network(id: &str, engine: &Engine) {
+    lock(&NETWORKS).insert(id.to_owned(), engine.clone());
+}
+
+/// Records that network `id` (or name) is gone.
+pub(crate) fn forget_network(id: &str) {
+    lock(&NETWORKS).remove(id);
+}
+
 /// Records that processes carrying `token` may be running.
 pub(crate) fn track_token(token: &str) {
     lock(&TOKENS).insert(token.to_owned());
@@ -78,6 +90,16 @@ pub(crate) async fn clean_up_everything() {
         .map(|(id, engine)| engine.remove_container(id));
     let _ = tokio::time::timeout(
         Duration::from_secs(30),
+        futures_util::future::join_all(removals),
+    )
+    .await;
+    // Services' networks, once the containers on them are gone.
+    let networks: Vec<(String, Engine)> = lock(&NETWORKS).drain().collect();
+    let removals = networks
+        .iter()
+        .map(|(id, engine)| engine.remove_network(id));
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
         futures_util::future::join_all(removals),
     )
     .await;
@@ -168,6 +190,11 @@ impl Owner {
 /// Whether process `pid` is the one that started at `start` and still runs.
 pub(crate) fn is_alive(pid: u32, start: &str) -> bool {
     process_start(pid).is_some_and(|now| now == start)
+}
+
+/// Process `pid`'s start time, as owner labels carry it; `None` when it is not running.
+pub(crate) fn start_of(pid: u32) -> Option<String> {
+    process_start(pid)
 }
 
 /// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`), which

@@ -20,7 +20,7 @@ pub(crate) mod runner;
 mod verdict;
 
 pub use docker::{Keep, clean_all};
-pub(crate) use docker::{engine_address, missing_tool, run_once};
+pub(crate) use docker::{engine_address, is_local_engine, missing_tool, run_once};
 pub use executor::{Executor, Outcome, reap_orphan_processes};
 pub use invocation::trial_container;
 pub use live::{install_interrupt_handler, interrupt_cleaned_up, interrupted};

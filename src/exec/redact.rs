@@ -59,6 +59,16 @@ pub(crate) fn redact<'a>(
     outcome
 }
 
+/// `text` with every secret in `secrets` (empty ones have nothing to hide) replaced by `***`:
+/// for the harness's own texts that carry a secret, such as a service's URL.
+pub(crate) fn mask<'a>(text: &str, secrets: impl IntoIterator<Item = &'a String>) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+        text = text.replace(secret.as_str(), "***");
+    }
+    text
+}
+
 /// Replaces every secret in the file at `path` (an executed notebook, its HTML) with `***`,
 /// in each way the file may spell it.
 pub(crate) fn redact_file(path: &std::path::Path, secrets: &[&String]) {

@@ -53,6 +53,9 @@ struct PlanBody {
     /// ran it, after them. Omitted when none is planned.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     consistency: Vec<super::ConsistencySpec>,
+    /// The services the trials to run use, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<crate::config::Service>,
 }
 
 /// A trial to run, and the container it would run in.
@@ -81,6 +84,13 @@ impl PlanDocument {
             excluded,
             consistency,
         } = plan;
+        let mut services: Vec<crate::config::Service> = Vec::new();
+        for service in trials.iter().flat_map(|spec| &spec.runtime.services) {
+            if !services.iter().any(|known| known.name == service.name) {
+                services.push(service.clone());
+            }
+        }
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         let trials = trials
             .iter()
             .map(|spec| PlannedTrial {
@@ -97,6 +107,7 @@ impl PlanDocument {
                 trials,
                 excluded: excluded.clone(),
                 consistency: consistency.clone(),
+                services,
             },
         }
     }

@@ -46,6 +46,9 @@ struct RuntimeView<'a> {
     executor: &'a crate::config::Executor,
     /// Environment variables set for every check.
     env: &'a std::collections::BTreeMap<String, String>,
+    /// The services its trials use, by name (the plan's `services` has each).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    services: Vec<&'a str>,
 }
 
 fn runtime_view<S: serde::Serializer>(
@@ -56,6 +59,7 @@ fn runtime_view<S: serde::Serializer>(
         name: &runtime.name,
         executor: &runtime.executor,
         env: &runtime.env,
+        services: runtime.services.iter().map(|s| s.name.as_str()).collect(),
     }
     .serialize(serializer)
 }

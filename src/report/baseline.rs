@@ -706,6 +706,7 @@ mod tests {
             engine: None,
             consistent: None,
             consistency: None,
+            services: Vec::new(),
         }
     }
 

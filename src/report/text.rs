@@ -196,6 +196,7 @@ mod tests {
             engine: None,
             consistent: None,
             consistency: None,
+            services: Vec::new(),
         };
         let details = failure_details(&record, None);
         assert!(

@@ -27,7 +27,7 @@ pub(super) struct Compiler {
 /// Compiles `raw`, parsed from `path`, into a [`Matrix`]; `unknown_keys` become warnings.
 ///
 /// Sections are compiled in file order (stages, machines, notebooks folder, overrides,
-/// runtimes, consistency, rules), which is the order problems are reported in.
+/// runtimes, services, consistency, rules), which is the order problems are reported in.
 pub(in crate::config) fn compile(
     path: &Path,
     raw: RawMatrix,
@@ -60,6 +60,7 @@ pub(in crate::config) fn compile(
         notebooks_dir: &notebooks_dir,
     };
     let mut runtimes = c.runtimes(&raw.runtimes, &scope, &mut overrides);
+    let services = c.services(&raw.services, &root, &mut runtimes);
     c.unused_overrides(&overrides);
     let consistency = c.consistency(raw.consistency.as_ref(), &mut runtimes);
     let (exclusions, expected_failures) = c.rules(&raw, &runtimes, &machine_names, &consistency);
@@ -82,6 +83,7 @@ pub(in crate::config) fn compile(
         default_stage,
         machines,
         runtimes,
+        services,
         exclusions,
         expected_failures,
         consistency,

@@ -3,8 +3,10 @@
 //! first.
 //!
 //! One file per section of `matrix.toml`: [`stages`], [`machines`], [`runtimes`] (host and
-//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`consistency`] (notebooks compared across runtimes), [`rules`]
-//! (exclusions and expected failures) and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the shared helpers and the order in
+//! docker settings), [`checks`] (notebooks, commands, overrides, GPU checks), [`services`],
+//! [`consistency`] (notebooks compared across runtimes), [`rules`] (exclusions and expected
+//! failures) and [`parameters`] (notebook parameters, wherever set); [`compiler`] holds the
+//! shared helpers and the order in
 //! which sections are compiled.
 
 mod checks;
@@ -14,6 +16,7 @@ mod machines;
 mod parameters;
 mod rules;
 mod runtimes;
+mod services;
 mod stages;
 
 pub(super) use compiler::compile;

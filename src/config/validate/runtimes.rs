@@ -56,23 +56,7 @@ impl Compiler {
         let key = format!("runtimes.{}", key_part(name));
         self.name(&key, "runtime", name);
         let executor = self.executor(&key, scope.root, r)?;
-        for (env_name, value) in &r.env {
-            if env_name.is_empty() || env_name.contains(['=', '\0']) {
-                self.problem(
-                    format!("{key}.env"),
-                    format!(
-                        "`{}` is not a valid environment variable name",
-                        shown(env_name)
-                    ),
-                );
-            } else {
-                self.no_nul(
-                    &format!("{key}.env.{}", key_part(env_name)),
-                    "the value",
-                    value,
-                );
-            }
-        }
+        self.env(&key, &r.env);
         for (text, setting) in [
             (&r.python, "python"),
             (&r.image, "image"),
@@ -138,7 +122,30 @@ impl Compiler {
             machines,
             parameters: self.parameters(&key, &r.parameters),
             checks,
+            // Filled in by the services section, which names the runtimes using each.
+            services: Vec::new(),
         })
+    }
+
+    /// The variables at `key.env`: valid names, values without NUL.
+    pub(super) fn env(&mut self, key: &str, env: &BTreeMap<String, String>) {
+        for (env_name, value) in env {
+            if env_name.is_empty() || env_name.contains(['=', '\0']) {
+                self.problem(
+                    format!("{key}.env"),
+                    format!(
+                        "`{}` is not a valid environment variable name",
+                        shown(env_name)
+                    ),
+                );
+            } else {
+                self.no_nul(
+                    &format!("{key}.env.{}", key_part(env_name)),
+                    "the value",
+                    value,
+                );
+            }
+        }
     }
 
     /// Where the runtime's checks run; `None` for an unknown executor.
@@ -235,7 +242,35 @@ impl Compiler {
                 "a docker runtime needs `image`, e.g. \"jupyter/base-notebook:latest\"",
             );
         }
-        let pull = match r.pull.as_deref().unwrap_or("if-missing") {
+        let pull = self.pull_policy(key, r.pull.as_deref());
+        let build = r
+            .build
+            .as_ref()
+            .and_then(|build| self.build(key, root, build));
+        let memory = r.memory.as_deref().and_then(|text| self.memory(key, text));
+        if r.pids.is_some_and(|pids| pids < 16) {
+            self.problem(
+                format!("{key}.pids"),
+                "a process limit below 16 cannot start a kernel",
+            );
+        }
+        self.secrets(key, &r.secrets, &r.env);
+        DockerRuntime {
+            image,
+            pull,
+            build,
+            python: r.python.clone().unwrap_or_else(|| "python3".into()),
+            memory,
+            pids: r.pids,
+            network: r.network.clone().unwrap_or_else(|| "none".into()),
+            isolation: self.isolation(key, r),
+            secrets: r.secrets.clone(),
+        }
+    }
+
+    /// The pull policy at `key.pull`: `if-missing` when unset.
+    pub(super) fn pull_policy(&mut self, key: &str, pull: Option<&str>) -> PullPolicy {
+        match pull.unwrap_or("if-missing") {
             "if-missing" => PullPolicy::IfMissing,
             "always" => PullPolicy::Always,
             "never" => PullPolicy::Never,
@@ -249,19 +284,17 @@ impl Compiler {
                 );
                 PullPolicy::IfMissing
             }
-        };
-        let build = r
-            .build
-            .as_ref()
-            .and_then(|build| self.build(key, root, build));
-        let memory = r.memory.as_deref().and_then(|text| self.memory(key, text));
-        if r.pids.is_some_and(|pids| pids < 16) {
-            self.problem(
-                format!("{key}.pids"),
-                "a process limit below 16 cannot start a kernel",
-            );
         }
-        for secret in &r.secrets {
+    }
+
+    /// The names at `key.secrets`: valid variable names, none also set in `env`.
+    pub(super) fn secrets(
+        &mut self,
+        key: &str,
+        secrets: &[String],
+        env: &BTreeMap<String, String>,
+    ) {
+        for secret in secrets {
             if secret.is_empty() || secret.contains(['=', '\0']) {
                 self.problem(
                     format!("{key}.secrets"),
@@ -271,23 +304,12 @@ impl Compiler {
                     ),
                 );
             }
-            if r.env.contains_key(secret) {
+            if env.contains_key(secret) {
                 self.problem(
                     format!("{key}.secrets"),
                     format!("`{secret}` is also set in env; secrets take their value from the host's environment"),
                 );
             }
-        }
-        DockerRuntime {
-            image,
-            pull,
-            build,
-            python: r.python.clone().unwrap_or_else(|| "python3".into()),
-            memory,
-            pids: r.pids,
-            network: r.network.clone().unwrap_or_else(|| "none".into()),
-            isolation: self.isolation(key, r),
-            secrets: r.secrets.clone(),
         }
     }
 
@@ -318,7 +340,7 @@ impl Compiler {
     }
 
     /// How the image is built: a context folder with its Dockerfile, or a script.
-    fn build(&mut self, key: &str, root: &Path, build: &RawBuild) -> Option<Build> {
+    pub(super) fn build(&mut self, key: &str, root: &Path, build: &RawBuild) -> Option<Build> {
         let (context, dockerfile, script) = match build {
             RawBuild::Context(context) => (Some(context.clone()), None, None),
             RawBuild::Table(t) => (t.context.clone(), t.dockerfile.clone(), t.script.clone()),

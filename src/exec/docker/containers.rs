@@ -77,6 +77,9 @@ impl DockerExecutor {
         live::track_container(&id, engine);
         drop(creating);
         let started = async {
+            for network in &container.joins {
+                engine.connect_network(network, &id, None).await?;
+            }
             if let Some(files) = files {
                 engine.upload(&id, "/", files).await?;
             }
@@ -90,9 +93,11 @@ impl DockerExecutor {
         Ok(id)
     }
 
-    /// Stops the runners this process started, which removes their containers.
+    /// Stops the runners this process started, which removes their containers, then removes
+    /// the services and networks it started.
     pub(crate) fn shutdown(&self) {
         self.runners.shutdown();
+        self.shutdown_services();
     }
 }
 
@@ -127,10 +132,36 @@ pub(super) async fn reap(engine: &Engine, owner: &Owner) {
     if removed > 0 {
         eprintln!("runtime-matrix: removed {removed} container(s) left by runs that are gone");
     }
+    let removed = remove_orphan_networks(engine, owner, false)
+        .await
+        .unwrap_or(0);
+    if removed > 0 {
+        eprintln!("runtime-matrix: removed {removed} network(s) left by runs that are gone");
+    }
+}
+
+/// Removes the services' networks of runs on this host whose owner is gone (and, with
+/// `kept`, those kept on purpose), once their containers are: returns how many.
+async fn remove_orphan_networks(
+    engine: &Engine,
+    owner: &Owner,
+    kept: bool,
+) -> Result<usize, EngineError> {
+    let mut removed = 0;
+    for network in engine.our_networks().await? {
+        let mut labels = network.labels;
+        if kept {
+            labels.remove(LABEL_KEEP);
+        }
+        if owner.is_orphan(&labels) && engine.remove_network(&network.id).await.is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes the containers of this project whose owner is gone: orphans, and those kept on
-/// purpose. Returns how many.
+/// purpose (services included), then their services' networks. Returns how many containers.
 pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
     let owner = Owner::me();
     let mut removed = 0;
@@ -144,6 +175,7 @@ pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
             removed += 1;
         }
     }
+    remove_orphan_networks(engine, owner, true).await?;
     Ok(removed)
 }
 

@@ -59,6 +59,8 @@ pub(crate) struct DockerExecutor {
     pub(crate) runner_idle: Duration,
     /// Where running notebooks' cells are said, for the heartbeat.
     pub(crate) board: Arc<crate::progress::Board>,
+    /// The services this process started or found, and their networks.
+    pub(super) services: super::services::Services,
 }
 
 /// One trial's run in a container: what every step needs.
@@ -76,6 +78,12 @@ pub(super) struct Trial<'a> {
     pub(super) folder: String,
     /// How many trials of its runtime and machine this process may run at once.
     pub(super) slots: usize,
+    /// The network joining its runner to its runtime's services, once they run.
+    pub(super) network: Option<String>,
+    /// `RUNTIME_MATRIX_SERVICE_<NAME>_*`, once its services run.
+    pub(super) service_env: Vec<(String, String)>,
+    /// The values of its services' secrets, masked in what the check left.
+    pub(super) service_secrets: Vec<String>,
 }
 
 impl DockerExecutor {
@@ -105,6 +113,7 @@ impl DockerExecutor {
             staged_data: Mutex::default(),
             runner_idle: crate::settings::DEFAULT_RUNNER_IDLE,
             board: Default::default(),
+            services: Default::default(),
         }
     }
 
@@ -124,7 +133,7 @@ impl DockerExecutor {
             Ok(secrets) => secrets,
             Err(refused) => return setup_failure(Category::Infrastructure, refused.to_string()),
         };
-        let trial = Trial {
+        let mut trial = Trial {
             slots,
             ..Trial::new(spec, docker, run, gpus, secrets)
         };
@@ -132,7 +141,9 @@ impl DockerExecutor {
         let mut setup = Vec::new();
         let mut image = None;
         let mut engine = None;
-        let outcome = match self.run_in_container(&trial, &mut setup, &mut image, &mut engine) {
+        let mut services = Vec::new();
+        let used = (&mut setup, &mut image, &mut engine, &mut services);
+        let outcome = match self.run_in_container(&mut trial, used) {
             Ok(outcome) => outcome,
             Err(error) => verdict::engine_failure(category_of(&error), &error),
         };
@@ -141,6 +152,7 @@ impl DockerExecutor {
             setup,
             image: outcome.image.or(image),
             engine: outcome.engine.or(engine),
+            services,
             ..outcome
         }
     }
@@ -150,10 +162,8 @@ impl DockerExecutor {
     /// folder of its own in the runner's container, which is removed after it.
     fn run_in_container(
         &self,
-        trial: &Trial<'_>,
-        setup: &mut Vec<crate::record::SetupStep>,
-        image_used: &mut Option<crate::record::TrialImage>,
-        engine_used: &mut Option<crate::record::TrialEngine>,
+        trial: &mut Trial<'_>,
+        (setup, image_used, engine_used, services_used): Used<'_>,
     ) -> Result<Outcome, EngineError> {
         let (spec, docker) = (trial.spec, trial.docker);
         // No call of the trial waits longer than the trial itself may take.
@@ -184,6 +194,17 @@ impl DockerExecutor {
         if let Some(outcome) = verdict::notebook_file_failure(spec) {
             return Ok(outcome);
         }
+        // Before the runner, which joins their network.
+        match self.use_services(&engine, spec, true, setup) {
+            Ok(used) => {
+                *services_used = used.records;
+                trial.network = used.network;
+                trial.service_env = used.env;
+                trial.service_secrets = used.secrets;
+            }
+            Err(reason) => return Ok(setup_failure(Category::Infrastructure, reason)),
+        }
+        let trial: &Trial<'_> = trial;
         // Found before a runner starts: a data set that cannot be staged fails the trial now.
         let data = match &trial.invocation.data {
             Some(data) => match DataSet::find(&data.notebooks_dir, &data.globs) {
@@ -243,7 +264,7 @@ impl DockerExecutor {
         // Secrets are masked in what the check left, before the harness adds its own words.
         let outcome = redact(
             self.judge(&engine, &container, trial, &ran, host)?,
-            trial.secrets.values(),
+            trial.secrets.values().chain(&trial.service_secrets),
         );
         let mut outcome = Outcome {
             image: Some((&image).into()),
@@ -257,7 +278,12 @@ impl DockerExecutor {
             let rendered = self.render(&engine, &container, &runner, trial, artifact);
             crate::exec::html::keep(&mut outcome, rendered);
             if let Some(html) = &outcome.html {
-                redact_file(html, &trial.secrets.values().collect::<Vec<_>>());
+                let secrets: Vec<_> = trial
+                    .secrets
+                    .values()
+                    .chain(&trial.service_secrets)
+                    .collect();
+                redact_file(html, &secrets);
             }
             outcome.after_check += started.elapsed();
         }
@@ -293,7 +319,11 @@ impl DockerExecutor {
         if let Some(data) = data {
             request = request.with_data(data, WORK);
         }
-        for (name, value) in &trial.secrets {
+        for (name, value) in trial
+            .secrets
+            .iter()
+            .chain(trial.service_env.iter().map(|(k, v)| (k, v)))
+        {
             request = request.with_env(name, value);
         }
         if !trial.gpus.is_empty() {
@@ -391,6 +421,12 @@ impl DockerExecutor {
             .env
             .iter()
             .map(|(key, value)| format!("{key}={}", trial.secrets.get(key).unwrap_or(value)))
+            .chain(
+                trial
+                    .service_env
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}")),
+            )
             .collect();
         let start = std::time::Instant::now();
         let exec = self.runtime.block_on(engine.exec(
@@ -651,6 +687,9 @@ impl<'a> Trial<'a> {
             secrets,
             folder: trial_folder(&spec.name),
             slots: 1,
+            network: None,
+            service_env: Vec::new(),
+            service_secrets: Vec::new(),
         }
     }
 }
@@ -691,6 +730,14 @@ pub(super) enum SecretError {
     )]
     TooShort { name: String, runtime: String },
 }
+
+/// What a trial used, said whatever ends it: its setup steps, image, engine and services.
+type Used<'a> = (
+    &'a mut Vec<crate::record::SetupStep>,
+    &'a mut Option<crate::record::TrialImage>,
+    &'a mut Option<crate::record::TrialEngine>,
+    &'a mut Vec<crate::record::TrialService>,
+);
 
 /// How a check ended on its runner.
 pub(super) struct Ran {

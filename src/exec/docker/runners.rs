@@ -303,8 +303,14 @@ impl Trial<'_> {
     /// The runner container of this trial's runtime and machine: its limits, network, GPUs and
     /// the runtime's environment; nothing of the trial itself, since other trials share it.
     pub(super) fn runner_container(&self) -> ContainerSpec {
+        // A runtime with no network gets its services' network alone; one with a network
+        // keeps it and joins theirs too.
+        let (network, join) = match (&self.network, self.docker.network.as_str()) {
+            (Some(services), "none") => (services.clone(), None),
+            (services, own) => (own.to_owned(), services.clone()),
+        };
         let mut container = ContainerSpec::new(&self.docker.image)
-            .with_limits(self.docker.memory, self.docker.pids, &self.docker.network)
+            .with_limits(self.docker.memory, self.docker.pids, network)
             .with_gpus(self.container.gpus.clone())
             .with_label("runtime-matrix.project", self.spec.project.to_string())
             .with_command(Vec::new(), CONTAINER_ROOT);
@@ -315,6 +321,9 @@ impl Trial<'_> {
         }
         for secret in &self.container.secrets {
             container = container.with_secret(secret);
+        }
+        if let Some(join) = join {
+            container = container.joining(join);
         }
         container
     }
