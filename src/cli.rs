@@ -519,7 +519,12 @@ fn print_services(plan: &crate::plan::Plan) {
             Some(url) => format!(", {prefix}_URL ({url})"),
             None => String::new(),
         };
-        println!("      trials see {prefix}_HOST, {prefix}_PORT{url}");
+        let each: String = service
+            .ports
+            .iter()
+            .map(|port| format!(", {prefix}_PORT_{port}"))
+            .collect();
+        println!("      trials see {prefix}_HOST, {prefix}_PORT{each}{url}");
     }
 }
 
