@@ -123,9 +123,10 @@ pub const CONSISTENT_CELL_LIMIT: usize = 64 * 1024;
 /// One cell of a notebook trial whose outputs a consistency check compares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConsistentCell {
-    /// 0-based index among all cells.
+    /// 0-based index among the cells, the one tagged `injected-parameters` not counted.
     pub index: usize,
-    /// The cell's id (nbformat 4.5), by which cells are matched; by index when absent.
+    /// The cell's id (nbformat 4.5), by which cells are matched when another execution has
+    /// it too (nbformat makes up a random one for a cell without); else by index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The first lines of its source, for messages.

@@ -7,13 +7,16 @@ use serde_json::Value;
 
 /// The cells of the executed `notebook` whose `metadata.tags` hold `tag`, in cell order, each
 /// with its text: `text/plain` of its results and displays and its stdout and stderr, in output
-/// order, each part ending with a newline, cut at [`CONSISTENT_CELL_LIMIT`] bytes.
+/// order, each part ending with a newline, cut at [`CONSISTENT_CELL_LIMIT`] bytes. A cell's
+/// index does not count the cell tagged `injected-parameters`, which only executions with
+/// parameters have: the same cell has the same index in every execution.
 pub(crate) fn consistent_cells(notebook: &Value, tag: &str) -> Vec<ConsistentCell> {
     let Some(cells) = notebook.get("cells").and_then(Value::as_array) else {
         return Vec::new();
     };
     cells
         .iter()
+        .filter(|cell| !has_tag(cell, INJECTED_PARAMETERS))
         .enumerate()
         .filter(|(_, cell)| has_tag(cell, tag))
         .map(|(index, cell)| {
@@ -31,6 +34,9 @@ pub(crate) fn consistent_cells(notebook: &Value, tag: &str) -> Vec<ConsistentCel
         })
         .collect()
 }
+
+/// The tag of the cell papermill (and the runner) injects the parameters in.
+const INJECTED_PARAMETERS: &str = "injected-parameters";
 
 fn has_tag(cell: &Value, tag: &str) -> bool {
     cell.get("metadata")
@@ -114,6 +120,20 @@ mod tests {
         assert_eq!((cells[1].index, cells[1].id.as_deref()), (2, None));
         assert_eq!(cells[1].text, "");
         assert!(consistent_cells(&notebook, "missing").is_empty());
+    }
+
+    #[test]
+    fn an_injected_parameters_cell_does_not_shift_the_indexes() {
+        let tagged = json!({"cell_type": "code", "metadata": {"tags": ["consistent"]},
+            "source": "x", "outputs": []});
+        let injected = json!({"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+            "source": "# Parameters\nextra = 1\n", "outputs": []});
+        let plain = json!({"cells": [{"cell_type": "code", "metadata": {}, "source": "",
+            "outputs": []}, tagged.clone()]});
+        let with_parameters = json!({"cells": [injected, {"cell_type": "code",
+            "metadata": {}, "source": "", "outputs": []}, tagged]});
+        assert_eq!(consistent_cells(&plain, "consistent")[0].index, 1);
+        assert_eq!(consistent_cells(&with_parameters, "consistent")[0].index, 1);
     }
 
     #[test]
