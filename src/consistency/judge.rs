@@ -267,8 +267,10 @@ fn compare(
         .any(|(_, cells)| cells.iter().any(|c| c.truncated))
     {
         details.push_str(&format!(
-            "\n(some outputs were cut at {} KiB before they were compared)",
-            crate::record::CONSISTENT_CELL_LIMIT / 1024
+            "\n(some outputs were cut before they were compared: at {} KiB a cell, {} MiB and {} cells a trial)",
+            crate::record::CONSISTENT_CELL_LIMIT / 1024,
+            crate::record::CONSISTENT_TEXT_LIMIT / (1024 * 1024),
+            crate::record::CONSISTENT_CELLS_MAX,
         ));
     }
     let failure = Failure {
