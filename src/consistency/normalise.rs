@@ -43,10 +43,12 @@ impl Normaliser {
         })
     }
 
-    /// `text` with `\r\n` and `\r` as `\n`, each sanitizer applied in order, then every line
-    /// without its trailing whitespace and the text without trailing empty lines.
+    /// `text` with `\r\n` as `\n` and a lone `\r` overwriting its line as a terminal and
+    /// Jupyter show it (a progress bar: its last state only, however many it printed), each
+    /// sanitizer applied in order, then every line without its trailing whitespace and the
+    /// text without trailing empty lines.
     pub(crate) fn normalise(&self, text: &str) -> String {
-        let mut text = text.replace("\r\n", "\n").replace('\r', "\n");
+        let mut text = overwritten(&text.replace("\r\n", "\n"));
         for (regex, replace) in &self.sanitizers {
             if let std::borrow::Cow::Owned(replaced) = regex.replace_all(&text, replace.as_str()) {
                 text = replaced;
@@ -77,6 +79,30 @@ impl Normaliser {
                 _ => false,
             })
     }
+}
+
+/// `text` with each line as it shows once every `\r` in it has sent the cursor back to the
+/// line's start, the text after it overwriting what was there.
+fn overwritten(text: &str) -> String {
+    if !text.contains('\r') {
+        return text.to_owned();
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let mut shown: Vec<char> = Vec::new();
+            for part in line.split('\r') {
+                for (i, c) in part.chars().enumerate() {
+                    match shown.get_mut(i) {
+                        Some(at) => *at = c,
+                        None => shown.push(c),
+                    }
+                }
+            }
+            shown.into_iter().collect()
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// Whether `x` and `y` differ by at most `tolerance` relative to the larger, or by at most
@@ -155,7 +181,10 @@ mod tests {
     #[rstest]
     #[case("a\r\nb\r\n", "a\nb")]
     #[case("a  \nb\t\n\n\n", "a\nb")]
-    #[case("a\rb", "a\nb")]
+    // A carriage return overwrites its line: a progress bar compares by its last state.
+    #[case("a\rb", "b")]
+    #[case("10%\r 50%\r100%\ndone\n", "100%\ndone")]
+    #[case("abc\rX\r", "Xbc")]
     #[case("  lead stays\n", "  lead stays")]
     #[case("", "")]
     fn line_endings_and_trailing_whitespace_are_noise(#[case] text: &str, #[case] normal: &str) {
