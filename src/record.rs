@@ -123,12 +123,21 @@ pub struct TrialRecord {
 /// says so.
 pub const CONSISTENT_CELL_LIMIT: usize = 64 * 1024;
 
+/// The most text all the compared cells of one record keep together: later cells are cut
+/// (to nothing once it is spent), and say so. A record must stay well under the size a
+/// report reads.
+pub const CONSISTENT_TEXT_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The most tagged cells one record keeps; the last one kept says that later ones were cut.
+pub const CONSISTENT_CELLS_MAX: usize = 1000;
+
 /// One cell of a notebook trial whose outputs a consistency check compares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConsistentCell {
-    /// 0-based index among all cells.
+    /// 0-based index among the cells, the one tagged `injected-parameters` not counted.
     pub index: usize,
-    /// The cell's id (nbformat 4.5), by which cells are matched; by index when absent.
+    /// The cell's id (nbformat 4.5), by which cells are matched when another execution has
+    /// it too (nbformat makes up a random one for a cell without); else by index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The first lines of its source, for messages.
@@ -136,7 +145,8 @@ pub struct ConsistentCell {
     /// What it printed, in output order: `text/plain` of its results and displays, and its
     /// stdout and stderr, each ending with a newline; at most [`CONSISTENT_CELL_LIMIT`] bytes.
     pub text: String,
-    /// Whether `text` was cut at [`CONSISTENT_CELL_LIMIT`].
+    /// Whether `text` was cut at [`CONSISTENT_CELL_LIMIT`] or [`CONSISTENT_TEXT_LIMIT`], or
+    /// later tagged cells were left out at [`CONSISTENT_CELLS_MAX`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }

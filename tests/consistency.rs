@@ -210,6 +210,45 @@ fn sanitizers_and_a_float_tolerance_make_noise_agree_and_nothing_tagged_fails() 
 }
 
 #[test]
+fn cells_without_ids_are_matched_by_index_even_with_injected_parameters() {
+    // nbformat gives a 4.5 cell without an id a random one as it runs it, different in every
+    // execution; `beta`'s declared parameter puts a cell in front of the notebook's.
+    let dir = tempfile::tempdir().unwrap();
+    let config = matrix(
+        dir.path(),
+        &["noids.ipynb"],
+        "[consistency]\nnotebooks = [\"noids.ipynb\"]\n",
+    );
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "env = { FLAVOUR = \"beta\" }",
+        "env = { FLAVOUR = \"beta\" }\nparameters = { extra = 1 }",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) =
+        output(&mut harness(&config, &out, "one", &["--test-threads", "4"]));
+    let records = records(&out, "one");
+    let cells = |trial: &str| records[trial]["consistent"].clone();
+    assert_eq!(
+        code,
+        Some(0),
+        "{stdout}\n{stderr}\n{:#}",
+        records["consistency::nb::noids"]
+    );
+    assert_eq!(cells("alpha::cpu::nb::noids")[0]["index"], 1);
+    assert_eq!(
+        cells("beta::cpu::nb::noids")[0]["index"],
+        1,
+        "{:#}",
+        cells("beta::cpu::nb::noids")
+    );
+    assert_eq!(
+        records["consistency::nb::noids"]["note"],
+        "2 executions agree on 1 cell: alpha on cpu, beta on cpu"
+    );
+}
+
+#[test]
 fn shards_merged_by_report_give_the_verdict_of_one_run_of_both() {
     let dir = tempfile::tempdir().unwrap();
     let config = matrix(

@@ -157,9 +157,21 @@ fn compare(
     };
 
     // Cells are matched by id, else by index; in the order of the first execution having them.
+    // An id no other execution has is made up (nbformat gives a cell without one a random id
+    // as it runs it) or the cell's alone: such a cell is matched by index.
+    let mut executions_by_id: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, cells) in compared {
+        let ids: std::collections::BTreeSet<&str> =
+            cells.iter().filter_map(|c| c.id.as_deref()).collect();
+        for id in ids {
+            *executions_by_id.entry(id).or_default() += 1;
+        }
+    }
     let key = |cell: &ConsistentCell| match &cell.id {
-        Some(id) => format!("id:{id}"),
-        None => format!("index:{}", cell.index),
+        Some(id) if executions_by_id.get(id.as_str()).is_some_and(|&n| n > 1) => {
+            format!("id:{id}")
+        }
+        _ => format!("index:{}", cell.index),
     };
     let mut order: BTreeMap<String, (usize, &ConsistentCell)> = BTreeMap::new();
     for (_, cells) in compared {
@@ -255,8 +267,10 @@ fn compare(
         .any(|(_, cells)| cells.iter().any(|c| c.truncated))
     {
         details.push_str(&format!(
-            "\n(some outputs were cut at {} KiB before they were compared)",
-            crate::record::CONSISTENT_CELL_LIMIT / 1024
+            "\n(some outputs were cut before they were compared: at {} KiB a cell, {} MiB and {} cells a trial)",
+            crate::record::CONSISTENT_CELL_LIMIT / 1024,
+            crate::record::CONSISTENT_TEXT_LIMIT / (1024 * 1024),
+            crate::record::CONSISTENT_CELLS_MAX,
         ));
     }
     let failure = Failure {
@@ -455,6 +469,41 @@ mod tests {
         assert_eq!(
             verdict.note,
             "2 executions agree on 1 cell: a on cpu, b on cpu"
+        );
+    }
+
+    #[test]
+    fn cells_whose_ids_no_other_execution_has_are_matched_by_index() {
+        // nbformat's random ids for cells that had none: different in every execution.
+        let a = record(
+            "a::cpu::nb::x",
+            "passed",
+            Some(json!([
+                cell(1, Some("1f0e"), "1\n"),
+                cell(2, Some("s"), "2\n")
+            ])),
+        );
+        let b = record(
+            "b::cpu::nb::x",
+            "passed",
+            Some(json!([
+                cell(1, Some("9ab3"), "1\n"),
+                cell(3, Some("s"), "2\n")
+            ])),
+        );
+        let mut result = result();
+        let verdict = judge(
+            &mut result,
+            None,
+            Seen {
+                records: vec![&a, &b],
+                missing: vec![],
+            },
+        );
+        assert_eq!(verdict.status, Status::Passed, "{:?}", verdict.failure);
+        assert_eq!(
+            verdict.note,
+            "2 executions agree on 2 cells: a on cpu, b on cpu"
         );
     }
 

@@ -43,10 +43,12 @@ impl Normaliser {
         })
     }
 
-    /// `text` with `\r\n` and `\r` as `\n`, each sanitizer applied in order, then every line
-    /// without its trailing whitespace and the text without trailing empty lines.
+    /// `text` with `\r\n` as `\n` and a lone `\r` overwriting its line as a terminal and
+    /// Jupyter show it (a progress bar: its last state only, however many it printed), each
+    /// sanitizer applied in order, then every line without its trailing whitespace and the
+    /// text without trailing empty lines.
     pub(crate) fn normalise(&self, text: &str) -> String {
-        let mut text = text.replace("\r\n", "\n").replace('\r', "\n");
+        let mut text = overwritten(&text.replace("\r\n", "\n"));
         for (regex, replace) in &self.sanitizers {
             if let std::borrow::Cow::Owned(replaced) = regex.replace_all(&text, replace.as_str()) {
                 text = replaced;
@@ -79,11 +81,40 @@ impl Normaliser {
     }
 }
 
+/// `text` with each line as it shows once every `\r` in it has sent the cursor back to the
+/// line's start, the text after it overwriting what was there.
+fn overwritten(text: &str) -> String {
+    if !text.contains('\r') {
+        return text.to_owned();
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let mut shown: Vec<char> = Vec::new();
+            for part in line.split('\r') {
+                for (i, c) in part.chars().enumerate() {
+                    match shown.get_mut(i) {
+                        Some(at) => *at = c,
+                        None => shown.push(c),
+                    }
+                }
+            }
+            shown.into_iter().collect()
+        })
+        .collect();
+    lines.join("\n")
+}
+
 /// Whether `x` and `y` differ by at most `tolerance` relative to the larger, or by at most
-/// `tolerance` absolutely (for values near 0, where a relative tolerance means nothing).
+/// `tolerance` absolutely (for values near 0, where a relative tolerance means nothing). An
+/// infinity or `nan` is close to itself only.
 fn close(x: f64, y: f64, tolerance: f64) -> bool {
     if x == y || (x.is_nan() && y.is_nan()) {
         return true;
+    }
+    // Else `inf` would be within any relative tolerance of every number (`inf <= t * inf`).
+    if !x.is_finite() || !y.is_finite() {
+        return false;
     }
     let difference = (x - y).abs();
     difference <= tolerance || difference <= tolerance * x.abs().max(y.abs())
@@ -101,11 +132,21 @@ static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the number pattern compiles")
 });
 
-/// `text` as numbers and the text between them.
+/// `text` as floats and the text between them. Integers stay text, compared exactly: the
+/// tolerance is for floats, and an int printed as a float (`3` and `3.0`, a changed dtype) is a
+/// difference. Digits that go on a word (`float64`, a hex id) stay text too.
 fn tokens(text: &str) -> Vec<Token<'_>> {
     let mut tokens = Vec::new();
     let mut at = 0;
     for found in NUMBER.find_iter(text) {
+        let in_word = text[..found.start()]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphabetic() || c == '_');
+        let integer = !found.as_str().contains(['.', 'e', 'E', 'i', 'n']);
+        if in_word || integer {
+            continue;
+        }
         let Ok(number) = found.as_str().parse::<f64>() else {
             continue;
         };
@@ -140,7 +181,10 @@ mod tests {
     #[rstest]
     #[case("a\r\nb\r\n", "a\nb")]
     #[case("a  \nb\t\n\n\n", "a\nb")]
-    #[case("a\rb", "a\nb")]
+    // A carriage return overwrites its line: a progress bar compares by its last state.
+    #[case("a\rb", "b")]
+    #[case("10%\r 50%\r100%\ndone\n", "100%\ndone")]
+    #[case("abc\rX\r", "Xbc")]
     #[case("  lead stays\n", "  lead stays")]
     #[case("", "")]
     fn line_endings_and_trailing_whitespace_are_noise(#[case] text: &str, #[case] normal: &str) {
@@ -177,6 +221,24 @@ mod tests {
     #[case("3 items", "3 items extra", 1e-3, false)]
     #[case("nan", "nan", 1e-9, true)]
     #[case("0.5", "0.5", 0.0, true)]
+    // An infinity equals only itself: no finite number is within a tolerance of it.
+    #[case("inf", "1.0", 1e-9, false)]
+    #[case("inf", "-inf", 1e-9, false)]
+    #[case("[inf, 2.0]", "[inf, 2.0000000001]", 1e-9, true)]
+    #[case("nan", "inf", 1e-9, false)]
+    // The tolerance is for floats: an int printed as a float is a changed dtype, not noise,
+    // and integers (counts, shapes, ids) are compared exactly.
+    #[case("3", "3.0", 1e-9, false)]
+    #[case("[1 2 3]", "[1. 2. 3.]", 1e-9, false)]
+    #[case("rows: 1000000", "rows: 1000001", 1e-3, false)]
+    #[case("1e+16", "10000000000000002.0", 1e-9, true)]
+    // Digits inside a word are part of it: `float64`, hex ids.
+    #[case("dtype float64", "dtype float32", 1.0, false)]
+    #[case("id ab7e1c", "id ab070c", 1e-9, false)]
+    #[case("np.float64(0.30000000000000004)", "np.float64(0.3)", 1e-9, true)]
+    #[case("x = -1.5", "x = 1.5", 1e-9, false)]
+    #[case("x = -0.0", "x = 0.0", 1e-9, true)]
+    #[case("(1.5+2.0000000001j)", "(1.5+2.0j)", 1e-9, true)]
     fn numbers_agree_within_the_tolerance_only(
         #[case] a: &str,
         #[case] b: &str,

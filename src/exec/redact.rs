@@ -52,6 +52,9 @@ pub(crate) fn redact<'a>(
     for cell in outcome.consistent.iter_mut().flatten() {
         scrub(&mut cell.source);
         scrub(&mut cell.text);
+        if cell.truncated {
+            mask_cut_secret(&mut cell.text, &secrets);
+        }
     }
     for kept in outcome.artifact.iter().chain(&outcome.html) {
         redact_file(kept, &secrets);
@@ -67,6 +70,21 @@ pub(crate) fn mask<'a>(text: &str, secrets: impl IntoIterator<Item = &'a String>
         text = text.replace(secret.as_str(), "***");
     }
     text
+}
+
+/// Masks the beginning of a secret that `text`, cut at a size limit, ends with: the cut may
+/// fall inside a secret, whose whole value the mask then no longer finds.
+fn mask_cut_secret(text: &mut String, secrets: &[&String]) {
+    for secret in secrets {
+        let cut = (1..secret.len())
+            .rev()
+            .filter(|&n| secret.is_char_boundary(n))
+            .find(|&n| text.ends_with(&secret[..n]));
+        if let Some(n) = cut {
+            text.truncate(text.len() - n);
+            text.push_str("***");
+        }
+    }
 }
 
 /// Replaces every secret in the file at `path` (an executed notebook, its HTML) with `***`,
@@ -164,6 +182,29 @@ mod tests {
             failure.output_tail.as_deref(),
             Some("the loader *** early\nkey ***")
         );
+    }
+
+    #[test]
+    fn a_secret_cut_by_a_cells_size_limit_is_masked_too() {
+        let cell = |text: &str, truncated: bool| crate::record::ConsistentCell {
+            index: 0,
+            id: None,
+            source: "print(token)".into(),
+            text: text.into(),
+            truncated,
+        };
+        let outcome = Outcome {
+            consistent: Some(vec![
+                cell("token s3cr3t-token\ntoken s3cr3t-to", true),
+                cell("ends with s3c", false),
+            ]),
+            ..Outcome::default()
+        };
+        let secret = "s3cr3t-token".to_owned();
+        let cells = redact(outcome, [&secret].into_iter()).consistent.unwrap();
+        assert_eq!(cells[0].text, "token ***\ntoken ***");
+        // Whole, a text's end is no secret's beginning.
+        assert_eq!(cells[1].text, "ends with s3c");
     }
 
     #[test]

@@ -1,36 +1,58 @@
 //! The cells of an executed notebook that a consistency check compares: those carrying its
 //! tag, with the text they printed. The main function is [`consistent_cells`].
 
-use crate::record::{CONSISTENT_CELL_LIMIT, ConsistentCell};
+use crate::record::{
+    CONSISTENT_CELL_LIMIT, CONSISTENT_CELLS_MAX, CONSISTENT_TEXT_LIMIT, ConsistentCell,
+};
 use crate::sanitise::plain;
 use serde_json::Value;
 
 /// The cells of the executed `notebook` whose `metadata.tags` hold `tag`, in cell order, each
 /// with its text: `text/plain` of its results and displays and its stdout and stderr, in output
-/// order, each part ending with a newline, cut at [`CONSISTENT_CELL_LIMIT`] bytes.
+/// order, each part ending with a newline, cut at [`CONSISTENT_CELL_LIMIT`] bytes and at what is
+/// left of [`CONSISTENT_TEXT_LIMIT`]; at most [`CONSISTENT_CELLS_MAX`] cells. A cell's
+/// index does not count the cell tagged `injected-parameters`, which only executions with
+/// parameters have: the same cell has the same index in every execution.
 pub(crate) fn consistent_cells(notebook: &Value, tag: &str) -> Vec<ConsistentCell> {
     let Some(cells) = notebook.get("cells").and_then(Value::as_array) else {
         return Vec::new();
     };
-    cells
+    let tagged = cells
         .iter()
+        .filter(|cell| !has_tag(cell, INJECTED_PARAMETERS))
         .enumerate()
-        .filter(|(_, cell)| has_tag(cell, tag))
-        .map(|(index, cell)| {
-            let (text, truncated) = bounded(printed(cell));
-            ConsistentCell {
-                index,
-                id: cell.get("id").and_then(Value::as_str).map(str::to_owned),
-                source: plain(&super::execution::excerpt(
-                    &multiline(cell.get("source").unwrap_or(&Value::Null)),
-                    6,
-                )),
-                text: plain(&text),
-                truncated,
+        .filter(|(_, cell)| has_tag(cell, tag));
+    // A record over its read limit would fail every report of the run: all the cells share
+    // one budget, and their number is bounded.
+    let mut left = CONSISTENT_TEXT_LIMIT;
+    let mut kept: Vec<ConsistentCell> = Vec::new();
+    for (index, cell) in tagged {
+        if kept.len() == CONSISTENT_CELLS_MAX {
+            if let Some(last) = kept.last_mut() {
+                last.truncated = true;
             }
-        })
-        .collect()
+            break;
+        }
+        let (text, truncated) = bounded(printed(cell), CONSISTENT_CELL_LIMIT.min(left));
+        left -= text.len();
+        let source =
+            super::execution::excerpt(&multiline(cell.get("source").unwrap_or(&Value::Null)), 6);
+        kept.push(ConsistentCell {
+            index,
+            id: cell.get("id").and_then(Value::as_str).map(str::to_owned),
+            source: plain(&bounded(source, SOURCE_LIMIT).0),
+            text: plain(&text),
+            truncated,
+        });
+    }
+    kept
 }
+
+/// The most bytes of a compared cell's source a record keeps, for messages.
+const SOURCE_LIMIT: usize = 1024;
+
+/// The tag of the cell papermill (and the runner) injects the parameters in.
+const INJECTED_PARAMETERS: &str = "injected-parameters";
 
 fn has_tag(cell: &Value, tag: &str) -> bool {
     cell.get("metadata")
@@ -71,12 +93,12 @@ fn multiline(value: &Value) -> String {
     }
 }
 
-/// `text` cut at [`CONSISTENT_CELL_LIMIT`] bytes (at a character), and whether it was.
-fn bounded(mut text: String) -> (String, bool) {
-    if text.len() <= CONSISTENT_CELL_LIMIT {
+/// `text` cut at `limit` bytes (at a character), and whether it was.
+fn bounded(mut text: String, limit: usize) -> (String, bool) {
+    if text.len() <= limit {
         return (text, false);
     }
-    let mut end = CONSISTENT_CELL_LIMIT;
+    let mut end = limit;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -114,6 +136,40 @@ mod tests {
         assert_eq!((cells[1].index, cells[1].id.as_deref()), (2, None));
         assert_eq!(cells[1].text, "");
         assert!(consistent_cells(&notebook, "missing").is_empty());
+    }
+
+    #[test]
+    fn an_injected_parameters_cell_does_not_shift_the_indexes() {
+        let tagged = json!({"cell_type": "code", "metadata": {"tags": ["consistent"]},
+            "source": "x", "outputs": []});
+        let injected = json!({"cell_type": "code", "metadata": {"tags": ["injected-parameters"]},
+            "source": "# Parameters\nextra = 1\n", "outputs": []});
+        let plain = json!({"cells": [{"cell_type": "code", "metadata": {}, "source": "",
+            "outputs": []}, tagged.clone()]});
+        let with_parameters = json!({"cells": [injected, {"cell_type": "code",
+            "metadata": {}, "source": "", "outputs": []}, tagged]});
+        assert_eq!(consistent_cells(&plain, "consistent")[0].index, 1);
+        assert_eq!(consistent_cells(&with_parameters, "consistent")[0].index, 1);
+    }
+
+    #[test]
+    fn many_large_cells_keep_a_record_readable() {
+        // 200 tagged cells printing 64 KiB each, of newlines (each two bytes in JSON), with a
+        // long source line: a record over its read limit fails every report of the run.
+        let cell = json!({"cell_type": "code", "metadata": {"tags": ["t"]},
+            "source": "x".repeat(100_000),
+            "outputs": [{"output_type": "stream", "name": "stdout",
+                         "text": "\n".repeat(CONSISTENT_CELL_LIMIT)}]});
+        let notebook = json!({"cells": vec![cell; 200]});
+        let cells = consistent_cells(&notebook, "t");
+        assert!(!cells.is_empty());
+        assert!(cells.iter().all(|c| c.source.len() <= 1100));
+        assert!(cells.last().unwrap().truncated);
+        let bytes = serde_json::to_vec(&cells).unwrap().len();
+        assert!(
+            (bytes as u64) < crate::fsx::RECORD.bytes / 2,
+            "{bytes} bytes"
+        );
     }
 
     #[test]
