@@ -490,6 +490,20 @@ machines = ["far"]
         ),
         "{stdout}"
     );
+    // Its readiness connects to its port, which a far engine does not publish here.
+    assert!(
+        line("✗ service far-kv readiness on tcp://192.0.2.1:2375").contains(
+            "its readiness connects to port 6379, which this host cannot do on the engine at \
+             tcp://192.0.2.1:2375"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "fix: declare services.far-kv.ready as { log = \"...\" } or { command = \"...\" }"
+        ),
+        "{stdout}"
+    );
     assert!(
         line("✗ service missing").contains("test-service-in-no-registry"),
         "{stdout}"
