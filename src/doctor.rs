@@ -533,6 +533,28 @@ fn report_services(report: &mut Report, matrix: &Matrix, engine_limit: Duration)
         }
         for address in engines {
             let name = format!("service {}", service.name);
+            // A port's readiness is checked through its port published on the engine's host,
+            // which only an engine on this host publishes here: every trial would fail.
+            let endpoint = address.endpoint.clone().unwrap_or_else(|| {
+                std::env::var("DOCKER_HOST")
+                    .unwrap_or_else(|_| "unix:///var/run/docker.sock".into())
+            });
+            if let crate::config::Readiness::Port { port } = &service.ready
+                && !crate::exec::is_local_engine(&endpoint)
+            {
+                report.add(
+                    format!("{name} readiness on {endpoint}"),
+                    Verdict::Fail,
+                    format!(
+                        "its readiness connects to port {port}, which this host cannot do on the \
+                         engine at {endpoint}, so every trial using it would fail"
+                    ),
+                    Some(format!(
+                        "declare services.{}.ready as {{ log = \"...\" }} or {{ command = \"...\" }}",
+                        service.name
+                    )),
+                );
+            }
             let engine = match tokio.block_on(Engine::connect_within(&address, engine_limit)) {
                 Ok(engine) => engine,
                 Err(error) => {

@@ -149,6 +149,82 @@ fn a_service_that_never_becomes_ready_fails_its_trials_as_infrastructure_naming_
     assert_eq!(networks_of_run(run_id), Vec::<String>::new());
 }
 
+#[test]
+fn a_readiness_command_that_hangs_ends_the_wait_on_time() {
+    let out = tempfile::tempdir().unwrap();
+    let run_id = "services-hung-ready";
+    let config = support::fixtures().join("services/hung-ready-2s.toml");
+    let (code, stdout, stderr) = output(&mut harness(
+        &config,
+        out.path(),
+        run_id,
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] in-container::cpu::cmd::env",
+        ],
+    ));
+    assert_eq!(code, Some(101), "{stdout}\n{stderr}");
+    let records = records(out.path(), run_id);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = records.values().next().unwrap();
+    assert_eq!(record["failure"]["category"], "infrastructure", "{record}");
+    let summary = record["failure"]["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with(
+            "service `kv` was not ready within 2s: `sleep 600` did not end within 2s; its last \
+             log lines:"
+        ),
+        "{summary}"
+    );
+    // Within the service's 2s, not the 10s one check may take at most.
+    let steps = record["setup"].as_array().cloned().unwrap_or_default();
+    let waited: f64 = steps
+        .iter()
+        .filter(|step| step["kind"] == "service")
+        .map(|step| step["seconds"].as_f64().unwrap())
+        .sum();
+    assert!((2.0..6.0).contains(&waited), "{record}");
+    assert_eq!(containers_of_run(run_id), Vec::<String>::new());
+}
+
+#[test]
+fn an_interrupt_during_the_readiness_wait_keeps_nothing_even_with_keep_failed() {
+    let out = tempfile::tempdir().unwrap();
+    let run_id = "services-interrupted-wait";
+    let config = support::fixtures().join("services/hung-ready-120s.toml");
+    let child = harness(
+        &config,
+        out.path(),
+        run_id,
+        &[
+            "--include-ignored",
+            "--exact",
+            "[docker] in-container::cpu::cmd::env",
+        ],
+    )
+    .env("RUNTIME_MATRIX_KEEP", "failed")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let waiting = wait_for(Duration::from_secs(240), || {
+        containers_of_run(run_id).len() == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(waiting, "the service never started: {stderr}");
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    // The interrupt removed it: nothing may say it was kept.
+    assert!(!stderr.contains("kept"), "{stderr}");
+    assert_eq!(containers_of_run(run_id), Vec::<String>::new());
+    assert_eq!(networks_of_run(run_id), Vec::<String>::new());
+}
+
 /// Starts the container trial that sleeps, as run `run_id`, and waits until it sleeps beside
 /// its service.
 fn sleeping(out: &Path, run_id: &str) -> std::process::Child {
@@ -411,6 +487,20 @@ machines = ["far"]
         line("✗ service far-kv for there").contains(
             "host runtime `there` reaches its services on this host, but machine `far`'s \
              engine is tcp://192.0.2.1:2375"
+        ),
+        "{stdout}"
+    );
+    // Its readiness connects to its port, which a far engine does not publish here.
+    assert!(
+        line("✗ service far-kv readiness on tcp://192.0.2.1:2375").contains(
+            "its readiness connects to port 6379, which this host cannot do on the engine at \
+             tcp://192.0.2.1:2375"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "fix: declare services.far-kv.ready as { log = \"...\" } or { command = \"...\" }"
         ),
         "{stdout}"
     );

@@ -36,6 +36,8 @@ pub(crate) const LABEL_NETWORK_OF: &str = "runtime-matrix.network-of";
 const LOG_LINES: usize = 20;
 /// How often readiness is checked.
 const POLL: Duration = Duration::from_millis(250);
+/// The longest one `ready = { command = ... }` check runs (less when the wait ends sooner).
+const COMMAND_LIMIT: Duration = Duration::from_secs(10);
 
 /// A service running for this run on one engine.
 #[derive(Debug)]
@@ -433,7 +435,8 @@ impl DockerExecutor {
             }),
             Err(reason) => {
                 let reason = crate::exec::redact::mask(&reason, running.secrets.values());
-                if self.keep == Keep::Never {
+                // An interrupt removes everything, kept or not: nothing is said to be kept.
+                if self.keep == Keep::Never || live::interrupted().is_some() {
                     let _ = engine.remove_container(&id).await;
                     live::forget_container(&id);
                 } else {
@@ -478,7 +481,9 @@ impl DockerExecutor {
                 }
                 Err(error) => return Err(words(&error)),
             }
-            match self.ready_once(engine, service, id, &published).await {
+            // A check never runs past the wait's end: one that hangs ends it on time.
+            let left = service.ready_timeout.saturating_sub(start.elapsed());
+            match self.ready_once(engine, service, id, &published, left).await {
                 Ok(()) => return Ok(published),
                 Err(Probe::Fatal(reason)) => return Err(format!("service `{name}`: {reason}")),
                 Err(Probe::NotYet(reason)) => last = reason,
@@ -501,6 +506,7 @@ impl DockerExecutor {
         service: &Service,
         id: &str,
         published: &BTreeMap<u16, u16>,
+        left: Duration,
     ) -> Result<(), Probe> {
         match &service.ready {
             Readiness::Port { port } => {
@@ -533,16 +539,25 @@ impl DockerExecutor {
             }
             Readiness::Command { run } => {
                 let command = ["sh", "-c", run].map(String::from).to_vec();
+                // In whole seconds, as said in its failure.
+                let left = Duration::from_secs(left.as_secs_f64().ceil() as u64);
+                let limit = COMMAND_LIMIT.min(left).max(Duration::from_secs(1));
                 let exec = engine
-                    .exec(id, command, "/", Vec::new(), Duration::from_secs(10))
+                    .exec(id, command, "/", Vec::new(), limit)
                     .await
                     .map_err(|error| Probe::NotYet(chain(&error)))?;
                 match exec.exit_code {
                     Some(0) => Ok(()),
                     code => {
                         let said = crate::exec::provision::tail(exec.output.trim(), 3);
-                        let code = code.map_or("did not end".to_owned(), |c| format!("exited {c}"));
-                        Err(Probe::NotYet(format!("`{run}` {code}: {said}")))
+                        let code = code.map_or_else(
+                            || format!("did not end within {}", humantime::format_duration(limit)),
+                            |c| format!("exited {c}"),
+                        );
+                        match said.is_empty() {
+                            true => Err(Probe::NotYet(format!("`{run}` {code}"))),
+                            false => Err(Probe::NotYet(format!("`{run}` {code}: {said}"))),
+                        }
                     }
                 }
             }
