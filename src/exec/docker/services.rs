@@ -655,6 +655,9 @@ impl DockerExecutor {
                 .take(40)
                 .collect();
             let network_name = format!("runtime-matrix-{readable}-{}", &name[..8]);
+            // In flight until tracked, as a container's creation is: the interrupt handler
+            // waits for it, so that a network made as the signal lands is removed too.
+            let creating = live::creating();
             if live::interrupted().is_some() {
                 return Err(failed("the run was interrupted".into()));
             }
@@ -663,6 +666,7 @@ impl DockerExecutor {
                 .await
                 .map_err(|e| failed(chain(&e)))?;
             live::track_network(&network_name, engine);
+            drop(creating);
             Ok(Network {
                 name: network_name,
                 owned: true,
