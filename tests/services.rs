@@ -376,7 +376,7 @@ fn plan_shows_the_services_and_which_trials_use_them() {
     assert!(
         stdout.contains(
             "      trials see RUNTIME_MATRIX_SERVICE_KV_HOST, RUNTIME_MATRIX_SERVICE_KV_PORT, \
-             RUNTIME_MATRIX_SERVICE_KV_URL (redis://:{env:RUNTIME_MATRIX_TEST_KV_PASSWORD}@{host}:{port}/0)\n"
+             RUNTIME_MATRIX_SERVICE_KV_PORT_6379, RUNTIME_MATRIX_SERVICE_KV_URL (redis://:{env:RUNTIME_MATRIX_TEST_KV_PASSWORD}@{host}:{port}/0)\n"
         ),
         "{stdout}"
     );
