@@ -456,42 +456,50 @@ fn report_image(
                 ),
             }
         }
-        Ok(None) => match (
-            &docker.build,
-            tokio.block_on(engine.pullable(&docker.image)),
-        ) {
-            (Some(build), _) => {
-                let from = match build {
-                    Build::Context { context, .. } => context.display().to_string(),
-                    Build::Script { script } => script.display().to_string(),
-                };
-                report.add(
-                    name,
-                    Verdict::Warn,
-                    format!(
-                        "{} is not built yet; the first trial that needs it builds it from {from}",
-                        docker.image
-                    ),
-                    None,
-                );
-            }
-            (None, Ok(())) => report.add(
-                name,
-                Verdict::Warn,
-                format!(
-                    "{} is not in the engine; its registry has it, and the first trial pulls it",
-                    docker.image
-                ),
-                None,
-            ),
-            (None, Err(error)) => report.add(
-                name,
-                Verdict::Fail,
-                chain(&error),
-                Some("push the image, fix its name in matrix.toml, or declare a `build`".into()),
-            ),
-        },
+        Ok(None) => report_absent_image(
+            report,
+            name,
+            (&docker.image, docker.build.as_ref(), "the engine"),
+            || tokio.block_on(engine.pullable(&docker.image)),
+            "fix its name in matrix.toml",
+        ),
         Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
+    }
+}
+
+/// The line for an image the engine does not have: built or pulled by the first trial that
+/// needs it (a warning), or nowhere to be had (a failure, with `fix_name` among the fixes).
+/// `pullable` asks its registry, only when there is no `build`.
+fn report_absent_image(
+    report: &mut Report,
+    name: String,
+    (image, build, place): (&str, Option<&Build>, &str),
+    pullable: impl FnOnce() -> Result<(), crate::error::EngineError>,
+    fix_name: &str,
+) {
+    if let Some(build) = build {
+        let from = match build {
+            Build::Context { context, .. } => context.display().to_string(),
+            Build::Script { script } => script.display().to_string(),
+        };
+        let said = format!(
+            "{image} is not built in {place} yet; the first trial that needs it builds it from {from}"
+        );
+        return report.add(name, Verdict::Warn, said, None);
+    }
+    match pullable() {
+        Ok(()) => report.add(
+            name,
+            Verdict::Warn,
+            format!("{image} is not in {place}; its registry has it, and the first trial pulls it"),
+            None,
+        ),
+        Err(error) => report.add(
+            name,
+            Verdict::Fail,
+            chain(&error),
+            Some(format!("push the image, {fix_name}, or declare a `build`")),
+        ),
     }
 }
 
@@ -576,44 +584,13 @@ fn report_services(report: &mut Report, matrix: &Matrix, engine_limit: Duration)
                         None,
                     );
                 }
-                Ok(None) => match (
-                    &service.build,
-                    tokio.block_on(engine.pullable(&service.image)),
-                ) {
-                    (Some(build), _) => {
-                        let from = match build {
-                            Build::Context { context, .. } => context.display().to_string(),
-                            Build::Script { script } => script.display().to_string(),
-                        };
-                        report.add(
-                            name,
-                            Verdict::Warn,
-                            format!(
-                                "{} is not built on {on} yet; the first trial that needs it builds it from {from}",
-                                service.image
-                            ),
-                            None,
-                        );
-                    }
-                    (None, Ok(())) => report.add(
-                        name,
-                        Verdict::Warn,
-                        format!(
-                            "{} is not in {on}; its registry has it, and the first trial pulls it",
-                            service.image
-                        ),
-                        None,
-                    ),
-                    (None, Err(error)) => report.add(
-                        name,
-                        Verdict::Fail,
-                        chain(&error),
-                        Some(format!(
-                            "push the image, fix services.{}.image, or declare a `build`",
-                            service.name
-                        )),
-                    ),
-                },
+                Ok(None) => report_absent_image(
+                    report,
+                    name,
+                    (&service.image, service.build.as_ref(), &on),
+                    || tokio.block_on(engine.pullable(&service.image)),
+                    &format!("fix services.{}.image", service.name),
+                ),
                 Err(error) => report.add(name, Verdict::Fail, chain(&error), None),
             }
         }
