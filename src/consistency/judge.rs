@@ -352,7 +352,8 @@ fn excerpt(text: &str) -> String {
     excerpt
 }
 
-/// The lines of `a` and `b` from the first that differs, a few of each, `-` and `+` marked.
+/// The lines of `a` and `b` from the first that differs to the last that does (the lines both
+/// end with are left out), a few of each, `-` and `+` marked.
 fn diff(a: Option<&str>, b: Option<&str>) -> String {
     let (Some(a), Some(b)) = (a, b) else {
         return format!(
@@ -366,11 +367,17 @@ fn diff(a: Option<&str>, b: Option<&str>) -> String {
         .zip(&b)
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()));
+    let same_end = a[first..]
+        .iter()
+        .rev()
+        .zip(b[first..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
     let mut out = format!(" from line {}", first + 1);
     let shown = |lines: &[&str], mark: char, out: &mut String| {
-        let rest = lines.get(first..).unwrap_or_default();
+        let rest = lines.get(first..lines.len() - same_end).unwrap_or_default();
         if rest.is_empty() {
-            out.push_str(&format!("\n  {mark} (no more lines)"));
+            out.push_str(&format!("\n  {mark} (no line)"));
         }
         for line in rest.iter().take(DIFF_LINES / 2) {
             out.push_str(&format!("\n  {mark} {}", cut(line, LINE_CHARS)));
@@ -441,6 +448,22 @@ mod tests {
 
     fn cell(index: usize, id: Option<&str>, text: &str) -> Value {
         json!({"index": index, "id": id, "source": "print(x)", "text": text})
+    }
+
+    #[rstest::rstest]
+    #[case::the_lines_both_end_with_are_left_out(
+        "a\nsame\n",
+        "b\nsame\n",
+        " from line 1\n  - a\n  + b"
+    )]
+    #[case::a_line_only_one_has("x\ny\n", "x\nnew\ny\n", " from line 2\n  - (no line)\n  + new")]
+    #[case::an_end_only_one_has("x\n", "x\ny\n", " from line 2\n  - (no line)\n  + y")]
+    fn a_diff_shows_only_the_lines_that_differ(
+        #[case] a: &str,
+        #[case] b: &str,
+        #[case] expected: &str,
+    ) {
+        assert_eq!(diff(Some(a), Some(b)), expected);
     }
 
     #[test]
