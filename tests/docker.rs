@@ -337,6 +337,56 @@ fn kept_containers_print_how_to_enter_them_and_clean_removes_them() {
     assert!(!container_exists(&kept[0]));
 }
 
+#[test]
+fn clean_leaves_a_running_nextest_runner_alone() {
+    // A cargo-nextest run's runner outlives the process that started it while the run's other
+    // processes use it: `clean` must not stop it under them (it stops by itself once idle).
+    // Beside it, a container of a gone process without that label, which `clean` removes.
+    support::ensure_base_image();
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let start = |shared: bool| {
+        let mut docker = std::process::Command::new("docker");
+        docker.args(["run", "-d", "--rm", "--network", "none"]);
+        for label in [
+            "runtime-matrix.run-id=clean-shared".to_owned(),
+            format!("runtime-matrix.pid={gone}"),
+            "runtime-matrix.pid-start=1".to_owned(),
+            format!("runtime-matrix.host={}", host.trim()),
+        ] {
+            docker.args(["--label", &label]);
+        }
+        if shared {
+            docker.args(["--label", "runtime-matrix.shared=nextest"]);
+        }
+        let (code, stdout, stderr) =
+            output(docker.args(["runtime-matrix/jupyter-base:bookworm", "sleep", "300"]));
+        assert_eq!(code, Some(0), "{stderr}");
+        stdout.trim().to_owned()
+    };
+    let (runner, orphan) = (start(true), start(false));
+    let (code, stdout, stderr) = output(
+        support::runtime_matrix()
+            .arg("clean")
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+    );
+    let survived = container_exists(&runner);
+    let orphan_left = container_exists(&orphan);
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &runner, &orphan])
+        .output();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(
+        survived,
+        "clean removed a running nextest runner:\n{stdout}"
+    );
+    assert!(!orphan_left, "clean left a gone process's container:\n{stdout}");
+}
+
 #[rstest::rstest]
 #[case(libc::SIGINT, 130)]
 #[case(libc::SIGTERM, 143)]

@@ -162,11 +162,20 @@ async fn remove_orphan_networks(
 
 /// Removes the containers of this project whose owner is gone: orphans, and those kept on
 /// purpose (services included), then their services' networks. Returns how many containers.
+/// A running runner of a cargo-nextest run is left alone (unless kept): the process that
+/// started it is gone while the run's others still use it, and it stops by itself once idle.
 pub async fn clean(engine: &Engine) -> Result<usize, EngineError> {
     let owner = Owner::me();
     let mut removed = 0;
     for container in engine.our_containers().await? {
         let mut labels = container.labels.unwrap_or_default();
+        let running = container.state.map(|s| s.to_string()) == Some("running".into());
+        if running
+            && labels.contains_key(super::runners::LABEL_SHARED)
+            && !labels.contains_key(LABEL_KEEP)
+        {
+            continue;
+        }
         labels.remove(LABEL_KEEP);
         if owner.is_orphan(&labels)
             && let Some(id) = container.id
