@@ -384,7 +384,10 @@ fn clean_leaves_a_running_nextest_runner_alone() {
         survived,
         "clean removed a running nextest runner:\n{stdout}"
     );
-    assert!(!orphan_left, "clean left a gone process's container:\n{stdout}");
+    assert!(
+        !orphan_left,
+        "clean left a gone process's container:\n{stdout}"
+    );
 }
 
 #[rstest::rstest]
